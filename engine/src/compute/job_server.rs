@@ -1,0 +1,332 @@
+//! A job server in Parallel Python's shape (`set_ncpus`, `submit`, results,
+//! statistics) for the native partial-sum kernel.
+//!
+//! # Guarantees
+//!
+//! - [`JobServer::submit`] and [`JobServer::try_result`] are wait-free and
+//!   allocation-free: a job is two integers written into a pre-allocated slot
+//!   and published with one atomic store; the only syscall is a non-blocking
+//!   futex wake, and only when a worker said it is asleep. A realtime thread may
+//!   call them (DESIGN.md §5).
+//! - Worker threads claim jobs with a compare-and-swap on a shared counter (no
+//!   lock), spin briefly when idle, then park on a futex.
+//! - [`JobServer::wait`] may sleep; realtime callers poll `try_result` instead.
+//! - `set_ncpus`, creation and drop spawn and join threads: not realtime-safe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use super::kernel::partial_sum;
+use crate::futex::{self, Scope};
+use crate::stats::{JobStats, StatsRow};
+
+/// Jobs that may be outstanding at once.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// Idle polls before a worker parks.
+const SPINS_BEFORE_PARKING: u32 = 2_000;
+
+/// A submitted job: its sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobId(u64);
+
+/// Why a job's result cannot be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobServerError {
+    /// `capacity` jobs are outstanding; collect some first.
+    Full,
+    /// The job's slot has been reused by a later job; its result is gone.
+    Expired,
+}
+
+struct JobSlot {
+    start: AtomicU64,
+    end: AtomicU64,
+    result: AtomicU64,
+    /// `seq + 1` once job `seq` is done: tagged, so a reused slot is told apart.
+    done: AtomicU64,
+}
+
+#[derive(Default)]
+struct WorkerCounters {
+    jobs: AtomicU64,
+    nanos: AtomicU64,
+}
+
+struct Shared {
+    slots: Box<[JobSlot]>,
+    /// Jobs `0..published` are submitted.
+    published: CachePadded<AtomicU64>,
+    /// Jobs `0..claimed` are taken by a worker.
+    claimed: CachePadded<AtomicU64>,
+    /// Workers with an index below this take jobs (`set_ncpus`).
+    active: AtomicUsize,
+    /// Futex word idle workers sleep on; `sleepers` counts them.
+    wake_seq: AtomicU32,
+    sleepers: AtomicU32,
+    /// Futex word waiters in [`JobServer::wait`] sleep on; `waiters` counts them.
+    done_seq: AtomicU32,
+    waiters: AtomicU32,
+    shutdown: AtomicBool,
+    counters: Box<[CachePadded<WorkerCounters>]>,
+}
+
+impl Shared {
+    fn has_work_for(&self, index: usize) -> bool {
+        index < self.active.load(Ordering::Acquire)
+            && self.claimed.load(Ordering::Acquire) < self.published.load(Ordering::Acquire)
+    }
+
+    fn wake_workers(&self) {
+        // Dekker with the worker's `sleepers` increment (see `worker_loop`).
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_seq.fetch_add(1, Ordering::Release);
+            futex::wake(&self.wake_seq, futex::WAKE_ALL, Scope::Private);
+        }
+    }
+}
+
+/// The native job server. Owned by one thread (submission takes `&mut self`).
+pub struct JobServer {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    next: u64,
+    created: Instant,
+}
+
+impl JobServer {
+    /// A server with room for `capacity` outstanding jobs and up to `max_threads`
+    /// worker threads, starting `ncpus` of them.
+    pub fn new(ncpus: usize, max_threads: usize, capacity: usize) -> JobServer {
+        let max_threads = max_threads.max(1);
+        let slots = (0..capacity.max(1))
+            .map(|_| JobSlot {
+                start: AtomicU64::new(0),
+                end: AtomicU64::new(0),
+                result: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+            })
+            .collect();
+        let counters = (0..max_threads).map(|_| CachePadded::new(WorkerCounters::default())).collect();
+        let shared = Arc::new(Shared {
+            slots,
+            published: CachePadded::new(AtomicU64::new(0)),
+            claimed: CachePadded::new(AtomicU64::new(0)),
+            active: AtomicUsize::new(0),
+            wake_seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            done_seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            shutdown: AtomicBool::new(false),
+            counters,
+        });
+        let mut server = JobServer { shared, threads: Vec::new(), next: 0, created: Instant::now() };
+        server.set_ncpus(ncpus);
+        server
+    }
+
+    /// A server sized for this machine: as many threads as cores, up to 64.
+    pub fn with_cores() -> JobServer {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        JobServer::new(cores, 64, DEFAULT_CAPACITY)
+    }
+
+    /// Sets how many worker threads take jobs (at least 1, at most the maximum
+    /// given at creation), starting threads as needed. Not realtime-safe.
+    pub fn set_ncpus(&mut self, ncpus: usize) {
+        let ncpus = ncpus.clamp(1, self.shared.counters.len());
+        while self.threads.len() < ncpus {
+            let index = self.threads.len();
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("outboard-compute-{index}"))
+                .spawn(move || worker_loop(&shared, index))
+                .expect("spawning a compute thread");
+            self.threads.push(handle);
+        }
+        self.shared.active.store(ncpus, Ordering::Release);
+        self.shared.wake_workers();
+    }
+
+    /// Worker threads taking jobs.
+    pub fn ncpus(&self) -> usize {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// Submits the partial sum over `start..end`. Wait-free and allocation-free.
+    pub fn submit(&mut self, start: u64, end: u64) -> Result<JobId, JobServerError> {
+        let seq = self.next;
+        let capacity = self.shared.slots.len() as u64;
+        let slot = &self.shared.slots[(seq % capacity) as usize];
+        // The slot's previous job (seq - capacity) must be finished before reuse.
+        if seq >= capacity && slot.done.load(Ordering::Acquire) != seq - capacity + 1 {
+            return Err(JobServerError::Full);
+        }
+        slot.start.store(start, Ordering::Relaxed);
+        slot.end.store(end, Ordering::Relaxed);
+        self.next += 1;
+        // Release: a worker that sees `published` > seq sees the slot's fields.
+        self.shared.published.store(self.next, Ordering::Release);
+        self.shared.wake_workers();
+        Ok(JobId(seq))
+    }
+
+    /// The job's result if it is done. Wait-free.
+    pub fn try_result(&self, job: JobId) -> Result<Option<f64>, JobServerError> {
+        let capacity = self.shared.slots.len() as u64;
+        let slot = &self.shared.slots[(job.0 % capacity) as usize];
+        if self.next > job.0 + capacity {
+            return Err(JobServerError::Expired);
+        }
+        if slot.done.load(Ordering::Acquire) == job.0 + 1 {
+            Ok(Some(f64::from_bits(slot.result.load(Ordering::Relaxed))))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Waits for the job's result: spins briefly, then sleeps. Not for realtime threads.
+    pub fn wait(&self, job: JobId) -> Result<f64, JobServerError> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(value) = self.try_result(job)? {
+                return Ok(value);
+            }
+            if spins < SPINS_BEFORE_PARKING {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let shared = &self.shared;
+            let seen = shared.done_seq.load(Ordering::Acquire);
+            shared.waiters.fetch_add(1, Ordering::SeqCst);
+            if self.try_result(job)?.is_none() {
+                futex::wait(&shared.done_seq, seen, Some(Duration::from_millis(50)), Scope::Private);
+            }
+            shared.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The statistics table: one row per worker thread.
+    pub fn stats(&self) -> JobStats {
+        let rows = self
+            .shared
+            .counters
+            .iter()
+            .take(self.threads.len())
+            .enumerate()
+            .map(|(i, c)| StatsRow {
+                worker: format!("native thread {i}"),
+                jobs: c.jobs.load(Ordering::Relaxed),
+                seconds: c.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+            })
+            .collect();
+        JobStats { rows, elapsed: self.created.elapsed() }
+    }
+}
+
+impl Drop for JobServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.wake_seq.fetch_add(1, Ordering::Release);
+        futex::wake(&self.shared.wake_seq, futex::WAKE_ALL, Scope::Private);
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, index: usize) {
+    let mut idle = 0u32;
+    loop {
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        if index < shared.active.load(Ordering::Acquire) {
+            let claimed = shared.claimed.load(Ordering::Acquire);
+            if claimed < shared.published.load(Ordering::Acquire) {
+                if shared
+                    .claimed
+                    .compare_exchange_weak(claimed, claimed + 1, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    run_job(shared, index, claimed);
+                    idle = 0;
+                }
+                continue;
+            }
+        }
+        if idle < SPINS_BEFORE_PARKING {
+            idle += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        let seen = shared.wake_seq.load(Ordering::Acquire);
+        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        if !shared.has_work_for(index) && !shared.shutdown.load(Ordering::Acquire) {
+            futex::wait(&shared.wake_seq, seen, None, Scope::Private);
+        }
+        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        idle = 0;
+    }
+}
+
+fn run_job(shared: &Shared, index: usize, seq: u64) {
+    let slot = &shared.slots[(seq % shared.slots.len() as u64) as usize];
+    // Acquire of `published` (> seq) in the caller made these visible.
+    let start = slot.start.load(Ordering::Relaxed);
+    let end = slot.end.load(Ordering::Relaxed);
+    let began = Instant::now();
+    let sum = partial_sum(start, end);
+    let nanos = began.elapsed().as_nanos() as u64;
+    slot.result.store(sum.to_bits(), Ordering::Relaxed);
+    slot.done.store(seq + 1, Ordering::Release);
+    let counters = &shared.counters[index];
+    counters.jobs.fetch_add(1, Ordering::Relaxed);
+    counters.nanos.fetch_add(nanos, Ordering::Relaxed);
+    // Dekker with the waiter's `waiters` increment.
+    fence(Ordering::SeqCst);
+    if shared.waiters.load(Ordering::Relaxed) != 0 {
+        shared.done_seq.fetch_add(1, Ordering::Release);
+        futex::wake(&shared.done_seq, futex::WAKE_ALL, Scope::Private);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::kernel::{partial_sum_scalar, seed_parts};
+
+    #[test]
+    fn parts_sum_to_the_whole_for_every_ncpus() {
+        let mut server = JobServer::new(1, 4, 128);
+        let expected = partial_sum_scalar(1, 200_000);
+        for ncpus in [1, 2, 4, 3, 1] {
+            server.set_ncpus(ncpus);
+            let jobs: Vec<JobId> =
+                seed_parts(1, 200_000, 64).into_iter().map(|(s, e)| server.submit(s, e).unwrap()).collect();
+            let sum: f64 = jobs.into_iter().map(|j| server.wait(j).unwrap()).sum();
+            assert!((sum - expected).abs() < 1e-12, "ncpus {ncpus}");
+        }
+        let stats = server.stats();
+        assert_eq!(stats.total_jobs(), 5 * 64);
+        assert_eq!(stats.rows.len(), 4);
+    }
+
+    #[test]
+    fn a_full_server_says_so_and_old_results_expire() {
+        let mut server = JobServer::new(1, 1, 4);
+        let first: Vec<JobId> = (0..4).map(|i| server.submit(1, 10 + i).unwrap()).collect();
+        for &job in &first {
+            server.wait(job).unwrap();
+        }
+        let fifth = server.submit(1, 3).unwrap();
+        assert_eq!(server.try_result(first[0]), Err(JobServerError::Expired));
+        assert_eq!(server.wait(fifth), Ok(0.5));
+        assert!(server.wait(first[3]).is_ok(), "not yet reused");
+    }
+}

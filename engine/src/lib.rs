@@ -1,0 +1,46 @@
+//! # outboard-engine
+//!
+//! The host side of Outboard: shared-memory rings to script worker processes,
+//! the message protocol over them, the pool that owns those processes, and the
+//! compute core that carries the native DSP load.
+//!
+//! ## What it guarantees
+//!
+//! Realtime-safe (no lock, no allocation or free, no blocking syscall, no I/O,
+//! no panic on any input, bounded time; the only syscall is a non-blocking
+//! futex wake of a peer that said it is asleep):
+//!
+//! - [`ring::Producer::try_push`], [`ring::Consumer::try_pop`],
+//!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`];
+//! - [`compute::partial_sum`];
+//! - [`compute::JobServer::submit`] and [`compute::JobServer::try_result`].
+//!
+//! Everything else (creating regions, spawning workers, the job pool, waiting)
+//! runs on non-realtime threads and may allocate, block and log.
+//!
+//! ## What it assumes
+//!
+//! The worker process is untrusted: every byte read back from shared memory is
+//! validated (header at attach, positions at every read, lengths per slot,
+//! messages as they are reassembled) and a bad value faults the ring or fails
+//! the job; it never panics the host or reads out of bounds.
+//!
+//! Linux only (memfd, futex, parent-death signal). Model-checked with loom:
+//! `RUSTFLAGS="--cfg loom" cargo test -p outboard-engine --release --lib loom`
+//! (`cargo xtask test` runs it).
+
+pub mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+pub mod compute;
+#[cfg(not(loom))]
+pub mod futex;
+#[cfg(not(loom))]
+pub mod protocol;
+#[cfg(not(loom))]
+pub mod region;
+#[cfg(not(loom))]
+pub mod stats;
+#[cfg(not(loom))]
+pub mod workers;

@@ -1,0 +1,319 @@
+//! Messages between the host and a worker over the control rings: framing,
+//! reassembly with every length checked, and the job request/reply bodies.
+//!
+//! A message is one or more ring slots ("fragments"). Each fragment starts with
+//! a 16-byte little-endian header: kind (u16), flags (u16, bit 0 = more
+//! fragments follow), reserved (u32), message id (u64); the rest of the slot is
+//! body. A ring has one producer, so the fragments of one message are
+//! contiguous. The reader checks that continuations match the first fragment's
+//! kind and id and that the whole message stays under [`MAX_MESSAGE_BYTES`];
+//! anything else is a [`ProtocolError`], never a panic.
+//!
+//! Job bodies are JSON: the host is not realtime here, and a job's arguments
+//! and result are whatever JSON values the script takes and returns.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// Bytes of the fragment header.
+pub const FRAGMENT_HEADER: usize = 16;
+/// Largest message (all fragments) a reader accepts.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+const FLAG_MORE: u16 = 1;
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// Host → worker: run a job (body: [`JobRequest`] JSON).
+    JobRequest = 1,
+    /// Worker → host: a job's outcome (body: [`JobReply`] JSON).
+    JobReply = 2,
+    /// Host → worker: exit cleanly (empty body).
+    Shutdown = 3,
+}
+
+impl Kind {
+    fn from_u16(value: u16) -> Option<Kind> {
+        match value {
+            1 => Some(Kind::JobRequest),
+            2 => Some(Kind::JobReply),
+            3 => Some(Kind::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// A whole message, reassembled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub kind: Kind,
+    pub id: u64,
+    pub body: Vec<u8>,
+}
+
+/// A message that no well-behaved peer would send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Splits a message into fragments of at most `slot_payload` bytes each.
+pub fn fragments(kind: Kind, id: u64, body: &[u8], slot_payload: usize) -> Vec<Vec<u8>> {
+    assert!(slot_payload > FRAGMENT_HEADER, "slots too small for a fragment header");
+    let chunk = slot_payload - FRAGMENT_HEADER;
+    let mut chunks: Vec<&[u8]> = body.chunks(chunk).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let flags = if i < last { FLAG_MORE } else { 0 };
+            let mut fragment = Vec::with_capacity(FRAGMENT_HEADER + part.len());
+            fragment.extend_from_slice(&(kind as u16).to_le_bytes());
+            fragment.extend_from_slice(&flags.to_le_bytes());
+            fragment.extend_from_slice(&0u32.to_le_bytes());
+            fragment.extend_from_slice(&id.to_le_bytes());
+            fragment.extend_from_slice(part);
+            fragment
+        })
+        .collect()
+}
+
+/// Reassembles fragments into messages, validating as it goes.
+#[derive(Default)]
+pub struct Reassembler {
+    partial: Option<Message>,
+}
+
+impl Reassembler {
+    /// Feeds one fragment; returns a message when its last fragment arrives.
+    pub fn push(&mut self, fragment: &[u8]) -> Result<Option<Message>, ProtocolError> {
+        if fragment.len() < FRAGMENT_HEADER {
+            return Err(ProtocolError(format!("fragment of {} bytes, shorter than its header", fragment.len())));
+        }
+        let raw_kind = u16::from_le_bytes([fragment[0], fragment[1]]);
+        let flags = u16::from_le_bytes([fragment[2], fragment[3]]);
+        let id = u64::from_le_bytes(fragment[8..16].try_into().expect("8 bytes"));
+        let kind = Kind::from_u16(raw_kind).ok_or_else(|| ProtocolError(format!("unknown message kind {raw_kind}")))?;
+        let body = &fragment[FRAGMENT_HEADER..];
+        let message = match self.partial.take() {
+            None => Message { kind, id, body: body.to_vec() },
+            Some(mut message) => {
+                if message.kind != kind || message.id != id {
+                    return Err(ProtocolError(format!(
+                        "fragment of {kind:?} {id} inside {:?} {}",
+                        message.kind, message.id
+                    )));
+                }
+                if message.body.len() + body.len() > MAX_MESSAGE_BYTES {
+                    return Err(ProtocolError(format!("message longer than {MAX_MESSAGE_BYTES} bytes")));
+                }
+                message.body.extend_from_slice(body);
+                message
+            }
+        };
+        if flags & FLAG_MORE != 0 {
+            self.partial = Some(message);
+            Ok(None)
+        } else {
+            Ok(Some(message))
+        }
+    }
+}
+
+/// A job for a worker: call `function(*args)` from the Python file `file`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRequest {
+    pub file: PathBuf,
+    pub function: String,
+    pub args: Vec<Value>,
+}
+
+impl JobRequest {
+    pub fn new(file: impl Into<PathBuf>, function: impl Into<String>, args: Vec<Value>) -> Self {
+        JobRequest { file: file.into(), function: function.into(), args }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        json!({"file": self.file, "function": self.function, "args": self.args}).to_string().into_bytes()
+    }
+
+    pub fn from_json(body: &[u8]) -> Result<JobRequest, ProtocolError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("job request is not JSON: {e}")))?;
+        let file = value["file"].as_str().ok_or_else(|| ProtocolError("job request without a file".into()))?;
+        let function =
+            value["function"].as_str().ok_or_else(|| ProtocolError("job request without a function".into()))?;
+        let args = match &value["args"] {
+            Value::Array(args) => args.clone(),
+            Value::Null => Vec::new(),
+            _ => return Err(ProtocolError("job request args is not a list".into())),
+        };
+        Ok(JobRequest { file: file.into(), function: function.into(), args })
+    }
+}
+
+/// Why a job failed: a Python error with where it happened, or the worker's death.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobError {
+    /// The Python exception type (`ZeroDivisionError`, `SyntaxError`, ...), or
+    /// `ScriptNotFound`, `MissingFunction`, `WorkerDied`, `ProtocolError`.
+    pub kind: String,
+    pub message: String,
+    /// The script file the error points into, when there is one.
+    pub file: Option<String>,
+    /// The line in `file`, when there is one.
+    pub line: Option<u32>,
+    /// The Python traceback, formatted as Python prints it (may be empty).
+    pub traceback: String,
+}
+
+impl JobError {
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        JobError { kind: kind.into(), message: message.into(), file: None, line: None, traceback: String::new() }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            _ => {}
+        }
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if !self.traceback.is_empty() {
+            write!(f, "\n{}", self.traceback.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// A job's outcome as the worker reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobReply {
+    pub result: Result<Value, JobError>,
+    /// Seconds the worker spent on the job (loading the script included).
+    pub seconds: f64,
+}
+
+impl JobReply {
+    pub fn to_json(&self) -> Vec<u8> {
+        let value = match &self.result {
+            Ok(value) => json!({"ok": true, "value": value, "seconds": self.seconds}),
+            Err(e) => json!({
+                "ok": false, "seconds": self.seconds, "kind": e.kind, "message": e.message,
+                "file": e.file, "line": e.line, "traceback": e.traceback,
+            }),
+        };
+        value.to_string().into_bytes()
+    }
+
+    pub fn from_json(body: &[u8]) -> Result<JobReply, ProtocolError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("job reply is not JSON: {e}")))?;
+        let seconds = value["seconds"].as_f64().filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(0.0);
+        let result = match value["ok"].as_bool() {
+            Some(true) => Ok(value["value"].clone()),
+            Some(false) => {
+                let text = |key: &str| value[key].as_str().unwrap_or_default().to_string();
+                Err(JobError {
+                    kind: text("kind"),
+                    message: text("message"),
+                    file: value["file"].as_str().map(str::to_string),
+                    line: value["line"].as_u64().and_then(|l| u32::try_from(l).ok()),
+                    traceback: text("traceback"),
+                })
+            }
+            None => return Err(ProtocolError("job reply without ok".into())),
+        };
+        Ok(JobReply { result, seconds })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_reassemble_to_the_message() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        for payload in [17, 64, 4096, 20_000] {
+            let mut reader = Reassembler::default();
+            let frags = fragments(Kind::JobReply, 77, &body, payload);
+            assert!(frags.iter().all(|f| f.len() <= payload));
+            let mut got = None;
+            for (i, f) in frags.iter().enumerate() {
+                let out = reader.push(f).unwrap();
+                assert_eq!(out.is_some(), i == frags.len() - 1);
+                got = out;
+            }
+            assert_eq!(got, Some(Message { kind: Kind::JobReply, id: 77, body: body.clone() }));
+        }
+        let empty = fragments(Kind::Shutdown, 1, &[], 64);
+        assert_eq!(Reassembler::default().push(&empty[0]).unwrap().unwrap().body, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn bad_fragments_are_errors() {
+        let mut reader = Reassembler::default();
+        assert!(reader.push(&[1, 2, 3]).is_err());
+        let mut unknown = fragments(Kind::JobReply, 1, b"x", 64).remove(0);
+        unknown[0] = 99;
+        assert!(reader.push(&unknown).is_err());
+        let frags = fragments(Kind::JobReply, 1, &[0; 100], 32);
+        let mut reader = Reassembler::default();
+        reader.push(&frags[0]).unwrap();
+        let intruder = fragments(Kind::JobReply, 2, b"x", 64).remove(0);
+        assert!(reader.push(&intruder).unwrap_err().0.contains("inside"));
+    }
+
+    #[test]
+    fn endless_messages_are_cut_off() {
+        let mut reader = Reassembler::default();
+        let more = fragments(Kind::JobReply, 5, &[0; 8192], 4096 + FRAGMENT_HEADER).remove(0);
+        let mut result = Ok(None);
+        for _ in 0..(MAX_MESSAGE_BYTES / 4096 + 2) {
+            result = reader.push(&more);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn job_bodies_round_trip() {
+        let request = JobRequest::new("/tmp/x.py", "f", vec![json!(1), json!("two")]);
+        assert_eq!(JobRequest::from_json(&request.to_json()).unwrap(), request);
+        let ok = JobReply { result: Ok(json!([1.5])), seconds: 0.25 };
+        assert_eq!(JobReply::from_json(&ok.to_json()).unwrap(), ok);
+        let err = JobReply {
+            result: Err(JobError {
+                kind: "ValueError".into(),
+                message: "bad".into(),
+                file: Some("/tmp/x.py".into()),
+                line: Some(3),
+                traceback: "Traceback ...".into(),
+            }),
+            seconds: 0.0,
+        };
+        assert_eq!(JobReply::from_json(&err.to_json()).unwrap(), err);
+        assert!(JobReply::from_json(b"{}").is_err());
+        assert!(JobRequest::from_json(b"[1]").is_err());
+    }
+}

@@ -1,0 +1,704 @@
+//! A single-producer single-consumer ring of fixed-size slots, in memory shared
+//! with another process that we do not trust.
+//!
+//! # Guarantees
+//!
+//! - [`Producer::try_push`] and [`Consumer::try_pop`] are wait-free: a bounded
+//!   number of atomic loads and stores, one copy of at most one slot, no lock,
+//!   no allocation. The only syscall either may make is a non-blocking
+//!   `FUTEX_WAKE`, made by the producer only when the consumer said it is asleep.
+//!   Both are safe to call from a realtime thread.
+//! - The peer's position is validated every time it is read. A value that no
+//!   well-behaved peer could have written (a position moving backwards, a ring
+//!   more than full, a slot length beyond the slot) *faults* the endpoint: it
+//!   stops touching the ring and reports [`RingFault`] from then on. A hostile
+//!   peer can make us drop or garble messages; it cannot make us read or write
+//!   outside the ring, panic, or block.
+//! - Messages are copied in and out (copy, then validate), so a peer writing a
+//!   slot while we read it can only hand us bytes that fail validation later,
+//!   never change what we already checked.
+//!
+//! # Protocol
+//!
+//! `tail` counts slots pushed (written only by the producer), `head` counts slots
+//! popped (written only by the consumer). Both are `u64` and never wrap in
+//! practice (2^64 blocks of 64 frames at 48 kHz is millions of years). Slot
+//! `p % capacity` holds message `p`. The producer publishes a slot with a
+//! `Release` store of `tail`; the consumer reads `tail` with `Acquire` before
+//! reading the slot, and frees it with a `Release` store of `head`, which the
+//! producer reads with `Acquire` before overwriting the slot. Each side keeps its
+//! own position locally (the authoritative copy; the shared word is only a
+//! publication) and caches the peer's, so an uncontended push or pop touches the
+//! peer's cache line only when the cached value says the ring is full or empty.
+//!
+//! Sleeping: a consumer with nothing to do spins briefly, then announces
+//! `asleep = 1`, re-checks the ring, and waits on the futex word `wake_seq`.
+//! After publishing, the producer checks `asleep` and, only if it is set, bumps
+//! `wake_seq` and wakes. Both sides put a `SeqCst` fence between their store and
+//! their load (Dekker's pattern), so at least one of them sees the other: the
+//! consumer sees the new message, or the producer sees the sleeper. The `loom`
+//! model in this module checks both the data path and this hand-shake.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// Bytes before each slot's payload: the payload length (u32) and 4 reserved bytes.
+const SLOT_HEADER: usize = 8;
+/// Slots are laid out on 64-byte boundaries so a slot never shares a cache line
+/// with its neighbour's header.
+const SLOT_ALIGN: usize = 64;
+/// Largest payload one slot may carry. Also bounds what a peer can make us copy.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Largest number of slots in one ring.
+pub const MAX_CAPACITY: usize = 1 << 16;
+
+/// The ring's shared control words, at the start of the ring's memory.
+///
+/// `#[repr(C)]` because two processes map it. Every field is an atomic: the peer
+/// may write any of them at any time, and all-zero is a valid (empty) state.
+#[repr(C)]
+pub struct RingControl {
+    /// Slots pushed so far. Written by the producer only.
+    tail: CachePadded<AtomicU64>,
+    /// Slots popped so far. Written by the consumer only.
+    head: CachePadded<AtomicU64>,
+    /// The consumer's sleep hand-shake.
+    wake: CachePadded<WakeWords>,
+    #[cfg(loom)]
+    futex: loom_futex::Emulated,
+}
+
+#[repr(C)]
+struct WakeWords {
+    /// 1 while the consumer is (about to be) asleep on `seq`. Written by the consumer.
+    asleep: AtomicU32,
+    /// The futex word. Bumped by the producer before waking.
+    seq: AtomicU32,
+}
+
+impl RingControl {
+    /// Bytes the control block takes before the first slot (a multiple of 128).
+    #[cfg(not(loom))]
+    pub const BYTES: usize = std::mem::size_of::<RingControl>();
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        RingControl {
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            wake: CachePadded::new(WakeWords { asleep: AtomicU32::new(0), seq: AtomicU32::new(0) }),
+            futex: loom_futex::Emulated::new(),
+        }
+    }
+
+    fn futex_wait(&self, expected: u32, timeout: Option<Duration>) {
+        #[cfg(not(loom))]
+        crate::futex::wait(&self.wake.seq, expected, timeout, crate::futex::Scope::Shared);
+        #[cfg(loom)]
+        {
+            let _ = timeout;
+            self.futex.wait(&self.wake.seq, expected);
+        }
+    }
+
+    fn futex_wake(&self) {
+        #[cfg(not(loom))]
+        crate::futex::wake(&self.wake.seq, 1, crate::futex::Scope::Shared);
+        #[cfg(loom)]
+        self.futex.wake();
+    }
+}
+
+/// The shape of one ring: how many slots, and how many payload bytes each holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingShape {
+    pub capacity: usize,
+    pub payload: usize,
+}
+
+impl RingShape {
+    /// Distance between two slots.
+    pub fn stride(&self) -> usize {
+        (SLOT_HEADER + self.payload).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
+    }
+
+    /// Whether the shape is within the limits every endpoint accepts.
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_CAPACITY).contains(&self.capacity) && self.payload <= MAX_PAYLOAD
+    }
+
+    /// Bytes of shared memory the ring occupies, control block included.
+    #[cfg(not(loom))]
+    pub fn bytes(&self) -> usize {
+        RingControl::BYTES + self.capacity * self.stride()
+    }
+}
+
+/// Why an endpoint stopped using its ring. Sticky: once faulted, always faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingFault {
+    /// The consumer's `head` moved backwards or past our `tail`.
+    HeadOutOfRange { seen: u64, low: u64, high: u64 },
+    /// The producer's `tail` moved backwards or more than a ring ahead of our `head`.
+    TailOutOfRange { seen: u64, low: u64, high: u64 },
+    /// A slot claimed a payload longer than a slot holds.
+    SlotLengthOutOfRange { seen: u32, max: usize },
+}
+
+impl fmt::Display for RingFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RingFault::HeadOutOfRange { seen, low, high } => {
+                write!(f, "peer's head {seen} outside [{low}, {high}]")
+            }
+            RingFault::TailOutOfRange { seen, low, high } => {
+                write!(f, "peer's tail {seen} outside [{low}, {high}]")
+            }
+            RingFault::SlotLengthOutOfRange { seen, max } => {
+                write!(f, "slot length {seen} exceeds the slot's {max} bytes")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// Every slot holds a message the consumer has not taken yet.
+    Full,
+    /// The message is longer than a slot's payload (a caller bug, not a fault).
+    TooLarge { len: usize, max: usize },
+    /// The ring is faulted; nothing was written.
+    Faulted(RingFault),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopError {
+    /// No message is waiting.
+    Empty,
+    /// The caller's buffer is shorter than the message; it stays in the ring.
+    BufferTooSmall { needed: usize },
+    /// The ring is faulted; nothing was read.
+    Faulted(RingFault),
+}
+
+/// Who keeps the ring's memory mapped: endpoints hold one so the memory outlives them.
+pub(crate) type Owner = Arc<dyn Send + Sync>;
+
+/// Pointers into the ring's memory, common to both endpoints.
+struct RingPtrs {
+    ctrl: NonNull<RingControl>,
+    slots: NonNull<u8>,
+    shape: RingShape,
+    _owner: Owner,
+    #[cfg(loom)]
+    tracker: Arc<Vec<loom::cell::UnsafeCell<()>>>,
+}
+
+impl RingPtrs {
+    fn ctrl(&self) -> &RingControl {
+        // SAFETY: `ctrl` points to a RingControl that lives as long as `_owner`
+        // (guaranteed by the constructor's contract), and every field of it is
+        // an atomic, so shared references are sound even while the peer writes.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    fn slot(&self, position: u64) -> *mut u8 {
+        let index = (position % self.shape.capacity as u64) as usize;
+        // SAFETY: index < capacity, and the constructor's contract says
+        // `capacity * stride` bytes from `slots` belong to this ring.
+        unsafe { self.slots.as_ptr().add(index * self.shape.stride()) }
+    }
+}
+
+/// The writing end of a ring. `Send` but not `Sync` or `Clone`: exactly one
+/// thread pushes at a time.
+pub struct Producer {
+    ring: RingPtrs,
+    /// Authoritative count of slots pushed.
+    tail: u64,
+    /// Last validated `head` read from the consumer.
+    head_cache: u64,
+    fault: Option<RingFault>,
+}
+
+/// The reading end of a ring. `Send` but not `Sync` or `Clone`.
+pub struct Consumer {
+    ring: RingPtrs,
+    /// Authoritative count of slots popped.
+    head: u64,
+    /// Last validated `tail` read from the producer.
+    tail_cache: u64,
+    fault: Option<RingFault>,
+}
+
+// SAFETY: the endpoints own their local state; the shared memory they point to
+// is accessed only through atomics and through slot copies ordered by the
+// protocol above, and is kept alive by `_owner`, which is Send + Sync.
+unsafe impl Send for Producer {}
+// SAFETY: as for Producer.
+unsafe impl Send for Consumer {}
+
+impl Producer {
+    /// Makes the producer of the ring at `ctrl`, resuming at the `tail` found there.
+    ///
+    /// # Safety
+    /// `ctrl` must point to a `RingControl` followed (at `slots`) by
+    /// `shape.capacity * shape.stride()` bytes, all valid for reads and writes for
+    /// as long as `owner` lives, and no other producer may exist for this ring.
+    pub(crate) unsafe fn new(
+        ctrl: NonNull<RingControl>,
+        slots: NonNull<u8>,
+        shape: RingShape,
+        owner: Owner,
+    ) -> Producer {
+        let ring = RingPtrs::new(ctrl, slots, shape, owner);
+        let tail = ring.ctrl().tail.load(Ordering::Acquire);
+        let head = ring.ctrl().head.load(Ordering::Acquire);
+        let low = tail.saturating_sub(shape.capacity as u64);
+        let mut producer = Producer { ring, tail, head_cache: low, fault: None };
+        producer.accept_head(head);
+        producer
+    }
+
+    /// The ring's shape.
+    pub fn shape(&self) -> RingShape {
+        self.ring.shape
+    }
+
+    /// Why the ring was given up, if it was.
+    pub fn fault(&self) -> Option<RingFault> {
+        self.fault
+    }
+
+    /// Slots free for pushing, as far as the last look at the consumer tells.
+    /// Refreshes that look. Wait-free.
+    pub fn free_slots(&mut self) -> usize {
+        if self.fault.is_some() {
+            return 0;
+        }
+        let head = self.ring.ctrl().head.load(Ordering::Acquire);
+        self.accept_head(head);
+        self.ring.shape.capacity - (self.tail - self.head_cache) as usize
+    }
+
+    /// Validates a `head` read from the consumer and caches it, or faults.
+    fn accept_head(&mut self, head: u64) -> bool {
+        // A well-behaved consumer's head never moves back and never passes what
+        // we have published; since head_cache >= tail - capacity, the ring can
+        // then never look more than full.
+        if head < self.head_cache || head > self.tail {
+            self.fault = Some(RingFault::HeadOutOfRange {
+                seen: head,
+                low: self.head_cache,
+                high: self.tail,
+            });
+            return false;
+        }
+        self.head_cache = head;
+        true
+    }
+
+    /// Copies `msg` into the next slot and publishes it. Wait-free, realtime-safe.
+    pub fn try_push(&mut self, msg: &[u8]) -> Result<(), PushError> {
+        if let Some(fault) = self.fault {
+            return Err(PushError::Faulted(fault));
+        }
+        let shape = self.ring.shape;
+        if msg.len() > shape.payload {
+            return Err(PushError::TooLarge { len: msg.len(), max: shape.payload });
+        }
+        if self.tail - self.head_cache == shape.capacity as u64 {
+            let head = self.ring.ctrl().head.load(Ordering::Acquire);
+            if !self.accept_head(head) {
+                return Err(PushError::Faulted(self.fault.expect("just set")));
+            }
+            if self.tail - head == shape.capacity as u64 {
+                return Err(PushError::Full);
+            }
+        }
+        let slot = self.ring.slot(self.tail);
+        self.ring.write_slot(self.tail, || {
+            // SAFETY: the slot is ours: the consumer's head (Acquire above or at
+            // an earlier push) is past the message that last used it, so the
+            // consumer will not read it until our Release store of `tail`
+            // below. `msg.len() <= payload`, so the copy stays in the slot.
+            unsafe {
+                slot.cast::<u32>().write_unaligned(msg.len() as u32);
+                std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(SLOT_HEADER), msg.len());
+            }
+        });
+        self.tail += 1;
+        let ctrl = self.ring.ctrl();
+        ctrl.tail.store(self.tail, Ordering::Release);
+        // Dekker: our tail store, then the consumer's asleep flag (see module docs).
+        fence(Ordering::SeqCst);
+        if ctrl.wake.asleep.load(Ordering::Relaxed) != 0 {
+            ctrl.wake.seq.fetch_add(1, Ordering::Relaxed);
+            ctrl.futex_wake();
+        }
+        Ok(())
+    }
+
+    /// Resynchronises with a consumer that restarted: forgets everything not yet
+    /// consumed and publishes our position again. Called only while no consumer
+    /// process is attached (the old one is dead, the new one not yet reading).
+    pub fn reset(&mut self) {
+        let ctrl = self.ring.ctrl();
+        ctrl.tail.store(self.tail, Ordering::Release);
+        ctrl.head.store(self.tail, Ordering::Release);
+        ctrl.wake.asleep.store(0, Ordering::Release);
+        self.head_cache = self.tail;
+        self.fault = None;
+    }
+}
+
+impl Consumer {
+    /// Makes the consumer of the ring at `ctrl`, resuming at the `head` found there.
+    ///
+    /// # Safety
+    /// As for [`Producer::new`], with "no other consumer" in place of "no other producer".
+    pub(crate) unsafe fn new(
+        ctrl: NonNull<RingControl>,
+        slots: NonNull<u8>,
+        shape: RingShape,
+        owner: Owner,
+    ) -> Consumer {
+        let ring = RingPtrs::new(ctrl, slots, shape, owner);
+        let head = ring.ctrl().head.load(Ordering::Acquire);
+        Consumer { ring, head, tail_cache: head, fault: None }
+    }
+
+    pub fn shape(&self) -> RingShape {
+        self.ring.shape
+    }
+
+    pub fn fault(&self) -> Option<RingFault> {
+        self.fault
+    }
+
+    /// Validates a `tail` read from the producer and caches it, or faults.
+    fn accept_tail(&mut self, tail: u64) -> bool {
+        let high = self.head + self.ring.shape.capacity as u64;
+        if tail < self.tail_cache || tail > high {
+            self.fault = Some(RingFault::TailOutOfRange { seen: tail, low: self.tail_cache, high });
+            return false;
+        }
+        self.tail_cache = tail;
+        true
+    }
+
+    /// Whether a message is waiting. Refreshes the cached tail when needed. Wait-free.
+    pub fn has_message(&mut self) -> bool {
+        if self.fault.is_some() {
+            return false;
+        }
+        if self.head == self.tail_cache {
+            let tail = self.ring.ctrl().tail.load(Ordering::Acquire);
+            if !self.accept_tail(tail) {
+                return false;
+            }
+        }
+        self.head != self.tail_cache
+    }
+
+    /// Copies the next message into `out` and frees its slot; returns its length.
+    /// Wait-free, realtime-safe.
+    pub fn try_pop(&mut self, out: &mut [u8]) -> Result<usize, PopError> {
+        if !self.has_message() {
+            return Err(match self.fault {
+                Some(fault) => PopError::Faulted(fault),
+                None => PopError::Empty,
+            });
+        }
+        let slot = self.ring.slot(self.head);
+        let max = self.ring.shape.payload;
+        let outcome = self.ring.read_slot(self.head, || {
+            // SAFETY: `tail` (Acquire) is past this slot, so the producer wrote
+            // it before its Release store and will not touch it again until our
+            // Release store of `head`. A hostile producer may still write it now;
+            // we only copy bytes, and validate the length before using it.
+            let len = unsafe { slot.cast::<u32>().read_unaligned() };
+            if len as usize > max {
+                return Err(RingFault::SlotLengthOutOfRange { seen: len, max });
+            }
+            let len = len as usize;
+            if len > out.len() {
+                return Ok(Err(PopError::BufferTooSmall { needed: len }));
+            }
+            // SAFETY: len <= payload keeps the read inside the slot; `out` holds len bytes.
+            unsafe { std::ptr::copy_nonoverlapping(slot.add(SLOT_HEADER), out.as_mut_ptr(), len) };
+            Ok(Ok(len))
+        });
+        match outcome {
+            Err(fault) => {
+                self.fault = Some(fault);
+                Err(PopError::Faulted(fault))
+            }
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(len)) => {
+                self.head += 1;
+                self.ring.ctrl().head.store(self.head, Ordering::Release);
+                Ok(len)
+            }
+        }
+    }
+
+    /// Pops the next message, sleeping until one arrives or `timeout` passes.
+    /// Spins `spins` times first. Blocks: never call it on a realtime thread.
+    pub fn pop_wait(
+        &mut self,
+        out: &mut [u8],
+        spins: u32,
+        timeout: Option<Duration>,
+    ) -> Result<usize, PopError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.try_pop(out) {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if !self.wait_for_message(spins, deadline) {
+                return Err(PopError::Empty);
+            }
+        }
+    }
+
+    /// Blocks until a message is waiting (true) or `deadline` passes (false).
+    pub fn wait_for_message(&mut self, spins: u32, deadline: Option<Instant>) -> bool {
+        for _ in 0..spins {
+            if self.has_message() || self.fault.is_some() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let ctrl = self.ring.ctrl();
+            let seen = ctrl.wake.seq.load(Ordering::Acquire);
+            ctrl.wake.asleep.store(1, Ordering::Relaxed);
+            // Dekker: our asleep flag, then the producer's tail (see module docs).
+            fence(Ordering::SeqCst);
+            if self.has_message() || self.fault.is_some() {
+                self.ring.ctrl().wake.asleep.store(0, Ordering::Relaxed);
+                return true;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        self.ring.ctrl().wake.asleep.store(0, Ordering::Relaxed);
+                        return false;
+                    }
+                },
+            };
+            let ctrl = self.ring.ctrl();
+            ctrl.futex_wait(seen, timeout);
+            ctrl.wake.asleep.store(0, Ordering::Relaxed);
+            if self.has_message() || self.fault.is_some() {
+                return true;
+            }
+        }
+    }
+
+    /// Resynchronises with a producer that restarted: drops everything not yet
+    /// consumed. Called only while no producer process is attached.
+    pub fn reset(&mut self) {
+        let ctrl = self.ring.ctrl();
+        ctrl.head.store(self.head, Ordering::Release);
+        ctrl.tail.store(self.head, Ordering::Release);
+        self.tail_cache = self.head;
+        self.fault = None;
+    }
+}
+
+impl RingPtrs {
+    fn new(ctrl: NonNull<RingControl>, slots: NonNull<u8>, shape: RingShape, owner: Owner) -> Self {
+        RingPtrs {
+            ctrl,
+            slots,
+            shape,
+            _owner: owner,
+            #[cfg(loom)]
+            tracker: Arc::new((0..shape.capacity).map(|_| loom::cell::UnsafeCell::new(())).collect()),
+        }
+    }
+
+    /// Runs `write` as the one writer of slot `position` (loom checks that claim).
+    fn write_slot<R>(&self, position: u64, write: impl FnOnce() -> R) -> R {
+        #[cfg(loom)]
+        {
+            let index = (position % self.shape.capacity as u64) as usize;
+            self.tracker[index].with_mut(|_| write())
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = position;
+            write()
+        }
+    }
+
+    /// Runs `read` as a reader of slot `position` (loom checks no write overlaps it).
+    fn read_slot<R>(&self, position: u64, read: impl FnOnce() -> R) -> R {
+        #[cfg(loom)]
+        {
+            let index = (position % self.shape.capacity as u64) as usize;
+            self.tracker[index].with(|_| read())
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = position;
+            read()
+        }
+    }
+}
+
+#[cfg(loom)]
+mod loom_futex {
+    //! A futex for the loom model: a mutex and a condition variable. A lost
+    //! wake-up shows up as a deadlock, which loom reports.
+    use loom::sync::{Condvar, Mutex};
+
+    use crate::sync::{AtomicU32, Ordering};
+
+    pub struct Emulated {
+        lock: Mutex<()>,
+        cond: Condvar,
+    }
+
+    impl Emulated {
+        pub fn new() -> Self {
+            Emulated { lock: Mutex::new(()), cond: Condvar::new() }
+        }
+
+        pub fn wait(&self, word: &AtomicU32, expected: u32) {
+            let guard = self.lock.lock().unwrap();
+            if word.load(Ordering::SeqCst) == expected {
+                drop(self.cond.wait(guard).unwrap());
+            }
+        }
+
+        pub fn wake(&self) {
+            let _guard = self.lock.lock().unwrap();
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// A ring on the heap, for the loom model only: loom's atomics cannot live in a
+/// shared mapping, and in-process hand-offs elsewhere use rtrb.
+#[cfg(loom)]
+pub fn loom_ring(shape: RingShape) -> (Producer, Consumer) {
+    struct HeapRing {
+        ctrl: Box<RingControl>,
+        slots: Box<[std::cell::UnsafeCell<u8>]>,
+    }
+    // SAFETY: only reached through the endpoints, which follow the ring protocol.
+    unsafe impl Send for HeapRing {}
+    // SAFETY: as above.
+    unsafe impl Sync for HeapRing {}
+    let slots: Box<[std::cell::UnsafeCell<u8>]> =
+        (0..shape.capacity * shape.stride()).map(|_| std::cell::UnsafeCell::new(0)).collect();
+    let heap = Arc::new(HeapRing { ctrl: Box::new(RingControl::new()), slots });
+    let ctrl = NonNull::from(&*heap.ctrl);
+    let slots = NonNull::new(heap.slots.as_ptr() as *mut u8).expect("non-null");
+    let owner: Owner = heap;
+    // SAFETY: the heap ring outlives both endpoints through `owner`, and we make
+    // exactly one of each.
+    unsafe {
+        let producer = Producer::new(ctrl, slots, shape, owner.clone());
+        let consumer = Consumer::new(ctrl, slots, shape, owner);
+        (producer, consumer)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    const SHAPE: RingShape = RingShape { capacity: 2, payload: 8 };
+
+    /// Three messages through a two-slot ring: in order, intact, no data race
+    /// on any slot, whatever the interleaving.
+    #[test]
+    fn messages_arrive_in_order_without_races() {
+        loom::model(|| {
+            let (mut producer, mut consumer) = loom_ring(SHAPE);
+            let writer = thread::spawn(move || {
+                for i in 0..3u8 {
+                    while producer.try_push(&[i; 3]) == Err(PushError::Full) {
+                        thread::yield_now();
+                    }
+                }
+            });
+            let mut out = [0u8; 8];
+            for i in 0..3u8 {
+                loop {
+                    match consumer.try_pop(&mut out) {
+                        Ok(len) => {
+                            assert_eq!(&out[..len], &[i; 3]);
+                            break;
+                        }
+                        Err(PopError::Empty) => thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A consumer that goes to sleep is always woken: no lost wake-up, whatever
+    /// the interleaving of its sleep hand-shake with the producer's push.
+    #[test]
+    fn sleeping_consumer_is_always_woken() {
+        loom::model(|| {
+            let (mut producer, mut consumer) = loom_ring(SHAPE);
+            let writer = thread::spawn(move || {
+                producer.try_push(&[7]).unwrap();
+                producer.try_push(&[8]).unwrap();
+            });
+            let mut out = [0u8; 8];
+            for expected in [7u8, 8] {
+                let len = consumer.pop_wait(&mut out, 0, None).unwrap();
+                assert_eq!(&out[..len], &[expected]);
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// The producer sees a full ring and never overwrites an unread slot.
+    #[test]
+    fn full_ring_is_never_overwritten() {
+        loom::model(|| {
+            let (mut producer, mut consumer) = loom_ring(RingShape { capacity: 1, payload: 8 });
+            let writer = thread::spawn(move || {
+                let mut sent = 0u8;
+                while sent < 2 {
+                    match producer.try_push(&[sent]) {
+                        Ok(()) => sent += 1,
+                        Err(PushError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            });
+            let mut out = [0u8; 8];
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match consumer.try_pop(&mut out) {
+                    Ok(len) => got.push(out[..len].to_vec()),
+                    Err(PopError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(got, vec![vec![0], vec![1]]);
+            writer.join().unwrap();
+        });
+    }
+}

@@ -1,0 +1,36 @@
+//! `outboard-bench`: Outboard's stress and scaling tool.
+//!
+//! Each subcommand measures one claim side by side with its baseline in the
+//! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
+
+mod scaling;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "outboard-bench", version, about = "Outboard's stress and scaling benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The seed's Parallel Python experiment: the partial sum over ncpus
+    /// workers, native vs Python worker processes vs Python threads.
+    Scaling(scaling::ScalingArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Scaling(args) => scaling::run(args),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outboard-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
