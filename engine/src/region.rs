@@ -21,7 +21,9 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -238,6 +240,28 @@ impl Region {
     /// The memfd, to hand to the worker at spawn.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.mapping.fd.as_fd()
+    }
+
+    /// Arranges for `command`'s child to inherit this region's memfd, and only
+    /// it, and to be killed when this process dies. Returns the descriptor
+    /// number the child will find it under.
+    pub fn pass_to_child(&self, command: &mut Command) -> RawFd {
+        let fd = self.mapping.fd.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and makes
+        // only async-signal-safe syscalls (fcntl, prctl), touching no memory of
+        // the parent's but the integer `fd`.
+        unsafe {
+            command.pre_exec(move || {
+                // Let exactly this descriptor survive exec (the parent's copy
+                // keeps FD_CLOEXEC, so no other child inherits it).
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                // Die with the host: no orphaned workers.
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                Ok(())
+            });
+        }
+        fd
     }
 
     /// Number of rings.

@@ -12,8 +12,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
@@ -105,9 +103,9 @@ impl Worker {
             .map_err(|e| SpawnError(format!("cannot create the shared region: {e}")))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
-        let fd = region.fd().as_raw_fd();
         let generation = region.status().generation.load(Ordering::Acquire);
         let mut command = Command::new(exe);
+        let fd = region.pass_to_child(&mut command);
         command
             .arg("--shm-fd")
             .arg(fd.to_string())
@@ -117,20 +115,6 @@ impl Worker {
             .arg(generation.to_string())
             .arg("--parent-pid")
             .arg(std::process::id().to_string());
-        // SAFETY: the closure runs in the child between fork and exec and makes
-        // only async-signal-safe syscalls (fcntl, prctl), touching no memory of
-        // the parent's but the integer `fd`.
-        unsafe {
-            command.pre_exec(move || {
-                // Let exactly this descriptor survive exec (the parent's copy
-                // keeps FD_CLOEXEC, so no other child inherits it).
-                let fd = BorrowedFd::borrow_raw(fd);
-                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-                // Die with the host: no orphaned workers.
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-                Ok(())
-            });
-        }
         let child = command.spawn().map_err(|e| SpawnError(format!("cannot start {}: {e}", exe.display())))?;
         Ok(Worker {
             index,

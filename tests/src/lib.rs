@@ -1,1 +1,53 @@
+//! Helpers for Outboard's cross-process tests: finding the workspace's
+//! programs and writing throw-away scripts.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A program built in this workspace (same profile as the running test).
+/// `cargo xtask test` builds them all before testing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} is not built next to {}; run `cargo build --workspace --bins` (cargo xtask test does)", exe.display());
+}
+
+/// A temporary folder of scripts, removed when dropped.
+pub struct ScriptDir {
+    path: PathBuf,
+}
+
+impl ScriptDir {
+    pub fn new(label: &str) -> ScriptDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "outboard-test-{label}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create script folder");
+        ScriptDir { path }
+    }
+
+    /// Writes `source` to `name` in the folder and returns its path.
+    pub fn write(&self, name: &str, source: &str) -> String {
+        let file = self.path.join(name);
+        std::fs::write(&file, source).expect("write script");
+        file.to_str().expect("UTF-8 temp path").to_string()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScriptDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
