@@ -1,1 +1,202 @@
-fn main(){}
+//! `cargo xtask`: Outboard's set-up, test, demo and bench driver.
+//!
+//! - `cargo xtask setup`: installs what a fresh Debian machine lacks (ALSA and
+//!   JACK headers, pkg-config, the JACK server, numpy for the Python pyo3 links)
+//!   and says what it installs; fails with the exact command when it cannot.
+//! - `cargo xtask test`: setup, then the whole test suite: unit and
+//!   cross-process tests, then the loom model of the ring.
+//! - `cargo xtask demo`: setup, then the demo in release mode.
+//! - `cargo xtask bench ARGS...`: setup, then `outboard-bench ARGS...` in release mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Debian packages the build and the tests need.
+const APT_PACKAGES: &[&str] = &["pkg-config", "libasound2-dev", "libjack-jackd2-dev", "jackd2"];
+/// Python packages the scripts use.
+const PYTHON_PACKAGES: &[&str] = &["numpy"];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let outcome = match command {
+        "setup" => setup(),
+        "test" => setup().and_then(|()| test()),
+        "demo" => setup().and_then(|()| demo(rest)),
+        "bench" => setup().and_then(|()| bench(rest)),
+        _ => {
+            eprintln!("usage: cargo xtask <setup | test | demo [ARGS] | bench ARGS>");
+            return ExitCode::from(if command == "help" { 0 } else { 2 });
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn run(command: &mut Command) -> Result {
+    let shown = format!("{command:?}");
+    let status = command.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The Python that pyo3 builds against: `$PYO3_PYTHON`, else `python3` on PATH.
+fn python() -> String {
+    std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn setup() -> Result {
+    if !cfg!(target_os = "linux") {
+        return Err("Outboard runs on Linux (memfd, futex, JACK); this is not Linux".into());
+    }
+    install_apt_packages()?;
+    install_python_packages()?;
+    Ok(())
+}
+
+fn install_apt_packages() -> Result {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let manual = format!(
+        "echo 'jackd2 jackd/tweak_rt_limits boolean false' | sudo debconf-set-selections && \
+         sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {list}"
+    );
+    if !is_root() {
+        return Err(format!("missing Debian packages: {list}\nInstall them as root, then run this again:\n  {manual}"));
+    }
+    eprintln!("xtask: installing Debian packages: {list}");
+    // jackd2 asks whether to enable realtime limits; answer for it.
+    let mut preseed = Command::new("debconf-set-selections");
+    preseed.stdin(Stdio::piped());
+    let mut child = preseed.spawn().map_err(|e| format!("cannot run debconf-set-selections: {e}"))?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(b"jackd2 jackd/tweak_rt_limits boolean false\n")
+        .map_err(|e| e.to_string())?;
+    child.wait().map_err(|e| e.to_string())?;
+    let fail = |e: String| format!("{e}\nInstall them by hand (needs network access to the Debian mirrors):\n  {manual}");
+    run(Command::new("apt-get").args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive")).map_err(fail)?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .map_err(fail)?;
+    Ok(())
+}
+
+fn install_python_packages() -> Result {
+    let python = python();
+    if !succeeds(&python, &["--version"]) {
+        return Err(format!("{python} not found: Outboard embeds CPython 3; install python3 (or set PYO3_PYTHON)"));
+    }
+    let missing: Vec<&str> =
+        PYTHON_PACKAGES.iter().copied().filter(|p| !succeeds(&python, &["-c", &format!("import {p}")])).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    eprintln!("xtask: installing Python packages for {python}: {list}");
+    if run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).env("PIP_ROOT_USER_ACTION", "ignore").args(&missing))
+        .is_ok()
+    {
+        return Ok(());
+    }
+    // Debian's own python3 refuses pip (PEP 668); its packages come from apt.
+    let debian: Vec<String> = missing.iter().map(|p| format!("python3-{p}")).collect();
+    if is_root()
+        && run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&debian)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .is_ok()
+        && missing.iter().all(|p| succeeds(&python, &["-c", &format!("import {p}")]))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot install {list} for {python}; run one of:\n  {python} -m pip install {list}\n  sudo apt-get install {}",
+        debian.join(" ")
+    ))
+}
+
+fn test() -> Result {
+    eprintln!("xtask: building every program (the cross-process tests start them)");
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    eprintln!("xtask: unit, integration and cross-process tests");
+    run(cargo().args(["test", "--workspace"]))?;
+    eprintln!("xtask: loom model of the shared-memory ring (--cfg loom)");
+    run(cargo()
+        .args(["test", "-p", "outboard-engine", "--release", "--lib", "--target-dir"])
+        .arg(root().join("target/loom"))
+        .arg("loom")
+        .env("RUSTFLAGS", "--cfg loom"))?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+fn build_release() -> Result {
+    run(cargo().args(["build", "--release", "--workspace", "--bins"]))
+}
+
+fn demo(args: &[String]) -> Result {
+    build_release()?;
+    // Until the audio demo lands, the demo is the seed's experiment: the same
+    // load natively, in Python worker processes and in Python threads.
+    eprintln!("xtask: running the scaling demo (outboard-bench scaling)");
+    run(Command::new(root().join("target/release/outboard-bench")).arg("scaling").args(args))
+}
+
+fn bench(args: &[String]) -> Result {
+    build_release()?;
+    run(Command::new(root().join("target/release/outboard-bench")).args(args))
+}

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
@@ -28,6 +28,9 @@ use crate::stats::{JobStats, StatsRow};
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Idle polls before a worker parks.
 const SPINS_BEFORE_PARKING: u32 = 2_000;
+/// Polls before a waiter sleeps: short, since on a small machine a spinning
+/// waiter takes a core from the workers it waits for.
+const WAITER_SPINS: u32 = 100;
 
 /// A submitted job: its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +53,18 @@ struct JobSlot {
     done: AtomicU64,
 }
 
+/// Where one idle worker sleeps.
+#[derive(Default)]
+struct Parking {
+    /// 1 while the worker is (about to be) asleep; a waker claims it by CAS to 0.
+    asleep: AtomicU32,
+    /// The futex word; bumped by the waker.
+    word: AtomicU32,
+}
+
+/// `waiting_for` when no waiter is asleep.
+const NOBODY: u64 = u64::MAX;
+
 #[derive(Default)]
 struct WorkerCounters {
     jobs: AtomicU64,
@@ -64,12 +79,13 @@ struct Shared {
     claimed: CachePadded<AtomicU64>,
     /// Workers with an index below this take jobs (`set_ncpus`).
     active: AtomicUsize,
-    /// Futex word idle workers sleep on; `sleepers` counts them.
-    wake_seq: AtomicU32,
-    sleepers: AtomicU32,
-    /// Futex word waiters in [`JobServer::wait`] sleep on; `waiters` counts them.
+    /// One parking place per worker thread, so a submit wakes one sleeper, not all.
+    parking: Box<[CachePadded<Parking>]>,
+    /// Futex word the waiter in [`JobServer::wait`] sleeps on.
     done_seq: AtomicU32,
-    waiters: AtomicU32,
+    /// The job the waiter sleeps for (`NOBODY` when it is not asleep): only
+    /// that job's completion wakes it.
+    waiting_for: AtomicU64,
     shutdown: AtomicBool,
     counters: Box<[CachePadded<WorkerCounters>]>,
 }
@@ -80,12 +96,30 @@ impl Shared {
             && self.claimed.load(Ordering::Acquire) < self.published.load(Ordering::Acquire)
     }
 
-    fn wake_workers(&self) {
-        // Dekker with the worker's `sleepers` increment (see `worker_loop`).
+    /// Wakes one sleeping active worker, if any: called after publishing a job.
+    /// Bounded by the thread count; the only syscall is one FUTEX_WAKE.
+    fn wake_one_worker(&self) {
+        // Dekker with the worker's `asleep` store (see `worker_loop`).
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
-            self.wake_seq.fetch_add(1, Ordering::Release);
-            futex::wake(&self.wake_seq, futex::WAKE_ALL, Scope::Private);
+        let active = self.active.load(Ordering::Relaxed).min(self.parking.len());
+        for park in &self.parking[..active] {
+            if park.asleep.load(Ordering::Relaxed) == 1
+                && park.asleep.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                park.word.fetch_add(1, Ordering::Release);
+                futex::wake(&park.word, 1, Scope::Private);
+                return;
+            }
+        }
+    }
+
+    /// Wakes every worker (ncpus changed, or shutting down). Not realtime.
+    fn wake_all_workers(&self) {
+        fence(Ordering::SeqCst);
+        for park in self.parking.iter() {
+            park.asleep.store(0, Ordering::Relaxed);
+            park.word.fetch_add(1, Ordering::Release);
+            futex::wake(&park.word, 1, Scope::Private);
         }
     }
 }
@@ -112,15 +146,15 @@ impl JobServer {
             })
             .collect();
         let counters = (0..max_threads).map(|_| CachePadded::new(WorkerCounters::default())).collect();
+        let parking = (0..max_threads).map(|_| CachePadded::new(Parking::default())).collect();
         let shared = Arc::new(Shared {
             slots,
             published: CachePadded::new(AtomicU64::new(0)),
             claimed: CachePadded::new(AtomicU64::new(0)),
             active: AtomicUsize::new(0),
-            wake_seq: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            parking,
             done_seq: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
+            waiting_for: AtomicU64::new(NOBODY),
             shutdown: AtomicBool::new(false),
             counters,
         });
@@ -149,7 +183,7 @@ impl JobServer {
             self.threads.push(handle);
         }
         self.shared.active.store(ncpus, Ordering::Release);
-        self.shared.wake_workers();
+        self.shared.wake_all_workers();
     }
 
     /// Worker threads taking jobs.
@@ -171,7 +205,7 @@ impl JobServer {
         self.next += 1;
         // Release: a worker that sees `published` > seq sees the slot's fields.
         self.shared.published.store(self.next, Ordering::Release);
-        self.shared.wake_workers();
+        self.shared.wake_one_worker();
         Ok(JobId(seq))
     }
 
@@ -189,25 +223,25 @@ impl JobServer {
         }
     }
 
-    /// Waits for the job's result: spins briefly, then sleeps. Not for realtime threads.
+    /// Waits for the job's result: spins briefly, then sleeps until that job is
+    /// done. Not for realtime threads (they poll [`JobServer::try_result`]).
     pub fn wait(&self, job: JobId) -> Result<f64, JobServerError> {
-        let mut spins = 0u32;
-        loop {
+        for _ in 0..WAITER_SPINS {
             if let Some(value) = self.try_result(job)? {
                 return Ok(value);
             }
-            if spins < SPINS_BEFORE_PARKING {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
-            }
-            let shared = &self.shared;
+            std::hint::spin_loop();
+        }
+        let shared = &self.shared;
+        loop {
             let seen = shared.done_seq.load(Ordering::Acquire);
-            shared.waiters.fetch_add(1, Ordering::SeqCst);
-            if self.try_result(job)?.is_none() {
-                futex::wait(&shared.done_seq, seen, Some(Duration::from_millis(50)), Scope::Private);
+            shared.waiting_for.store(job.0, Ordering::SeqCst);
+            if let Some(value) = self.try_result(job)? {
+                shared.waiting_for.store(NOBODY, Ordering::Relaxed);
+                return Ok(value);
             }
-            shared.waiters.fetch_sub(1, Ordering::SeqCst);
+            futex::wait(&shared.done_seq, seen, None, Scope::Private);
+            shared.waiting_for.store(NOBODY, Ordering::Relaxed);
         }
     }
 
@@ -232,8 +266,7 @@ impl JobServer {
 impl Drop for JobServer {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
-        self.shared.wake_seq.fetch_add(1, Ordering::Release);
-        futex::wake(&self.shared.wake_seq, futex::WAKE_ALL, Scope::Private);
+        self.shared.wake_all_workers();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
@@ -265,12 +298,15 @@ fn worker_loop(shared: &Shared, index: usize) {
             std::hint::spin_loop();
             continue;
         }
-        let seen = shared.wake_seq.load(Ordering::Acquire);
-        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        let park = &shared.parking[index];
+        let seen = park.word.load(Ordering::Acquire);
+        park.asleep.store(1, Ordering::SeqCst);
+        // Dekker with `wake_one_worker`: our asleep flag, then the queue.
+        fence(Ordering::SeqCst);
         if !shared.has_work_for(index) && !shared.shutdown.load(Ordering::Acquire) {
-            futex::wait(&shared.wake_seq, seen, None, Scope::Private);
+            futex::wait(&park.word, seen, None, Scope::Private);
         }
-        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        park.asleep.store(0, Ordering::Relaxed);
         idle = 0;
     }
 }
@@ -288,9 +324,9 @@ fn run_job(shared: &Shared, index: usize, seq: u64) {
     let counters = &shared.counters[index];
     counters.jobs.fetch_add(1, Ordering::Relaxed);
     counters.nanos.fetch_add(nanos, Ordering::Relaxed);
-    // Dekker with the waiter's `waiters` increment.
+    // Dekker with the waiter's `waiting_for` store.
     fence(Ordering::SeqCst);
-    if shared.waiters.load(Ordering::Relaxed) != 0 {
+    if shared.waiting_for.load(Ordering::Relaxed) == seq {
         shared.done_seq.fetch_add(1, Ordering::Release);
         futex::wake(&shared.done_seq, futex::WAKE_ALL, Scope::Private);
     }
@@ -328,5 +364,34 @@ mod tests {
         assert_eq!(server.try_result(first[0]), Err(JobServerError::Expired));
         assert_eq!(server.wait(fifth), Ok(0.5));
         assert!(server.wait(first[3]).is_ok(), "not yet reused");
+    }
+
+    /// Thousands of tiny bursts with workers parking in between: a lost
+    /// wake-up would leave a job unclaimed, which the deadline turns into a
+    /// failure instead of a hang.
+    #[test]
+    fn tiny_bursts_never_stall() {
+        let mut server = JobServer::new(2, 3, 16);
+        for round in 0..3_000u64 {
+            if round % 500 == 0 {
+                server.set_ncpus(1 + (round / 500) as usize % 3);
+            }
+            let jobs: Vec<JobId> = (0..1 + round % 3).map(|i| server.submit(1, 2 + i).unwrap()).collect();
+            if round % 7 == 0 {
+                // Let the workers park between some bursts.
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+            for job in jobs {
+                let deadline = Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    if let Some(value) = server.try_result(job).unwrap() {
+                        assert!(value > 0.0);
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "job stalled in round {round}");
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 }
