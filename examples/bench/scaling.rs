@@ -58,6 +58,11 @@ pub struct ScalingArgs {
     /// Engines to compare.
     #[arg(long, value_delimiter = ',', default_value = "native,workers,threads")]
     engines: Vec<Engine>,
+    /// Times each native row this many times and keeps the median: a native
+    /// row takes milliseconds, so one descheduling would swamp a single sample.
+    /// The Python rows take seconds and run once, as in the seed.
+    #[arg(long, default_value_t = 5)]
+    native_repeat: usize,
     /// The Python script with `part_sum(start, end)`.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/part_sum.py"))]
     script: PathBuf,
@@ -84,10 +89,11 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
     let max_ncpus = *args.ncpus.iter().max().expect("non-empty");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "Partial sum of {} terms in {} parts, ncpus {:?}, on {cores} cores\n",
+        "Partial sum of {} terms in {} parts, ncpus {:?}, on {cores} cores (native rows: median of {})\n",
         args.terms - 1,
         parts.len(),
-        args.ncpus
+        args.ncpus,
+        args.native_repeat.max(1)
     );
 
     let bar = ProgressBar::new((args.engines.len() * args.ncpus.len()) as u64);
@@ -104,13 +110,22 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
                 for &ncpus in &args.ncpus {
                     bar.set_message(format!("{} on {ncpus}", engine.name()));
                     server.set_ncpus(ncpus);
-                    let began = Instant::now();
-                    let jobs: Vec<_> = parts
-                        .iter()
-                        .map(|&(s, e)| server.submit(s, e).map_err(|e| format!("{e:?}")))
-                        .collect::<Result<_, _>>()?;
-                    let sum = jobs.into_iter().map(|j| server.wait(j).map_err(|e| format!("{e:?}"))).sum::<Result<f64, _>>()?;
-                    engine_runs.push(Run { engine, ncpus, seconds: began.elapsed().as_secs_f64(), sum });
+                    let mut samples = Vec::new();
+                    let mut sum = 0.0;
+                    for _ in 0..args.native_repeat.max(1) {
+                        let began = Instant::now();
+                        let jobs: Vec<_> = parts
+                            .iter()
+                            .map(|&(s, e)| server.submit(s, e).map_err(|e| format!("{e:?}")))
+                            .collect::<Result<_, _>>()?;
+                        sum = jobs
+                            .into_iter()
+                            .map(|j| server.wait(j).map_err(|e| format!("{e:?}")))
+                            .sum::<Result<f64, _>>()?;
+                        samples.push(began.elapsed().as_secs_f64());
+                    }
+                    samples.sort_by(f64::total_cmp);
+                    engine_runs.push(Run { engine, ncpus, seconds: samples[samples.len() / 2], sum });
                     bar.inc(1);
                 }
                 server.stats()

@@ -126,5 +126,5 @@ def run_threads(path, function, arg_lists, nthreads):
         results = list(pool.map(timed, arg_lists))
     wall = time.perf_counter() - began
     stats = [{"worker": name, "jobs": jobs, "seconds": seconds}
-             for name, (jobs, seconds) in sorted(per_thread.items())]
+             for name, (jobs, seconds) in sorted(per_thread.items(), key=lambda kv: (len(kv[0]), kv[0]))]
     return json.dumps({"results": results, "stats": stats, "seconds": wall})
