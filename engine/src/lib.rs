@@ -33,14 +33,24 @@ pub mod ring;
 mod sync;
 
 #[cfg(not(loom))]
+pub mod block;
+#[cfg(not(loom))]
+pub mod clock;
+#[cfg(not(loom))]
 pub mod compute;
 #[cfg(not(loom))]
 pub mod futex;
+#[cfg(not(loom))]
+pub mod histogram;
 #[cfg(not(loom))]
 pub mod protocol;
 #[cfg(not(loom))]
 pub mod region;
 #[cfg(not(loom))]
 pub mod stats;
+#[cfg(not(loom))]
+pub mod track;
+#[cfg(not(loom))]
+pub mod voice;
 #[cfg(not(loom))]
 pub mod workers;

@@ -32,7 +32,7 @@ use crossbeam_utils::CachePadded;
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::ring::{Consumer, Producer, RingControl, RingShape};
+use crate::ring::{Consumer, Doorbell, Producer, RingControl, RingShape};
 
 /// First bytes of every region.
 pub const MAGIC: [u8; 8] = *b"OUTBOARD";
@@ -55,6 +55,18 @@ struct RingDescriptor {
     offset: u64,
     capacity: u32,
     payload: u32,
+    /// Which doorbell the ring's consumer sleeps on: [`Wake`] as a number.
+    wake: u32,
+    _reserved: u32,
+}
+
+/// Which doorbell a ring's consumer sleeps on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The ring's own: its consumer waits on this ring alone.
+    Own = 0,
+    /// The region's worker doorbell: the worker waits on all such rings at once.
+    Worker = 1,
 }
 
 /// The header as it sits at offset 0. Plain integers only: any bytes a peer
@@ -87,6 +99,8 @@ pub struct WorkerStatus {
     pub heartbeat: CachePadded<AtomicU64>,
     /// The worker's process id, as the worker claims it (informational only).
     pub pid: AtomicU32,
+    /// Where the worker sleeps when every ring it reads is empty.
+    pub doorbell: CachePadded<Doorbell>,
 }
 
 /// Why a region could not be attached.
@@ -166,6 +180,7 @@ impl Mapping {
 struct RingPlace {
     offset: usize,
     shape: RingShape,
+    wake: Wake,
 }
 
 /// One worker's shared region, mapped in this process.
@@ -177,15 +192,22 @@ pub struct Region {
 }
 
 impl Region {
-    /// Creates a region holding rings of the given shapes, at generation 1.
+    /// Creates a region holding rings of the given shapes, each with its own
+    /// doorbell, at generation 1.
     pub fn create(shapes: &[RingShape]) -> io::Result<Region> {
-        if shapes.len() > MAX_RINGS || shapes.iter().any(|s| !s.is_valid()) {
+        let rings: Vec<(RingShape, Wake)> = shapes.iter().map(|&s| (s, Wake::Own)).collect();
+        Region::create_with(&rings, 1)
+    }
+
+    /// Creates a region holding the given rings, at the given generation.
+    pub fn create_with(specs: &[(RingShape, Wake)], generation: u32) -> io::Result<Region> {
+        if specs.len() > MAX_RINGS || specs.iter().any(|(s, _)| !s.is_valid()) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring shapes out of range"));
         }
-        let mut rings = Vec::with_capacity(shapes.len());
+        let mut rings = Vec::with_capacity(specs.len());
         let mut offset = RINGS_OFFSET;
-        for &shape in shapes {
-            rings.push(RingPlace { offset, shape });
+        for &(shape, wake) in specs {
+            rings.push(RingPlace { offset, shape, wake });
             offset += shape.bytes().div_ceil(RING_ALIGN as usize) * RING_ALIGN as usize;
         }
         let len = offset;
@@ -207,13 +229,15 @@ impl Region {
                 offset: place.offset as u64,
                 capacity: place.shape.capacity as u32,
                 payload: place.shape.payload as u32,
+                wake: place.wake as u32,
+                _reserved: 0,
             };
         }
         // SAFETY: the mapping is fresh (zero-filled by ftruncate), at least
         // RINGS_OFFSET bytes long and page-aligned; no peer has it yet.
         unsafe { mapping.base.as_ptr().cast::<Header>().write(header) };
         let region = Region::from_parts(mapping, rings);
-        region.status().generation.store(1, Ordering::Release);
+        region.status().generation.store(generation, Ordering::Release);
         Ok(region)
     }
 
@@ -289,12 +313,13 @@ impl Region {
         if std::mem::replace(&mut self.producer_taken[index], true) {
             return None;
         }
-        let (ctrl, slots) = self.ring_ptrs(place);
+        let (ctrl, slots, doorbell) = self.ring_ptrs(place);
         // SAFETY: `place` was laid out by `create` or validated by
         // `validate_header` to lie inside the mapping, 128-aligned, not
-        // overlapping another ring; the mapping lives in `owner`; and the taken
-        // flag makes this the ring's only producer in this process.
-        Some(unsafe { Producer::new(ctrl, slots, place.shape, self.mapping.clone()) })
+        // overlapping another ring; the doorbell is in the status page of the
+        // same mapping; the mapping lives in `owner`; and the taken flag makes
+        // this the ring's only producer in this process.
+        Some(unsafe { Producer::new(ctrl, slots, doorbell, place.shape, self.mapping.clone()) })
     }
 
     /// Takes the consuming end of ring `index` (once per region).
@@ -303,13 +328,17 @@ impl Region {
         if std::mem::replace(&mut self.consumer_taken[index], true) {
             return None;
         }
-        let (ctrl, slots) = self.ring_ptrs(place);
+        let (ctrl, slots, doorbell) = self.ring_ptrs(place);
         // SAFETY: as in `producer`.
-        Some(unsafe { Consumer::new(ctrl, slots, place.shape, self.mapping.clone()) })
+        Some(unsafe { Consumer::new(ctrl, slots, doorbell, place.shape, self.mapping.clone()) })
     }
 
-    fn ring_ptrs(&self, place: RingPlace) -> (NonNull<RingControl>, NonNull<u8>) {
-        (self.mapping.at(place.offset).cast(), self.mapping.at(place.offset + RingControl::BYTES))
+    fn ring_ptrs(&self, place: RingPlace) -> (NonNull<RingControl>, NonNull<u8>, Option<NonNull<Doorbell>>) {
+        let doorbell = match place.wake {
+            Wake::Own => None,
+            Wake::Worker => Some(NonNull::from(&*self.status().doorbell)),
+        };
+        (self.mapping.at(place.offset).cast(), self.mapping.at(place.offset + RingControl::BYTES), doorbell)
     }
 
     /// Overwrites the header with raw bytes, as a hostile peer could. For tests.
@@ -355,11 +384,16 @@ fn validate_header(header: &Header, actual_bytes: u64) -> Result<Vec<RingPlace>,
         if !shape.is_valid() {
             return Err(format!("ring {i}: capacity {} payload {} out of range", d.capacity, d.payload));
         }
+        let wake = match d.wake {
+            0 => Wake::Own,
+            1 => Wake::Worker,
+            other => return Err(format!("ring {i}: unknown doorbell {other}")),
+        };
         let end = d.offset.checked_add(shape.bytes() as u64);
         if d.offset < RINGS_OFFSET as u64 || d.offset % RING_ALIGN != 0 || end.is_none_or(|e| e > actual_bytes) {
             return Err(format!("ring {i}: offset {} outside the region", d.offset));
         }
-        places.push(RingPlace { offset: d.offset as usize, shape });
+        places.push(RingPlace { offset: d.offset as usize, shape, wake });
     }
     let mut sorted = places.clone();
     sorted.sort_by_key(|p| p.offset);
@@ -428,7 +462,8 @@ mod tests {
             (ring0, (1u64 << 40).to_le_bytes().to_vec(), "outside"),
             (ring0, 4100u64.to_le_bytes().to_vec(), "outside"),
             (ring0 + 8, 0u32.to_le_bytes().to_vec(), "out of range"),
-            (ring0 + 16, 4096u64.to_le_bytes().to_vec(), "overlap"),
+            (ring0 + 16, 7u32.to_le_bytes().to_vec(), "doorbell"),
+            (ring0 + 24, 4096u64.to_le_bytes().to_vec(), "overlap"),
         ];
         for (offset, bytes, expect) in cases {
             let region = Region::create(&SHAPES).unwrap();

@@ -68,18 +68,9 @@ pub struct RingControl {
     tail: CachePadded<AtomicU64>,
     /// Slots popped so far. Written by the consumer only.
     head: CachePadded<AtomicU64>,
-    /// The consumer's sleep hand-shake.
-    wake: CachePadded<WakeWords>,
-    #[cfg(loom)]
-    futex: loom_futex::Emulated,
-}
-
-#[repr(C)]
-struct WakeWords {
-    /// 1 while the consumer is (about to be) asleep on `seq`. Written by the consumer.
-    asleep: AtomicU32,
-    /// The futex word. Bumped by the producer before waking.
-    seq: AtomicU32,
+    /// The consumer's own doorbell, for rings whose consumer waits on this ring
+    /// alone (a region can instead point a ring at a doorbell shared by several).
+    wake: CachePadded<Doorbell>,
 }
 
 impl RingControl {
@@ -92,26 +83,81 @@ impl RingControl {
         RingControl {
             tail: CachePadded::new(AtomicU64::new(0)),
             head: CachePadded::new(AtomicU64::new(0)),
-            wake: CachePadded::new(WakeWords { asleep: AtomicU32::new(0), seq: AtomicU32::new(0) }),
-            futex: loom_futex::Emulated::new(),
+            wake: CachePadded::new(Doorbell::new()),
         }
     }
 
-    fn futex_wait(&self, expected: u32, timeout: Option<Duration>) {
+    /// The ring's own doorbell.
+    pub(crate) fn own_doorbell(&self) -> NonNull<Doorbell> {
+        NonNull::from(&*self.wake)
+    }
+}
+
+/// Where a consumer sleeps, and how producers wake it (see the module docs).
+///
+/// One consumer may wait on several rings through one doorbell (a worker
+/// serving many tracks); any producer that publishes rings it.
+#[repr(C)]
+pub struct Doorbell {
+    /// 1 while the consumer is (about to be) asleep. Written by the consumer.
+    asleep: AtomicU32,
+    /// The futex word. Bumped by a producer before waking.
+    seq: AtomicU32,
+    #[cfg(loom)]
+    futex: loom_futex::Emulated,
+}
+
+impl Doorbell {
+    #[cfg(loom)]
+    fn new() -> Self {
+        Doorbell { asleep: AtomicU32::new(0), seq: AtomicU32::new(0), futex: loom_futex::Emulated::new() }
+    }
+
+    /// Producer side, after publishing: wakes the consumer if, and only if, it
+    /// said it is asleep. Realtime-safe: at most one non-blocking FUTEX_WAKE.
+    pub fn ring(&self) {
+        // Dekker: the producer's publication, then the consumer's flag.
+        fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::Relaxed) != 0 {
+            self.seq.fetch_add(1, Ordering::Relaxed);
+            #[cfg(not(loom))]
+            crate::futex::wake(&self.seq, crate::futex::WAKE_ALL, crate::futex::Scope::Shared);
+            #[cfg(loom)]
+            self.futex.wake();
+        }
+    }
+
+    /// Consumer side: announces sleep, then sleeps unless `ready()` says there
+    /// is work, until a producer rings or `deadline` passes. Returns whether
+    /// `ready()` was seen true. Blocks: never on a realtime thread.
+    pub fn sleep_unless(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let seen = self.seq.load(Ordering::Acquire);
+        self.asleep.store(1, Ordering::Relaxed);
+        // Dekker: our flag, then the producers' publications.
+        fence(Ordering::SeqCst);
+        if ready() {
+            self.asleep.store(0, Ordering::Relaxed);
+            return true;
+        }
+        let timeout = match deadline {
+            None => None,
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    self.asleep.store(0, Ordering::Relaxed);
+                    return false;
+                }
+            },
+        };
         #[cfg(not(loom))]
-        crate::futex::wait(&self.wake.seq, expected, timeout, crate::futex::Scope::Shared);
+        crate::futex::wait(&self.seq, seen, timeout, crate::futex::Scope::Shared);
         #[cfg(loom)]
         {
             let _ = timeout;
-            self.futex.wait(&self.wake.seq, expected);
+            self.futex.wait(&self.seq, seen);
         }
-    }
-
-    fn futex_wake(&self) {
-        #[cfg(not(loom))]
-        crate::futex::wake(&self.wake.seq, 1, crate::futex::Scope::Shared);
-        #[cfg(loom)]
-        self.futex.wake();
+        self.asleep.store(0, Ordering::Relaxed);
+        ready()
     }
 }
 
@@ -194,6 +240,8 @@ pub(crate) type Owner = Arc<dyn Send + Sync>;
 struct RingPtrs {
     ctrl: NonNull<RingControl>,
     slots: NonNull<u8>,
+    /// Where this ring's consumer sleeps: the ring's own or a shared one.
+    doorbell: NonNull<Doorbell>,
     shape: RingShape,
     _owner: Owner,
     #[cfg(loom)]
@@ -206,6 +254,12 @@ impl RingPtrs {
         // (guaranteed by the constructor's contract), and every field of it is
         // an atomic, so shared references are sound even while the peer writes.
         unsafe { self.ctrl.as_ref() }
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        // SAFETY: the doorbell lives in the same mapping as the ring (the
+        // constructor's contract), is all atomics, and outlives `_owner`.
+        unsafe { self.doorbell.as_ref() }
     }
 
     fn slot(&self, position: u64) -> *mut u8 {
@@ -251,13 +305,15 @@ impl Producer {
     /// `ctrl` must point to a `RingControl` followed (at `slots`) by
     /// `shape.capacity * shape.stride()` bytes, all valid for reads and writes for
     /// as long as `owner` lives, and no other producer may exist for this ring.
+    /// `doorbell`, if given, must be valid as long as `owner` lives too.
     pub(crate) unsafe fn new(
         ctrl: NonNull<RingControl>,
         slots: NonNull<u8>,
+        doorbell: Option<NonNull<Doorbell>>,
         shape: RingShape,
         owner: Owner,
     ) -> Producer {
-        let ring = RingPtrs::new(ctrl, slots, shape, owner);
+        let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
         let tail = ring.ctrl().tail.load(Ordering::Acquire);
         let head = ring.ctrl().head.load(Ordering::Acquire);
         let low = tail.saturating_sub(shape.capacity as u64);
@@ -334,14 +390,8 @@ impl Producer {
             }
         });
         self.tail += 1;
-        let ctrl = self.ring.ctrl();
-        ctrl.tail.store(self.tail, Ordering::Release);
-        // Dekker: our tail store, then the consumer's asleep flag (see module docs).
-        fence(Ordering::SeqCst);
-        if ctrl.wake.asleep.load(Ordering::Relaxed) != 0 {
-            ctrl.wake.seq.fetch_add(1, Ordering::Relaxed);
-            ctrl.futex_wake();
-        }
+        self.ring.ctrl().tail.store(self.tail, Ordering::Release);
+        self.ring.doorbell().ring();
         Ok(())
     }
 
@@ -352,7 +402,6 @@ impl Producer {
         let ctrl = self.ring.ctrl();
         ctrl.tail.store(self.tail, Ordering::Release);
         ctrl.head.store(self.tail, Ordering::Release);
-        ctrl.wake.asleep.store(0, Ordering::Release);
         self.head_cache = self.tail;
         self.fault = None;
     }
@@ -366,10 +415,11 @@ impl Consumer {
     pub(crate) unsafe fn new(
         ctrl: NonNull<RingControl>,
         slots: NonNull<u8>,
+        doorbell: Option<NonNull<Doorbell>>,
         shape: RingShape,
         owner: Owner,
     ) -> Consumer {
-        let ring = RingPtrs::new(ctrl, slots, shape, owner);
+        let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
         let head = ring.ctrl().head.load(Ordering::Acquire);
         Consumer { ring, head, tail_cache: head, fault: None }
     }
@@ -478,30 +528,15 @@ impl Consumer {
             std::hint::spin_loop();
         }
         loop {
-            let ctrl = self.ring.ctrl();
-            let seen = ctrl.wake.seq.load(Ordering::Acquire);
-            ctrl.wake.asleep.store(1, Ordering::Relaxed);
-            // Dekker: our asleep flag, then the producer's tail (see module docs).
-            fence(Ordering::SeqCst);
-            if self.has_message() || self.fault.is_some() {
-                self.ring.ctrl().wake.asleep.store(0, Ordering::Relaxed);
+            let doorbell = self.ring.doorbell;
+            // SAFETY: as in RingPtrs::doorbell; copied out so `self` can be
+            // borrowed mutably by the readiness check.
+            let doorbell = unsafe { doorbell.as_ref() };
+            if doorbell.sleep_unless(|| self.has_message() || self.fault.is_some(), deadline) {
                 return true;
             }
-            let timeout = match deadline {
-                None => None,
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => {
-                        self.ring.ctrl().wake.asleep.store(0, Ordering::Relaxed);
-                        return false;
-                    }
-                },
-            };
-            let ctrl = self.ring.ctrl();
-            ctrl.futex_wait(seen, timeout);
-            ctrl.wake.asleep.store(0, Ordering::Relaxed);
-            if self.has_message() || self.fault.is_some() {
-                return true;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
             }
         }
     }
@@ -518,10 +553,19 @@ impl Consumer {
 }
 
 impl RingPtrs {
-    fn new(ctrl: NonNull<RingControl>, slots: NonNull<u8>, shape: RingShape, owner: Owner) -> Self {
+    fn new(
+        ctrl: NonNull<RingControl>,
+        slots: NonNull<u8>,
+        doorbell: Option<NonNull<Doorbell>>,
+        shape: RingShape,
+        owner: Owner,
+    ) -> Self {
+        // SAFETY: the caller's contract makes `ctrl` valid.
+        let own = unsafe { ctrl.as_ref() }.own_doorbell();
         RingPtrs {
             ctrl,
             slots,
+            doorbell: doorbell.unwrap_or(own),
             shape,
             _owner: owner,
             #[cfg(loom)]
@@ -611,8 +655,8 @@ pub fn loom_ring(shape: RingShape) -> (Producer, Consumer) {
     // SAFETY: the heap ring outlives both endpoints through `owner`, and we make
     // exactly one of each.
     unsafe {
-        let producer = Producer::new(ctrl, slots, shape, owner.clone());
-        let consumer = Consumer::new(ctrl, slots, shape, owner);
+        let producer = Producer::new(ctrl, slots, None, shape, owner.clone());
+        let consumer = Consumer::new(ctrl, slots, None, shape, owner);
         (producer, consumer)
     }
 }

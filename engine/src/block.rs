@@ -1,0 +1,284 @@
+//! Audio messages between a track and its script: fixed-size slots on the
+//! track's two rings, encoded and decoded without allocation.
+//!
+//! Every message starts with a 56-byte little-endian header:
+//!
+//! | bytes | field | meaning |
+//! | --- | --- | --- |
+//! | 0..4 | kind | [`BlockKind`] |
+//! | 4..8 | track | the track's id |
+//! | 8..16 | seq | block number k |
+//! | 16..20 | frames | frames per channel |
+//! | 20..24 | channels | channel count |
+//! | 24..32 | sample_time | the block's first frame on the track's timeline |
+//! | 32..36 | status | for results: [`ResultStatus`] |
+//! | 36..40 | count | parameters (process) or events (events) that follow |
+//! | 40..48 | sent_ns | CLOCK_MONOTONIC when the host pushed the block |
+//! | 48..56 | done_ns | CLOCK_MONOTONIC when the script pushed its reply |
+//!
+//! then a body: for `Process`, `count` parameter values (f32) and the samples;
+//! for `Result`, the samples; for `Events`, `count` [`Event`]s of 24 bytes.
+//! Samples are f32, planar (channel 0's frames, then channel 1's).
+//!
+//! [`BlockHeader::decode`] checks every field against what the reader expects
+//! and the bytes it holds; a message that fails is a fault of the peer.
+
+/// Bytes of the header.
+pub const HEADER_BYTES: usize = 56;
+/// Bytes of one encoded event.
+pub const EVENT_BYTES: usize = 24;
+/// Parameters a block carries to its script.
+pub const MAX_PARAMS: usize = 8;
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Host → script: an input block to process (and a tick to run).
+    Process = 1,
+    /// Script → host: the processed block.
+    Result = 2,
+    /// Script → host: events from `tick`, for future blocks.
+    Events = 3,
+}
+
+/// How the script fared with a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultStatus {
+    /// The samples are the script's output.
+    Processed = 0,
+    /// The script failed on this block (reported on the log); play dry.
+    ScriptError = 1,
+    /// The script has no `process` hook; play dry.
+    NoProcess = 2,
+}
+
+/// The fixed header of a block message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub kind: u32,
+    pub track: u32,
+    pub seq: u64,
+    pub frames: u32,
+    pub channels: u32,
+    pub sample_time: u64,
+    pub status: u32,
+    pub count: u32,
+    pub sent_ns: u64,
+    pub done_ns: u64,
+}
+
+/// Why a message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    TooShort,
+    WrongKind(u32),
+    WrongTrack(u32),
+    WrongShape { frames: u32, channels: u32 },
+    BadStatus(u32),
+    BadCount(u32),
+    BadLength { expected: usize, got: usize },
+}
+
+impl BlockHeader {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.kind.to_le_bytes());
+        out[4..8].copy_from_slice(&self.track.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        out[16..20].copy_from_slice(&self.frames.to_le_bytes());
+        out[20..24].copy_from_slice(&self.channels.to_le_bytes());
+        out[24..32].copy_from_slice(&self.sample_time.to_le_bytes());
+        out[32..36].copy_from_slice(&self.status.to_le_bytes());
+        out[36..40].copy_from_slice(&self.count.to_le_bytes());
+        out[40..48].copy_from_slice(&self.sent_ns.to_le_bytes());
+        out[48..56].copy_from_slice(&self.done_ns.to_le_bytes());
+    }
+
+    /// Reads a header without judging it.
+    pub fn read(msg: &[u8]) -> Result<BlockHeader, BlockError> {
+        if msg.len() < HEADER_BYTES {
+            return Err(BlockError::TooShort);
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(msg[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(msg[i..i + 8].try_into().expect("8 bytes"));
+        Ok(BlockHeader {
+            kind: u32_at(0),
+            track: u32_at(4),
+            seq: u64_at(8),
+            frames: u32_at(16),
+            channels: u32_at(20),
+            sample_time: u64_at(24),
+            status: u32_at(32),
+            count: u32_at(36),
+            sent_ns: u64_at(40),
+            done_ns: u64_at(48),
+        })
+    }
+
+    /// Reads and validates a message from the script for `track`, whose blocks
+    /// have `frames` × `channels` samples and whose events fit `max_events`.
+    pub fn decode_reply(
+        msg: &[u8],
+        track: u32,
+        frames: usize,
+        channels: usize,
+        max_events: usize,
+    ) -> Result<BlockHeader, BlockError> {
+        let h = BlockHeader::read(msg)?;
+        if h.track != track {
+            return Err(BlockError::WrongTrack(h.track));
+        }
+        let expected = match h.kind {
+            k if k == BlockKind::Result as u32 => {
+                if h.frames as usize != frames || h.channels as usize != channels {
+                    return Err(BlockError::WrongShape { frames: h.frames, channels: h.channels });
+                }
+                if h.status > ResultStatus::NoProcess as u32 {
+                    return Err(BlockError::BadStatus(h.status));
+                }
+                HEADER_BYTES + frames * channels * 4
+            }
+            k if k == BlockKind::Events as u32 => {
+                if h.count as usize > max_events {
+                    return Err(BlockError::BadCount(h.count));
+                }
+                HEADER_BYTES + h.count as usize * EVENT_BYTES
+            }
+            other => return Err(BlockError::WrongKind(other)),
+        };
+        if msg.len() != expected {
+            return Err(BlockError::BadLength { expected, got: msg.len() });
+        }
+        Ok(h)
+    }
+}
+
+/// Writes planar samples after the header (and after `skip` bytes of body).
+pub fn write_samples(out: &mut [u8], offset: usize, samples: &[f32]) {
+    for (chunk, s) in out[offset..offset + samples.len() * 4].chunks_exact_mut(4).zip(samples) {
+        chunk.copy_from_slice(&s.to_le_bytes());
+    }
+}
+
+/// Reads planar samples starting at `offset` into `out`.
+pub fn read_samples(msg: &[u8], offset: usize, out: &mut [f32]) {
+    let bytes = &msg[offset..offset + out.len() * 4];
+    for (s, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *s = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+    }
+}
+
+/// What an event does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EventAction {
+    /// Start a note on the track's voice.
+    Note { pitch: f32, velocity: f32, duration: f32 },
+    /// Set parameter `index` to `value`.
+    SetParam { index: u32, value: f32 },
+}
+
+/// A timestamped event from a script's `tick`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    /// Sample on the track's timeline (the input side) where it takes effect.
+    pub time: u64,
+    pub action: EventAction,
+}
+
+impl Event {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.time.to_le_bytes());
+        let (kind, a, b, c) = match self.action {
+            EventAction::Note { pitch, velocity, duration } => (1u32, pitch.to_bits(), velocity, duration),
+            EventAction::SetParam { index, value } => (2u32, index, value, 0.0),
+        };
+        out[8..12].copy_from_slice(&kind.to_le_bytes());
+        out[12..16].copy_from_slice(&a.to_le_bytes());
+        out[16..20].copy_from_slice(&b.to_le_bytes());
+        out[20..24].copy_from_slice(&c.to_le_bytes());
+    }
+
+    /// Decodes an event; `None` for an unknown kind, a parameter index out of
+    /// range or a non-finite number (a script's bad event is dropped, not played).
+    pub fn decode(bytes: &[u8]) -> Option<Event> {
+        let time = u64::from_le_bytes(bytes[0..8].try_into().ok()?);
+        let kind = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+        let a = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
+        let b = f32::from_le_bytes(bytes[16..20].try_into().ok()?);
+        let c = f32::from_le_bytes(bytes[20..24].try_into().ok()?);
+        let action = match kind {
+            1 => {
+                let pitch = f32::from_bits(a);
+                if !(pitch.is_finite() && b.is_finite() && c.is_finite() && (0.0..=1000.0).contains(&c)) {
+                    return None;
+                }
+                EventAction::Note { pitch, velocity: b.clamp(0.0, 1.0), duration: c }
+            }
+            2 if (a as usize) < MAX_PARAMS && b.is_finite() => EventAction::SetParam { index: a, value: b },
+            _ => return None,
+        };
+        Some(Event { time, action })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_replies_are_checked() {
+        let h = BlockHeader {
+            kind: BlockKind::Result as u32,
+            track: 3,
+            seq: 99,
+            frames: 4,
+            channels: 2,
+            sample_time: 396,
+            status: 0,
+            count: 0,
+            sent_ns: 12345,
+            done_ns: 12400,
+        };
+        let mut msg = vec![0u8; HEADER_BYTES + 4 * 2 * 4];
+        h.encode(&mut msg);
+        assert_eq!(BlockHeader::decode_reply(&msg, 3, 4, 2, 8), Ok(h));
+        assert_eq!(BlockHeader::decode_reply(&msg, 4, 4, 2, 8), Err(BlockError::WrongTrack(3)));
+        assert!(matches!(BlockHeader::decode_reply(&msg, 3, 8, 2, 8), Err(BlockError::WrongShape { .. })));
+        assert!(matches!(BlockHeader::decode_reply(&msg[..60], 3, 4, 2, 8), Err(BlockError::BadLength { .. })));
+        assert_eq!(BlockHeader::decode_reply(&msg[..10], 3, 4, 2, 8), Err(BlockError::TooShort));
+        let mut bad = msg.clone();
+        bad[32] = 9;
+        assert_eq!(BlockHeader::decode_reply(&bad, 3, 4, 2, 8), Err(BlockError::BadStatus(9)));
+        bad[0] = 7;
+        assert_eq!(BlockHeader::decode_reply(&bad, 3, 4, 2, 8), Err(BlockError::WrongKind(7)));
+        let events = BlockHeader { kind: BlockKind::Events as u32, track: 3, count: 9, ..h };
+        let mut msg = vec![0u8; HEADER_BYTES + 9 * EVENT_BYTES];
+        events.encode(&mut msg);
+        assert_eq!(BlockHeader::decode_reply(&msg, 3, 4, 2, 8), Err(BlockError::BadCount(9)));
+        assert!(BlockHeader::decode_reply(&msg, 3, 4, 2, 9).is_ok());
+    }
+
+    #[test]
+    fn samples_and_events_round_trip() {
+        let mut msg = vec![0u8; 64];
+        write_samples(&mut msg, 8, &[1.5, -2.0, 0.25]);
+        let mut out = [0.0f32; 3];
+        read_samples(&msg, 8, &mut out);
+        assert_eq!(out, [1.5, -2.0, 0.25]);
+        for action in [
+            EventAction::Note { pitch: 60.5, velocity: 0.5, duration: 0.25 },
+            EventAction::SetParam { index: 7, value: -3.0 },
+        ] {
+            let event = Event { time: 1 << 40, action };
+            let mut bytes = [0u8; EVENT_BYTES];
+            event.encode(&mut bytes);
+            assert_eq!(Event::decode(&bytes), Some(event));
+        }
+        let bad = Event { time: 0, action: EventAction::SetParam { index: 8, value: 1.0 } };
+        let mut bytes = [0u8; EVENT_BYTES];
+        bad.encode(&mut bytes);
+        assert_eq!(Event::decode(&bytes), None, "parameter index out of range");
+        let nan = Event { time: 0, action: EventAction::Note { pitch: f32::NAN, velocity: 1.0, duration: 1.0 } };
+        nan.encode(&mut bytes);
+        assert_eq!(Event::decode(&bytes), None);
+    }
+}

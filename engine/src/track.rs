@@ -1,0 +1,794 @@
+//! A track: the realtime half of one scripted audio channel strip.
+//!
+//! # Guarantees
+//!
+//! [`Track::process`] is realtime-safe: no lock, no allocation or free, no
+//! blocking syscall, no I/O, no panic on anything the script side sends,
+//! bounded time. Its only syscall is the ring's FUTEX_WAKE of a worker that
+//! said it is asleep. Everything it needs is allocated in [`Track::new`].
+//!
+//! # Latency model (DESIGN.md §3)
+//!
+//! Audio is cut into internal blocks of `block` frames whatever size the
+//! caller hands in. Input block k is pushed to the script when its last frame
+//! arrives; output block k is chosen when its first frame is due, and is the
+//! script's result for block k − L. If that result is not back, the track
+//! plays block k − L of its dry input instead and counts a late result: the
+//! output is always the input delayed by exactly L blocks, processed or not,
+//! and nothing ever waits. A result that turns up after its turn is dropped.
+//!
+//! # Thread model
+//!
+//! [`Track`] lives on its realtime thread (it is `Send`, not `Sync`). The
+//! non-realtime side talks to it only through its [`TrackPort`]: new script
+//! links arrive over an rtrb ring (a worker restart swaps them in without a
+//! lock), old links go back over another to be dropped off the realtime
+//! thread, and statistics and parameters are atomics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::block::{
+    self, BlockHeader, BlockKind, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_PARAMS, ResultStatus,
+};
+use crate::clock::monotonic_ns;
+use crate::compute::partial_sum;
+use crate::histogram::Histogram;
+use crate::ring::{Consumer, PopError, Producer, PushError, RingShape};
+use crate::voice::{Voice, Waveform};
+
+/// Events a track can hold waiting for their time.
+pub const MAX_PENDING_EVENTS: usize = 256;
+/// Events one reply may carry.
+pub const MAX_EVENTS_PER_REPLY: usize = 32;
+/// Parameter 0 is the wet/dry mix every track has.
+pub const PARAM_MIX: usize = 0;
+
+/// What a track is.
+#[derive(Clone, Debug)]
+pub struct TrackConfig {
+    pub id: u32,
+    pub name: String,
+    pub channels: usize,
+    /// Frames per internal block.
+    pub block: usize,
+    /// L: blocks between pushing a block and playing its result.
+    pub latency_blocks: usize,
+    pub sample_rate: f64,
+    /// A native voice the script's notes play, added to the input.
+    pub voice: Option<Waveform>,
+    /// Whether a script is meant to process this track (if not, the track is
+    /// the native lower bound: dry, delayed by the same L blocks).
+    pub scripted: bool,
+}
+
+impl TrackConfig {
+    pub fn new(id: u32, name: impl Into<String>) -> TrackConfig {
+        TrackConfig {
+            id,
+            name: name.into(),
+            channels: 2,
+            block: 64,
+            latency_blocks: 2,
+            sample_rate: 48_000.0,
+            voice: None,
+            scripted: true,
+        }
+    }
+
+    /// The latency this track adds, in frames.
+    pub fn latency_frames(&self) -> usize {
+        self.block * self.latency_blocks
+    }
+
+    /// Samples in one block (all channels).
+    pub fn block_samples(&self) -> usize {
+        self.block * self.channels
+    }
+
+    /// Shape of the ring that carries blocks to the script.
+    pub fn to_script_ring(&self) -> RingShape {
+        RingShape { capacity: self.latency_blocks + 6, payload: HEADER_BYTES + MAX_PARAMS * 4 + self.block_samples() * 4 }
+    }
+
+    /// Shape of the ring that carries results and events back.
+    pub fn from_script_ring(&self) -> RingShape {
+        let body = (self.block_samples() * 4).max(MAX_EVENTS_PER_REPLY * EVENT_BYTES);
+        RingShape { capacity: 2 * (self.latency_blocks + 6), payload: HEADER_BYTES + body }
+    }
+
+    fn is_valid(&self) -> bool {
+        (1..=8).contains(&self.channels)
+            && (1..=4096).contains(&self.block)
+            && (1..=64).contains(&self.latency_blocks)
+            && self.sample_rate > 0.0
+    }
+}
+
+/// Counters the realtime side keeps and anyone may read.
+#[derive(Default)]
+pub struct TrackStats {
+    /// Internal blocks processed.
+    pub blocks: AtomicU64,
+    /// Blocks whose result was not back in time (dry played instead).
+    pub late_results: AtomicU64,
+    /// Results that arrived after their turn and were dropped.
+    pub stale_results: AtomicU64,
+    /// Blocks the script failed on (error reported by the worker, or a
+    /// non-finite sample caught here): dry played.
+    pub script_errors: AtomicU64,
+    /// Malformed messages or ring faults from the script side.
+    pub faults: AtomicU64,
+    /// Blocks that could not be pushed because the ring was full.
+    pub ring_full: AtomicU64,
+    /// Events applied, and events that came after their time (applied at once).
+    pub events: AtomicU64,
+    pub late_events: AtomicU64,
+    /// Set when the link to the worker faulted; the supervisor restarts it.
+    pub link_faulted: AtomicBool,
+    /// Generation of the link in use (0: none yet).
+    pub link_generation: AtomicU32,
+    /// Push → result published, on CLOCK_MONOTONIC (ns).
+    pub roundtrip: Histogram,
+    /// Keeps the DSP load's result observable, so it is computed.
+    pub dsp_sink: AtomicU64,
+}
+
+/// Parameters the non-realtime side sets and the track reads each block.
+pub struct TrackParams {
+    values: [AtomicU32; MAX_PARAMS],
+    /// Partial-sum terms computed per block: the stand-in DSP load.
+    dsp_terms: AtomicU64,
+}
+
+impl Default for TrackParams {
+    fn default() -> Self {
+        let params = TrackParams { values: std::array::from_fn(|_| AtomicU32::new(0)), dsp_terms: AtomicU64::new(0) };
+        params.set(PARAM_MIX, 1.0);
+        params
+    }
+}
+
+impl TrackParams {
+    pub fn set(&self, index: usize, value: f32) {
+        if let Some(slot) = self.values.get(index) {
+            slot.store(value.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, index: usize) -> f32 {
+        self.values.get(index).map_or(0.0, |v| f32::from_bits(v.load(Ordering::Relaxed)))
+    }
+
+    pub fn set_dsp_terms(&self, terms: u64) {
+        self.dsp_terms.store(terms, Ordering::Relaxed);
+    }
+
+    pub fn dsp_terms(&self) -> u64 {
+        self.dsp_terms.load(Ordering::Relaxed)
+    }
+}
+
+/// The rings between a track and its worker, for one worker incarnation.
+pub struct ScriptLink {
+    pub to_script: Producer,
+    pub from_script: Consumer,
+    /// The worker incarnation these rings belong to.
+    pub generation: u32,
+}
+
+/// The non-realtime side's handle on a track.
+pub struct TrackPort {
+    pub config: TrackConfig,
+    pub stats: Arc<TrackStats>,
+    pub params: Arc<TrackParams>,
+    links: rtrb::Producer<ScriptLink>,
+    graveyard: rtrb::Consumer<ScriptLink>,
+}
+
+impl TrackPort {
+    /// Hands the track a new link; it switches at its next block. If the track
+    /// has not taken the previous one yet, the new one waits behind it.
+    pub fn send_link(&mut self, link: ScriptLink) -> Result<(), ScriptLink> {
+        self.links.push(link).map_err(|rtrb::PushError::Full(link)| link)
+    }
+
+    /// Drops the links the track has finished with (off the realtime thread).
+    pub fn collect_garbage(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.graveyard.pop().is_ok() {
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// The realtime half of a track.
+pub struct Track {
+    cfg: TrackConfig,
+    stats: Arc<TrackStats>,
+    params: Arc<TrackParams>,
+    links: rtrb::Consumer<ScriptLink>,
+    graveyard: rtrb::Producer<ScriptLink>,
+    link: Option<ScriptLink>,
+    /// The input block being filled, planar.
+    input: Box<[f32]>,
+    /// Frames of `input` filled (and of `output` played).
+    fill: usize,
+    /// The output block being played, planar.
+    output: Box<[f32]>,
+    /// The last L input blocks (block j at j % L), for the dry fallback.
+    dry: Box<[f32]>,
+    /// Results waiting for their turn (block j at j % L), tagged j + 1.
+    results: Box<[f32]>,
+    result_tag: Box<[u64]>,
+    result_status: Box<[u32]>,
+    /// CLOCK_MONOTONIC when block j was pushed (at j % L), for round trips.
+    sent_at: Box<[u64]>,
+    /// Scratch for one message in either direction.
+    message: Box<[u8]>,
+    /// The block being filled: k.
+    seq: u64,
+    voice: Option<Voice>,
+    /// One block of one channel, for rendering the voice.
+    voice_scratch: Box<[f32]>,
+    pending: Vec<Event>,
+    param_overrides: [Option<f32>; MAX_PARAMS],
+}
+
+impl Track {
+    /// Creates a track and its port. Allocates everything the realtime side
+    /// will ever use. Panics on a configuration out of range.
+    pub fn new(cfg: TrackConfig) -> (Track, TrackPort) {
+        assert!(cfg.is_valid(), "track configuration out of range: {cfg:?}");
+        let samples = cfg.block_samples();
+        let l = cfg.latency_blocks;
+        let message_bytes = cfg.to_script_ring().payload.max(cfg.from_script_ring().payload);
+        let (link_tx, link_rx) = rtrb::RingBuffer::new(4);
+        let (grave_tx, grave_rx) = rtrb::RingBuffer::new(16);
+        let stats = Arc::new(TrackStats::default());
+        let params = Arc::new(TrackParams::default());
+        let track = Track {
+            voice: cfg.voice.map(|w| Voice::new(w, cfg.sample_rate, 0.3)),
+            voice_scratch: vec![0.0; cfg.block].into(),
+            stats: stats.clone(),
+            params: params.clone(),
+            links: link_rx,
+            graveyard: grave_tx,
+            link: None,
+            input: vec![0.0; samples].into(),
+            fill: 0,
+            output: vec![0.0; samples].into(),
+            dry: vec![0.0; samples * l].into(),
+            results: vec![0.0; samples * l].into(),
+            result_tag: vec![0; l].into(),
+            result_status: vec![0; l].into(),
+            sent_at: vec![0; l].into(),
+            message: vec![0; message_bytes].into(),
+            seq: 0,
+            pending: Vec::with_capacity(MAX_PENDING_EVENTS),
+            param_overrides: [None; MAX_PARAMS],
+            cfg: cfg.clone(),
+        };
+        let port = TrackPort { config: cfg, stats, params, links: link_tx, graveyard: grave_rx };
+        (track, port)
+    }
+
+    pub fn config(&self) -> &TrackConfig {
+        &self.cfg
+    }
+
+    /// Processes `frames` frames: `inputs[c][i]` in, `outputs[c][i]` out, for
+    /// each of the track's channels (missing input channels read as silence,
+    /// extra output channels are left alone). Any `frames`, any call pattern.
+    /// Realtime-safe.
+    pub fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize) {
+        let b = self.cfg.block;
+        let mut pos = 0;
+        while pos < frames {
+            if self.fill == 0 {
+                self.start_block();
+            }
+            let n = (frames - pos).min(b - self.fill);
+            for c in 0..self.cfg.channels {
+                let dst = &mut self.input[c * b + self.fill..c * b + self.fill + n];
+                match inputs.get(c).and_then(|ch| ch.get(pos..pos + n)) {
+                    Some(src) => dst.copy_from_slice(src),
+                    None => dst.fill(0.0),
+                }
+                if let Some(out) = outputs.get_mut(c).and_then(|ch| ch.get_mut(pos..pos + n)) {
+                    out.copy_from_slice(&self.output[c * b + self.fill..c * b + self.fill + n]);
+                }
+            }
+            self.fill += n;
+            pos += n;
+            if self.fill == b {
+                self.end_block();
+                self.fill = 0;
+            }
+        }
+    }
+
+    /// Forgets all audio in flight (CLAP reset): silence for L blocks again.
+    pub fn reset(&mut self) {
+        self.fill = 0;
+        self.input.fill(0.0);
+        self.output.fill(0.0);
+        self.dry.fill(0.0);
+        self.result_tag.fill(0);
+        self.pending.clear();
+    }
+
+    /// The first frame of output block k is due: take in what the script sent
+    /// and choose what block k plays.
+    fn start_block(&mut self) {
+        self.adopt_new_link();
+        self.drain_replies();
+        let k = self.seq;
+        let l = self.cfg.latency_blocks as u64;
+        let n = self.cfg.block_samples();
+        if k < l {
+            self.output.fill(0.0);
+            return;
+        }
+        let j = k - l;
+        let slot = (j % l) as usize;
+        let dry = &self.dry[slot * n..(slot + 1) * n];
+        let tagged = self.result_tag[slot] == j + 1;
+        self.result_tag[slot] = 0;
+        let wet = &self.results[slot * n..(slot + 1) * n];
+        let status = self.result_status[slot];
+        let use_wet = if !self.cfg.scripted {
+            false
+        } else if !tagged {
+            self.stats.late_results.fetch_add(1, Ordering::Relaxed);
+            false
+        } else if status == ResultStatus::Processed as u32 && wet.iter().all(|s| s.is_finite()) {
+            true
+        } else {
+            if status != ResultStatus::NoProcess as u32 {
+                self.stats.script_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            false
+        };
+        if use_wet {
+            let mix = self.param(PARAM_MIX).clamp(0.0, 1.0);
+            for ((out, &w), &d) in self.output.iter_mut().zip(wet).zip(dry) {
+                *out = mix * w + (1.0 - mix) * d;
+            }
+        } else {
+            self.output.copy_from_slice(dry);
+        }
+    }
+
+    fn param(&self, index: usize) -> f32 {
+        self.param_overrides[index].unwrap_or_else(|| self.params.get(index))
+    }
+
+    /// The last frame of input block k arrived: add the voice, run the DSP
+    /// load, push the block to the script, keep it for the dry path.
+    fn end_block(&mut self) {
+        let k = self.seq;
+        let b = self.cfg.block as u64;
+        let l = self.cfg.latency_blocks as u64;
+        self.render_events_and_voice(k * b, (k + 1) * b);
+        let terms = self.params.dsp_terms();
+        if terms > 0 {
+            let sum = partial_sum(1, 1 + terms);
+            self.stats.dsp_sink.store(sum.to_bits(), Ordering::Relaxed);
+        }
+        let n = self.cfg.block_samples();
+        if self.cfg.scripted {
+            self.push_block(k);
+        }
+        let slot = (k % l) as usize;
+        self.dry[slot * n..(slot + 1) * n].copy_from_slice(&self.input);
+        self.seq += 1;
+        self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn push_block(&mut self, k: u64) {
+        let Some(link) = self.link.as_mut() else { return };
+        let n = self.cfg.block_samples();
+        let len = HEADER_BYTES + MAX_PARAMS * 4 + n * 4;
+        let sent = monotonic_ns();
+        let header = BlockHeader {
+            kind: BlockKind::Process as u32,
+            track: self.cfg.id,
+            seq: k,
+            frames: self.cfg.block as u32,
+            channels: self.cfg.channels as u32,
+            sample_time: k * self.cfg.block as u64,
+            status: 0,
+            count: MAX_PARAMS as u32,
+            sent_ns: sent,
+            done_ns: 0,
+        };
+        let msg = &mut self.message[..len];
+        header.encode(msg);
+        for i in 0..MAX_PARAMS {
+            let value = self.param_overrides[i].unwrap_or_else(|| self.params.get(i));
+            msg[HEADER_BYTES + i * 4..HEADER_BYTES + i * 4 + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        block::write_samples(msg, HEADER_BYTES + MAX_PARAMS * 4, &self.input);
+        match link.to_script.try_push(msg) {
+            Ok(()) => self.sent_at[(k % self.cfg.latency_blocks as u64) as usize] = sent,
+            Err(PushError::Full) => {
+                self.stats.ring_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => self.link_fault(),
+        }
+    }
+
+    fn link_fault(&mut self) {
+        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+        self.stats.link_faulted.store(true, Ordering::Release);
+        // Keep the link (dropping it would free on this thread); stop using it.
+        if let Some(link) = self.link.take() {
+            if let Err(rtrb::PushError::Full(link)) = self.graveyard.push(link) {
+                self.link = Some(link);
+            }
+        }
+    }
+
+    fn adopt_new_link(&mut self) {
+        if self.graveyard.slots() == 0 {
+            return; // the old link could not be disposed of; try next block
+        }
+        let Ok(new) = self.links.pop() else { return };
+        self.stats.link_generation.store(new.generation, Ordering::Relaxed);
+        self.stats.link_faulted.store(false, Ordering::Release);
+        self.result_tag.fill(0);
+        if let Some(old) = self.link.replace(new) {
+            // Cannot fail: a slot was free above and only this thread pushes.
+            let _ = self.graveyard.push(old);
+        }
+    }
+
+    fn drain_replies(&mut self) {
+        let k = self.seq;
+        let l = self.cfg.latency_blocks as u64;
+        let n = self.cfg.block_samples();
+        loop {
+            let Some(link) = self.link.as_mut() else { return };
+            let len = match link.from_script.try_pop(&mut self.message) {
+                Ok(len) => len,
+                Err(PopError::Empty) => return,
+                Err(_) => return self.link_fault(),
+            };
+            let msg = &self.message[..len];
+            let Ok(h) = BlockHeader::decode_reply(msg, self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
+            else {
+                return self.link_fault();
+            };
+            if h.kind == BlockKind::Events as u32 {
+                for i in 0..h.count as usize {
+                    let at = HEADER_BYTES + i * EVENT_BYTES;
+                    match Event::decode(&msg[at..at + EVENT_BYTES]) {
+                        Some(event) if self.pending.len() < self.pending.capacity() => self.pending.push(event),
+                        _ => {
+                            self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                continue;
+            }
+            let j = h.seq;
+            if j >= k {
+                // A result for a block we never sent: the peer is lying.
+                return self.link_fault();
+            }
+            if j + l < k {
+                self.stats.stale_results.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let slot = (j % l) as usize;
+            block::read_samples(msg, HEADER_BYTES, &mut self.results[slot * n..(slot + 1) * n]);
+            self.result_tag[slot] = j + 1;
+            self.result_status[slot] = h.status;
+            let sent = self.sent_at[slot];
+            if sent != 0 && h.done_ns >= sent && h.done_ns <= monotonic_ns() {
+                self.stats.roundtrip.record(h.done_ns - sent);
+            }
+        }
+    }
+
+    /// Applies the events due in `[start, end)` at their exact frames and adds
+    /// the voice into the input block.
+    fn render_events_and_voice(&mut self, start: u64, end: u64) {
+        let b = self.cfg.block;
+        let mut offset = 0usize;
+        loop {
+            // The earliest pending event before `end`.
+            let next = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.time < end)
+                .min_by_key(|(_, e)| e.time)
+                .map(|(i, e)| (i, *e));
+            let at = next.map_or(b, |(_, e)| e.time.saturating_sub(start) as usize);
+            if at > offset {
+                self.render_voice(offset, at);
+                offset = at;
+            }
+            let Some((index, event)) = next else { break };
+            self.pending.swap_remove(index);
+            self.stats.events.fetch_add(1, Ordering::Relaxed);
+            if event.time < start {
+                self.stats.late_events.fetch_add(1, Ordering::Relaxed);
+            }
+            match event.action {
+                EventAction::Note { pitch, velocity, duration } => {
+                    if let Some(voice) = self.voice.as_mut() {
+                        voice.note_on(pitch, velocity, duration);
+                    }
+                }
+                EventAction::SetParam { index, value } => self.param_overrides[index as usize] = Some(value),
+            }
+        }
+    }
+
+    /// Adds the voice for frames `from..to` of the block to every channel.
+    fn render_voice(&mut self, from: usize, to: usize) {
+        let Some(voice) = self.voice.as_mut() else { return };
+        let b = self.cfg.block;
+        let scratch = &mut self.voice_scratch[from..to];
+        scratch.fill(0.0);
+        voice.render_add(scratch);
+        for c in 0..self.cfg.channels {
+            for (dst, &v) in self.input[c * b + from..c * b + to].iter_mut().zip(scratch.iter()) {
+                *dst += v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::Region;
+
+    /// The script's end of a track's rings, played by the test itself.
+    struct FakeScript {
+        _region: Region,
+        from_host: Consumer,
+        to_host: Producer,
+        buf: Vec<u8>,
+    }
+
+    fn track_with_script(cfg: TrackConfig) -> (Track, TrackPort, FakeScript) {
+        let (track, mut port) = Track::new(cfg.clone());
+        let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+        let link = ScriptLink { to_script: region.producer(0).unwrap(), from_script: region.consumer(1).unwrap(), generation: 1 };
+        let script = FakeScript {
+            from_host: region.consumer(0).unwrap(),
+            to_host: region.producer(1).unwrap(),
+            _region: region,
+            buf: vec![0; 8192],
+        };
+        assert!(port.send_link(link).is_ok());
+        (track, port, script)
+    }
+
+    impl FakeScript {
+        /// Answers every waiting block with `f` applied to each sample,
+        /// for the blocks `answer` accepts.
+        fn serve(&mut self, f: impl Fn(f32) -> f32, answer: impl Fn(u64) -> bool) {
+            while let Ok(len) = self.from_host.try_pop(&mut self.buf) {
+                let h = BlockHeader::read(&self.buf[..len]).unwrap();
+                if !answer(h.seq) {
+                    continue;
+                }
+                let n = (h.frames * h.channels) as usize;
+                let mut samples = vec![0.0f32; n];
+                block::read_samples(&self.buf, HEADER_BYTES + MAX_PARAMS * 4, &mut samples);
+                let reply = BlockHeader { kind: BlockKind::Result as u32, done_ns: monotonic_ns(), count: 0, ..h };
+                let mut out = vec![0u8; HEADER_BYTES + n * 4];
+                reply.encode(&mut out);
+                let processed: Vec<f32> = samples.iter().map(|&s| f(s)).collect();
+                block::write_samples(&mut out, HEADER_BYTES, &processed);
+                self.to_host.try_push(&out).unwrap();
+            }
+        }
+
+        fn send_raw(&mut self, msg: &[u8]) {
+            self.to_host.try_push(msg).unwrap();
+        }
+    }
+
+    /// A test signal: distinct, non-zero values per frame and channel.
+    fn signal(frame: usize, channel: usize) -> f32 {
+        ((frame * 7 + channel * 3) % 101) as f32 / 101.0 - 0.4
+    }
+
+    /// Feeds `total` frames in chunks of varying size; returns the output, planar.
+    fn run(track: &mut Track, script: &mut FakeScript, total: usize, serve: impl FnMut(&mut FakeScript)) -> Vec<Vec<f32>> {
+        run_chunked(track, script, total, |step| 1 + (step * 37) % 64, serve)
+    }
+
+    /// Feeds `total` frames in chunks of `chunk(call number)` frames.
+    fn run_chunked(
+        track: &mut Track,
+        script: &mut FakeScript,
+        total: usize,
+        chunk: impl Fn(usize) -> usize,
+        mut serve: impl FnMut(&mut FakeScript),
+    ) -> Vec<Vec<f32>> {
+        let ch = track.config().channels;
+        let mut out = vec![vec![0.0f32; total]; ch];
+        let mut pos = 0;
+        let mut step = 0;
+        while pos < total {
+            let n = chunk(step).min(total - pos);
+            step += 1;
+            let input: Vec<Vec<f32>> = (0..ch).map(|c| (pos..pos + n).map(|f| signal(f, c)).collect()).collect();
+            let inputs: Vec<&[f32]> = input.iter().map(|v| v.as_slice()).collect();
+            let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[pos..pos + n]).collect();
+            track.process(&inputs, &mut outputs, n);
+            serve(script);
+            pos += n;
+        }
+        out
+    }
+
+    #[test]
+    fn output_is_the_script_applied_to_the_input_delayed_by_exactly_l_blocks() {
+        for (channels, latency) in [(2, 2), (1, 1), (2, 3)] {
+            let mut cfg = TrackConfig::new(7, "t");
+            cfg.channels = channels;
+            cfg.latency_blocks = latency;
+            let (mut track, port, mut script) = track_with_script(cfg.clone());
+            let delay = cfg.latency_frames();
+            // With L = 1 a result has no time to come back unless calls end on
+            // block boundaries; with L >= 2 any chunking works.
+            let chunk = move |step: usize| if latency == 1 { 64 } else { 1 + (step * 37) % 64 };
+            let out = run_chunked(&mut track, &mut script, 64 * 50 + 13, chunk, |s| s.serve(|x| 2.0 * x, |_| true));
+            for (c, channel) in out.iter().enumerate() {
+                for (i, &y) in channel.iter().enumerate() {
+                    let expected = if i < delay { 0.0 } else { 2.0 * signal(i - delay, c) };
+                    assert_eq!(y, expected, "channel {c} frame {i} (L = {latency})");
+                }
+            }
+            assert_eq!(port.stats.late_results.load(Ordering::Relaxed), 0);
+            assert!(port.stats.roundtrip.count() >= 45);
+        }
+    }
+
+    #[test]
+    fn a_slow_script_gives_the_dry_input_delayed_by_the_same_l_blocks() {
+        let cfg = TrackConfig::new(1, "slow");
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        // Odd blocks are never answered; even ones are, tripled.
+        let out = run(&mut track, &mut script, 64 * 40, |s| s.serve(|x| 3.0 * x, |seq| seq % 2 == 0));
+        let delay = cfg.latency_frames();
+        for (i, &y) in out[0].iter().enumerate().skip(delay) {
+            let block = (i - delay) / 64;
+            let gain = if block % 2 == 0 { 3.0 } else { 1.0 };
+            assert_eq!(y, gain * signal(i - delay, 0), "frame {i}");
+        }
+        // Blocks 0..38 were due; the 19 odd ones were late.
+        assert_eq!(port.stats.late_results.load(Ordering::Relaxed), 19);
+    }
+
+    #[test]
+    fn a_result_after_its_turn_is_dropped_not_played() {
+        let cfg = TrackConfig::new(1, "stale");
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        // Hold every reply back by four blocks: all arrive too late.
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        let out = run(&mut track, &mut script, 64 * 20, |s| {
+            while let Ok(len) = s.from_host.try_pop(&mut s.buf) {
+                let h = BlockHeader::read(&s.buf[..len]).unwrap();
+                let mut reply = vec![0u8; HEADER_BYTES + 128 * 4];
+                BlockHeader { kind: BlockKind::Result as u32, ..h }.encode(&mut reply);
+                held.push(reply);
+            }
+            if held.len() > 4 {
+                let msg = held.remove(0);
+                s.send_raw(&msg);
+            }
+        });
+        let delay = cfg.latency_frames();
+        for (i, &y) in out[1].iter().enumerate().skip(delay) {
+            assert_eq!(y, signal(i - delay, 1), "dry at frame {i}");
+        }
+        assert!(port.stats.stale_results.load(Ordering::Relaxed) >= 10);
+    }
+
+    #[test]
+    fn hostile_replies_fault_the_link_and_audio_goes_on_dry() {
+        let bad_replies: Vec<Box<dyn Fn(BlockHeader) -> Vec<u8>>> = vec![
+            Box::new(|h| {
+                let mut m = vec![0u8; HEADER_BYTES + 128 * 4];
+                BlockHeader { kind: BlockKind::Result as u32, track: 99, ..h }.encode(&mut m);
+                m
+            }),
+            Box::new(|h| {
+                let mut m = vec![0u8; HEADER_BYTES + 10];
+                BlockHeader { kind: BlockKind::Result as u32, ..h }.encode(&mut m);
+                m
+            }),
+            Box::new(|h| {
+                let mut m = vec![0u8; HEADER_BYTES + 128 * 4];
+                BlockHeader { kind: BlockKind::Result as u32, seq: h.seq + 1000, ..h }.encode(&mut m);
+                m
+            }),
+            Box::new(|h| {
+                let mut m = vec![0u8; HEADER_BYTES + 128 * 4];
+                BlockHeader { kind: BlockKind::Result as u32, frames: 1 << 30, ..h }.encode(&mut m);
+                m
+            }),
+        ];
+        for make in bad_replies {
+            let cfg = TrackConfig::new(1, "hostile");
+            let (mut track, port, mut script) = track_with_script(cfg.clone());
+            let out = run(&mut track, &mut script, 64 * 10, |s| {
+                while let Ok(len) = s.from_host.try_pop(&mut s.buf) {
+                    let h = BlockHeader::read(&s.buf[..len]).unwrap();
+                    let _ = s.to_host.try_push(&make(h));
+                }
+            });
+            assert!(port.stats.faults.load(Ordering::Relaxed) >= 1);
+            assert!(port.stats.link_faulted.load(Ordering::Relaxed));
+            let delay = cfg.latency_frames();
+            for (i, &y) in out[0].iter().enumerate().skip(delay) {
+                assert_eq!(y, signal(i - delay, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_results_are_not_played() {
+        let cfg = TrackConfig::new(1, "nan");
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        let out = run(&mut track, &mut script, 64 * 10, |s| s.serve(|_| f32::NAN, |_| true));
+        assert!(out.iter().flatten().all(|s| s.is_finite()));
+        assert!(port.stats.script_errors.load(Ordering::Relaxed) >= 7);
+    }
+
+    #[test]
+    fn events_land_on_their_exact_sample() {
+        let mut cfg = TrackConfig::new(4, "voice");
+        cfg.voice = Some(Waveform::Sine);
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        let note_at = 64 * 6 + 37;
+        let mut sent = false;
+        let total = 64 * 12;
+        let mut out = vec![vec![0.0f32; total]; 2];
+        let silence = vec![0.0f32; 64];
+        for k in 0..12 {
+            let inputs: Vec<&[f32]> = vec![&silence, &silence];
+            let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[k * 64..(k + 1) * 64]).collect();
+            track.process(&inputs, &mut outputs, 64);
+            script.serve(|x| x, |_| true);
+            if !sent {
+                let header = BlockHeader { kind: BlockKind::Events as u32, track: 4, count: 1, ..Default::default() };
+                let mut msg = vec![0u8; HEADER_BYTES + EVENT_BYTES];
+                header.encode(&mut msg);
+                let event = Event { time: note_at as u64, action: EventAction::Note { pitch: 69.0, velocity: 1.0, duration: 0.05 } };
+                event.encode(&mut msg[HEADER_BYTES..]);
+                script.send_raw(&msg);
+                sent = true;
+            }
+        }
+        let first = out[0].iter().position(|&s| s != 0.0).expect("the note sounds");
+        assert_eq!(first, note_at + cfg.latency_frames(), "onset on the event's sample, delayed by the latency");
+        assert_eq!(out[0], out[1]);
+        assert_eq!(port.stats.events.load(Ordering::Relaxed), 1);
+        assert_eq!(port.stats.late_events.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_link_is_adopted_and_the_old_one_handed_back() {
+        let cfg = TrackConfig::new(1, "relink");
+        let (mut track, mut port, mut script) = track_with_script(cfg.clone());
+        let _ = run(&mut track, &mut script, 64 * 4, |s| s.serve(|x| x, |_| true));
+        let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+        let link = ScriptLink { to_script: region.producer(0).unwrap(), from_script: region.consumer(1).unwrap(), generation: 2 };
+        assert!(port.send_link(link).is_ok());
+        let _ = run(&mut track, &mut script, 64 * 2, |_| {});
+        assert_eq!(port.stats.link_generation.load(Ordering::Relaxed), 2);
+        assert_eq!(port.collect_garbage(), 1);
+    }
+}
