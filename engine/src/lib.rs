@@ -49,6 +49,8 @@ pub mod region;
 #[cfg(not(loom))]
 pub mod stats;
 #[cfg(not(loom))]
+pub mod supervisor;
+#[cfg(not(loom))]
 pub mod track;
 #[cfg(not(loom))]
 pub mod voice;

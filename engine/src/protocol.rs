@@ -33,6 +33,10 @@ pub enum Kind {
     JobReply = 2,
     /// Host → worker: exit cleanly (empty body).
     Shutdown = 3,
+    /// Host → worker: run a script on a track slot (body: [`ScriptSpec`] JSON).
+    LoadScript = 4,
+    /// Host → worker: stop a track slot's script (body: `{"slot": n}`).
+    UnloadScript = 5,
 }
 
 impl Kind {
@@ -41,6 +45,8 @@ impl Kind {
             1 => Some(Kind::JobRequest),
             2 => Some(Kind::JobReply),
             3 => Some(Kind::Shutdown),
+            4 => Some(Kind::LoadScript),
+            5 => Some(Kind::UnloadScript),
             _ => None,
         }
     }
@@ -130,6 +136,53 @@ impl Reassembler {
         } else {
             Ok(Some(message))
         }
+    }
+}
+
+/// A script to run on one track slot of a worker, with the track's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScriptSpec {
+    /// Which pair of rings in the worker's region the track uses.
+    pub slot: usize,
+    pub track: u32,
+    pub name: String,
+    pub path: PathBuf,
+    pub channels: usize,
+    pub frames: usize,
+    pub rate: f64,
+    pub latency_blocks: usize,
+    /// Names of the track's parameters, by index (index 0 is "mix").
+    pub params: Vec<String>,
+}
+
+impl ScriptSpec {
+    pub fn to_json(&self) -> Vec<u8> {
+        json!({
+            "slot": self.slot, "track": self.track, "name": self.name, "path": self.path,
+            "channels": self.channels, "frames": self.frames, "rate": self.rate,
+            "latency_blocks": self.latency_blocks, "params": self.params,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    pub fn from_json(body: &[u8]) -> Result<ScriptSpec, ProtocolError> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| ProtocolError(format!("script spec is not JSON: {e}")))?;
+        let num = |key: &str| v[key].as_u64().ok_or_else(|| ProtocolError(format!("script spec without {key}")));
+        Ok(ScriptSpec {
+            slot: num("slot")? as usize,
+            track: u32::try_from(num("track")?).map_err(|_| ProtocolError("track id out of range".into()))?,
+            name: v["name"].as_str().unwrap_or_default().to_string(),
+            path: v["path"].as_str().ok_or_else(|| ProtocolError("script spec without path".into()))?.into(),
+            channels: num("channels")? as usize,
+            frames: num("frames")? as usize,
+            rate: v["rate"].as_f64().ok_or_else(|| ProtocolError("script spec without rate".into()))?,
+            latency_blocks: num("latency_blocks")? as usize,
+            params: v["params"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        })
     }
 }
 

@@ -278,6 +278,16 @@ impl Track {
         &self.cfg
     }
 
+    /// The track's counters (the same ones its port shows).
+    pub fn stats(&self) -> &Arc<TrackStats> {
+        &self.stats
+    }
+
+    /// The track's parameters (the same ones its port sets).
+    pub fn params(&self) -> &Arc<TrackParams> {
+        &self.params
+    }
+
     /// Processes `frames` frames: `inputs[c][i]` in, `outputs[c][i]` out, for
     /// each of the track's channels (missing input channels read as silence,
     /// extra output channels are left alone). Any `frames`, any call pattern.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::protocol::{self, JobError, JobReply, JobRequest, Kind, Reassembler};
-use crate::region::Region;
+use crate::region::{Region, Wake};
 use crate::ring::{Consumer, PopError, Producer, PushError, RingShape};
 use crate::stats::{JobStats, StatsRow};
 
@@ -32,6 +32,16 @@ pub const SCRIPTS_HOST_ENV: &str = "OUTBOARD_SCRIPTS_HOST";
 pub const REQUEST_RING: usize = 0;
 /// Ring 1 carries worker → host control messages.
 pub const REPLY_RING: usize = 1;
+/// Ring carrying blocks of track slot `slot` to the worker.
+pub fn slot_ring_to_script(slot: usize) -> usize {
+    2 + 2 * slot
+}
+
+/// Ring carrying results and events of track slot `slot` back.
+pub fn slot_ring_from_script(slot: usize) -> usize {
+    3 + 2 * slot
+}
+
 /// Shape of both control rings.
 pub const CONTROL_RING: RingShape = RingShape { capacity: 32, payload: 4096 - 8 };
 /// Jobs a worker holds at once: one running, one ready to start.
@@ -99,7 +109,7 @@ struct Worker {
 
 impl Worker {
     fn spawn(exe: &Path, index: usize) -> Result<Worker, SpawnError> {
-        let mut region = Region::create(&[CONTROL_RING, CONTROL_RING])
+        let mut region = Region::create_with(&[(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)], 1)
             .map_err(|e| SpawnError(format!("cannot create the shared region: {e}")))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");

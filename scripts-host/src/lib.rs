@@ -153,3 +153,138 @@ impl JobRuntime {
         })
     }
 }
+
+/// The realtime runtime's Python source.
+const RT_PY: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("../python/outboard_rt.py"));
+
+/// The embedded interpreter's realtime side: per-track scripts and their hooks.
+pub struct RealtimeRuntime {
+    load: Py<PyAny>,
+    unload: Py<PyAny>,
+    process: Py<PyAny>,
+    check_reloads: Py<PyAny>,
+}
+
+/// What one block's script run produced.
+pub struct BlockOutcome {
+    pub status: outboard_engine::block::ResultStatus,
+    /// Events from `tick`, in the order the script scheduled them.
+    pub events: Vec<outboard_engine::block::Event>,
+}
+
+impl RealtimeRuntime {
+    /// Starts Python (once per process) and loads the realtime runtime; fails
+    /// clearly when numpy is missing.
+    pub fn new(worker_index: Option<usize>) -> Result<RealtimeRuntime, String> {
+        start_python(worker_index);
+        Python::attach(|py| {
+            if let Err(e) = py.import("numpy") {
+                return Err(format!(
+                    "numpy is not installed for this Python ({e}); `cargo xtask setup` installs it"
+                ));
+            }
+            let module = PyModule::from_code(py, RT_PY, c"outboard_rt.py", c"outboard_rt")
+                .map_err(|e| format!("cannot start the realtime runtime: {e}"))?;
+            let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(|e| e.to_string());
+            Ok(RealtimeRuntime {
+                load: get("load")?,
+                unload: get("unload")?,
+                process: get("process")?,
+                check_reloads: get("check_reloads")?,
+            })
+        })
+    }
+
+    /// Starts a track's script (errors go to the log; the track plays dry).
+    pub fn load(&self, spec: &outboard_engine::protocol::ScriptSpec) {
+        Python::attach(|py| {
+            let path = spec.path.to_string_lossy().into_owned();
+            let args = (
+                spec.slot,
+                spec.track,
+                spec.name.as_str(),
+                path,
+                spec.channels,
+                spec.frames,
+                spec.rate,
+                spec.latency_blocks,
+                spec.params.clone(),
+            );
+            if let Err(e) = self.load.call1(py, args) {
+                eprintln!("outboard: cannot load {}: {e}", spec.path.display());
+            }
+        });
+    }
+
+    pub fn unload(&self, slot: usize) {
+        Python::attach(|py| {
+            let _ = self.unload.call1(py, (slot,));
+        });
+    }
+
+    /// Reloads scripts whose files changed (checked at most every 250 ms each).
+    pub fn check_reloads(&self) {
+        Python::attach(|py| {
+            if let Err(e) = self.check_reloads.call0(py) {
+                eprintln!("outboard: reload check failed: {e}");
+            }
+        });
+    }
+
+    /// Runs a track's hooks on one block: `samples` in (planar, channels ×
+    /// frames), the processed block out in `out` when the status is Processed.
+    pub fn process(
+        &self,
+        slot: usize,
+        seq: u64,
+        sample_time: u64,
+        channels: usize,
+        params: &[f32],
+        samples: &[f32],
+        out: &mut [f32],
+    ) -> BlockOutcome {
+        use numpy::{PyArray1, PyArray2, PyArrayMethods};
+        use outboard_engine::block::{Event, EventAction, ResultStatus};
+        let frames = samples.len() / channels.max(1);
+        let outcome: PyResult<BlockOutcome> = Python::attach(|py| {
+            let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;
+            let params = pyo3::types::PyTuple::new(py, params)?;
+            let reply = self.process.call1(py, (slot, block, seq, sample_time, params))?;
+            let (status, array, raw_events): (u32, Option<Bound<'_, PyAny>>, Vec<(u32, i64, f64, f64, f64)>) =
+                reply.extract(py)?;
+            let mut status = match status {
+                0 => ResultStatus::Processed,
+                2 => ResultStatus::NoProcess,
+                _ => ResultStatus::ScriptError,
+            };
+            if status == ResultStatus::Processed {
+                match array.as_ref().map(|a| a.cast::<PyArray2<f32>>()) {
+                    Some(Ok(array)) => {
+                        let view = array.readonly();
+                        match view.as_slice() {
+                            Ok(slice) if slice.len() == out.len() => out.copy_from_slice(slice),
+                            _ => status = ResultStatus::ScriptError,
+                        }
+                    }
+                    _ => status = ResultStatus::ScriptError,
+                }
+            }
+            let events = raw_events
+                .into_iter()
+                .filter_map(|(kind, time, a, b, c)| {
+                    let time = u64::try_from(time).ok()?;
+                    let action = match kind {
+                        1 => EventAction::Note { pitch: a as f32, velocity: b as f32, duration: c as f32 },
+                        _ => EventAction::SetParam { index: a as u32, value: b as f32 },
+                    };
+                    Some(Event { time, action })
+                })
+                .collect();
+            Ok(BlockOutcome { status, events })
+        });
+        outcome.unwrap_or_else(|e| {
+            eprintln!("outboard: the realtime runtime failed: {e}");
+            BlockOutcome { status: ResultStatus::ScriptError, events: Vec::new() }
+        })
+    }
+}

@@ -10,16 +10,20 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler};
+use outboard_engine::block::{self, BlockHeader, BlockKind, EVENT_BYTES, HEADER_BYTES, MAX_PARAMS, ResultStatus};
+use outboard_engine::clock::monotonic_ns;
+use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
 use outboard_engine::region::Region;
-use outboard_engine::ring::{PopError, Producer, PushError};
-use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING};
-use outboard_scripts_host::JobRuntime;
+use outboard_engine::ring::{Consumer, PopError, Producer, PushError};
+use outboard_engine::track::MAX_EVENTS_PER_REPLY;
+use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
+use outboard_scripts_host::{JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
-/// Spins before sleeping on an empty ring.
-const SPINS: u32 = 20_000;
+/// Polls of every ring before sleeping (about 50 µs): a block is often due
+/// right after the last one was answered.
+const SPINS: u32 = 2_000;
 
 struct Args {
     shm_fd: i32,
@@ -85,72 +89,241 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    if region.ring_count() != 2 || region.ring_shape(REQUEST_RING) != Some(CONTROL_RING) {
+    if region.ring_count() < 2 || region.ring_count() % 2 != 0 || region.ring_shape(REQUEST_RING) != Some(CONTROL_RING) {
         eprintln!("{tag} the region does not have the control rings this build expects");
         return ExitCode::from(3);
     }
-    let status = region.status();
-    let generation = status.generation.load(Ordering::Acquire);
+    let generation = region.status().generation.load(Ordering::Acquire);
     if generation != args.generation {
         eprintln!("{tag} region generation {generation}, expected {}", args.generation);
         return ExitCode::from(3);
     }
-    status.pid.store(std::process::id(), Ordering::Relaxed);
-    let (Some(mut requests), Some(mut replies)) = (region.consumer(REQUEST_RING), region.producer(REPLY_RING))
-    else {
+    region.status().pid.store(std::process::id(), Ordering::Relaxed);
+    let (Some(requests), Some(replies)) = (region.consumer(REQUEST_RING), region.producer(REPLY_RING)) else {
         unreachable!("a freshly attached region hands out each endpoint once");
     };
-    let runtime = match JobRuntime::new(Some(args.worker)) {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{tag} {e}");
-            return ExitCode::from(4);
-        }
+    let slots: Vec<TrackRings> = (0..(region.ring_count() - 2) / 2)
+        .map(|s| TrackRings {
+            from_host: region.consumer(slot_ring_to_script(s)).expect("fresh region"),
+            to_host: region.producer(slot_ring_from_script(s)).expect("fresh region"),
+            spec: None,
+        })
+        .collect();
+    let mut worker = Worker {
+        tag,
+        parent: args.parent_pid,
+        index: args.worker,
+        requests,
+        replies,
+        slots,
+        reassembler: Reassembler::default(),
+        jobs: None,
+        realtime: None,
+        buf: vec![0u8; CONTROL_RING.payload],
+        block_in: Vec::new(),
+        block_out: Vec::new(),
+        message: Vec::new(),
     };
-    let status = region.status();
-    let mut reassembler = Reassembler::default();
-    let mut buf = vec![0u8; CONTROL_RING.payload];
-    loop {
-        status.heartbeat.fetch_add(1, Ordering::Relaxed);
-        let len = match requests.pop_wait(&mut buf, SPINS, Some(IDLE_WAKE)) {
-            Ok(len) => len,
-            Err(PopError::Empty) => {
-                if parent_gone(args.parent_pid) {
-                    return ExitCode::SUCCESS;
+    worker.serve(&region)
+}
+
+/// One track slot: its rings and the script it runs.
+struct TrackRings {
+    from_host: Consumer,
+    to_host: Producer,
+    spec: Option<ScriptSpec>,
+}
+
+struct Worker {
+    tag: String,
+    parent: Option<u32>,
+    index: usize,
+    requests: Consumer,
+    replies: Producer,
+    slots: Vec<TrackRings>,
+    reassembler: Reassembler,
+    /// Started at the first job / first script, so a worker pays only for what it serves.
+    jobs: Option<JobRuntime>,
+    realtime: Option<RealtimeRuntime>,
+    buf: Vec<u8>,
+    block_in: Vec<f32>,
+    block_out: Vec<f32>,
+    message: Vec<u8>,
+}
+
+impl Worker {
+    fn serve(&mut self, region: &Region) -> ExitCode {
+        let status = region.status();
+        let mut last_reload_check = Instant::now();
+        loop {
+            status.heartbeat.fetch_add(1, Ordering::Relaxed);
+            let mut busy = false;
+            match self.serve_control() {
+                Ok(Some(code)) => return code,
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("{} {e}; exiting", self.tag);
+                    return ExitCode::from(5);
                 }
+            }
+            for slot in 0..self.slots.len() {
+                busy |= self.serve_blocks(slot);
+            }
+            if let Some(rt) = &self.realtime {
+                if last_reload_check.elapsed() >= Duration::from_millis(50) {
+                    last_reload_check = Instant::now();
+                    rt.check_reloads();
+                }
+            }
+            if busy {
                 continue;
             }
-            Err(e) => {
-                eprintln!("{tag} request ring unusable ({e:?}); exiting");
-                return ExitCode::from(5);
+            // Idle: spin a little (a block is likely due within microseconds of
+            // the last), then sleep on the worker doorbell that every ring we
+            // read rings.
+            let mut ready = false;
+            for _ in 0..SPINS {
+                if self.has_work() {
+                    ready = true;
+                    break;
+                }
+                std::hint::spin_loop();
             }
-        };
-        let message = match reassembler.push(&buf[..len]) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
-            Err(e) => {
-                eprintln!("{tag} {e}; exiting");
-                return ExitCode::from(5);
-            }
-        };
-        match message.kind {
-            Kind::Shutdown => return ExitCode::SUCCESS,
-            Kind::JobRequest => {
-                let reply = runtime.run(&message.body);
-                if let Err(e) = send(&mut replies, message.id, &reply, args.parent_pid) {
-                    eprintln!("{tag} {e}; exiting");
-                    return ExitCode::from(5);
+            if !ready {
+                let deadline = Instant::now() + IDLE_WAKE;
+                let doorbell = &status.doorbell;
+                let slept_into_work = doorbell.sleep_unless(|| self.has_work(), Some(deadline));
+                if !slept_into_work && parent_gone(self.parent) {
+                    return ExitCode::SUCCESS;
                 }
             }
-            Kind::JobReply => {
-                let error = JobReply {
-                    result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
-                    seconds: 0.0,
-                };
-                if send(&mut replies, message.id, &error.to_json(), args.parent_pid).is_err() {
-                    return ExitCode::from(5);
+        }
+    }
+
+    fn has_work(&mut self) -> bool {
+        self.requests.has_message()
+            || self.requests.fault().is_some()
+            || self.slots.iter_mut().any(|s| s.spec.is_some() && s.from_host.has_message())
+    }
+
+    /// Handles every waiting control message. `Some(code)` means exit.
+    fn serve_control(&mut self) -> Result<Option<ExitCode>, String> {
+        loop {
+            let len = match self.requests.try_pop(&mut self.buf) {
+                Ok(len) => len,
+                Err(PopError::Empty) => return Ok(None),
+                Err(e) => return Err(format!("request ring unusable ({e:?})")),
+            };
+            let Some(message) = self.reassembler.push(&self.buf[..len]).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            match message.kind {
+                Kind::Shutdown => return Ok(Some(ExitCode::SUCCESS)),
+                Kind::JobRequest => {
+                    if self.jobs.is_none() {
+                        self.jobs = Some(JobRuntime::new(Some(self.index))?);
+                    }
+                    let reply = self.jobs.as_ref().expect("started").run(&message.body);
+                    send(&mut self.replies, message.id, &reply, self.parent)?;
+                }
+                Kind::LoadScript => {
+                    let spec = ScriptSpec::from_json(&message.body).map_err(|e| e.to_string())?;
+                    let Some(slot) = self.slots.get_mut(spec.slot) else {
+                        return Err(format!("script for slot {} of {}", spec.slot, self.slots.len()));
+                    };
+                    if self.realtime.is_none() {
+                        self.realtime = Some(RealtimeRuntime::new(Some(self.index))?);
+                    }
+                    self.realtime.as_ref().expect("started").load(&spec);
+                    slot.spec = Some(spec);
+                }
+                Kind::UnloadScript => {
+                    let body: serde_json::Value = serde_json::from_slice(&message.body).map_err(|e| e.to_string())?;
+                    if let Some(slot) = body["slot"].as_u64().and_then(|s| self.slots.get_mut(s as usize)) {
+                        slot.spec = None;
+                        if let Some(rt) = &self.realtime {
+                            rt.unload(body["slot"].as_u64().unwrap_or(0) as usize);
+                        }
+                    }
+                }
+                Kind::JobReply => {
+                    let error = JobReply {
+                        result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
+                        seconds: 0.0,
+                    };
+                    send(&mut self.replies, message.id, &error.to_json(), self.parent)?;
                 }
             }
+        }
+    }
+
+    /// Processes every block waiting on `slot`; true if there was any.
+    fn serve_blocks(&mut self, slot: usize) -> bool {
+        let mut any = false;
+        loop {
+            let rings = &mut self.slots[slot];
+            let Some(spec) = rings.spec.as_ref() else { return any };
+            self.message.resize(rings.from_host.shape().payload, 0);
+            let len = match rings.from_host.try_pop(&mut self.message) {
+                Ok(len) => len,
+                Err(PopError::Empty) => return any,
+                Err(e) => {
+                    eprintln!("{} track ring {slot} unusable ({e:?})", self.tag);
+                    rings.spec = None;
+                    return any;
+                }
+            };
+            any = true;
+            let msg = &self.message[..len];
+            let Ok(h) = BlockHeader::read(msg) else { continue };
+            let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
+            let expected = HEADER_BYTES + count * 4 + channels * frames * 4;
+            if h.kind != BlockKind::Process as u32
+                || h.track != spec.track
+                || channels != spec.channels
+                || frames != spec.frames
+                || count > MAX_PARAMS
+                || len != expected
+            {
+                eprintln!("{} malformed block on slot {slot}; skipped", self.tag);
+                continue;
+            }
+            let mut params = [0.0f32; MAX_PARAMS];
+            block::read_samples(msg, HEADER_BYTES, &mut params[..count]);
+            self.block_in.resize(channels * frames, 0.0);
+            self.block_out.resize(channels * frames, 0.0);
+            block::read_samples(msg, HEADER_BYTES + count * 4, &mut self.block_in);
+            let rt = self.realtime.as_ref().expect("a loaded slot started the runtime");
+            let outcome =
+                rt.process(slot, h.seq, h.sample_time, channels, &params[..count], &self.block_in, &mut self.block_out);
+            let rings = &mut self.slots[slot];
+            // The result first: it is what the track is waiting for.
+            let reply_len = HEADER_BYTES + channels * frames * 4;
+            let mut reply = std::mem::take(&mut self.message);
+            reply.resize(reply_len.max(HEADER_BYTES + MAX_EVENTS_PER_REPLY * EVENT_BYTES), 0);
+            if outcome.status == ResultStatus::Processed {
+                block::write_samples(&mut reply, HEADER_BYTES, &self.block_out);
+            } else {
+                reply[HEADER_BYTES..reply_len].fill(0);
+            }
+            let header = BlockHeader {
+                kind: BlockKind::Result as u32,
+                status: outcome.status as u32,
+                count: 0,
+                done_ns: monotonic_ns(),
+                ..h
+            };
+            header.encode(&mut reply);
+            let _ = rings.to_host.try_push(&reply[..reply_len]);
+            for chunk in outcome.events.chunks(MAX_EVENTS_PER_REPLY) {
+                let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..h };
+                header.encode(&mut reply);
+                for (i, event) in chunk.iter().enumerate() {
+                    event.encode(&mut reply[HEADER_BYTES + i * EVENT_BYTES..]);
+                }
+                let _ = rings.to_host.try_push(&reply[..HEADER_BYTES + chunk.len() * EVENT_BYTES]);
+            }
+            self.message = reply;
         }
     }
 }

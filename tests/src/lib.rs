@@ -51,3 +51,5 @@ impl Drop for ScriptDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+pub mod realtime;

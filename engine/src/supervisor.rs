@@ -1,0 +1,497 @@
+//! The supervisor: a non-realtime thread that owns the script worker
+//! processes of realtime tracks (DESIGN.md §4).
+//!
+//! It spawns workers (one per scripted track up to a cap, then tracks share
+//! workers round-robin), loads each track's script, hands each track the
+//! rings to its worker, and watches: a worker that exits, stops beating for
+//! longer than the heartbeat timeout, or whose rings a track found faulted is
+//! killed and replaced by a new incarnation with fresh rings (the region's
+//! generation goes up), its scripts are sent again, and each track is handed
+//! its new link through its port. The realtime side never waits for any of
+//! this: until the new link arrives it plays dry and counts late results.
+//! A worker that keeps dying is restarted with exponential back-off.
+//!
+//! A fresh region per incarnation, rather than resetting positions in the old
+//! one, means nothing a dying (possibly hostile) worker left in shared memory
+//! can reach its successor, and no position is ever written by two parties.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::protocol::{self, JobRequest, Kind, ScriptSpec};
+use crate::region::{Region, Wake};
+use crate::ring::{Producer, RingShape};
+use crate::track::{ScriptLink, TrackPort};
+use crate::workers::{CONTROL_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
+
+/// How the supervisor runs its workers.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// The `outboard-scripts-host` binary.
+    pub exe: PathBuf,
+    /// Workers serving tracks, at most (default: 2 × cores).
+    pub max_workers: usize,
+    /// Tracks one worker can hold.
+    pub slots_per_worker: usize,
+    /// Shapes of every slot's rings (to the script, back from it); every track
+    /// handed to this supervisor must fit them.
+    pub slot_rings: (RingShape, RingShape),
+    /// A worker with tracks that does not beat for this long is restarted.
+    pub heartbeat_timeout: Duration,
+    /// SCHED_FIFO priority for workers with tracks (None: leave them alone).
+    pub worker_priority: Option<i32>,
+    /// Address-space limit per worker, in bytes (a memory bomb fails there).
+    pub memory_limit: Option<u64>,
+    /// Copy worker log lines to this process's stderr too.
+    pub echo_log: bool,
+}
+
+impl SupervisorConfig {
+    /// Defaults for tracks shaped like `template`.
+    pub fn new(exe: PathBuf, template: &crate::track::TrackConfig) -> SupervisorConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        SupervisorConfig {
+            exe,
+            max_workers: 2 * cores,
+            slots_per_worker: 8,
+            slot_rings: (template.to_script_ring(), template.from_script_ring()),
+            heartbeat_timeout: Duration::from_secs(1),
+            worker_priority: Some(10),
+            memory_limit: Some(2 << 30),
+            echo_log: true,
+        }
+    }
+}
+
+/// A track to run a script on.
+pub struct ScriptedTrack {
+    pub port: TrackPort,
+    pub script: PathBuf,
+    /// Parameter names by index; index 0 should be "mix".
+    pub params: Vec<String>,
+}
+
+enum Request {
+    AddTrack(Box<ScriptedTrack>),
+    AddHog(PathBuf, String),
+    KillWorkerOf(u32, Sender<Option<u32>>),
+}
+
+/// What the supervisor shares with its owner.
+#[derive(Default)]
+struct Shared {
+    log: Mutex<VecDeque<String>>,
+    restarts: AtomicU64,
+    stop: AtomicBool,
+    pids: Mutex<Vec<u32>>,
+}
+
+const LOG_LINES: usize = 2000;
+
+impl Shared {
+    fn log(&self, line: String, echo: bool) {
+        if echo {
+            eprintln!("{line}");
+        }
+        let mut log = self.log.lock().expect("log lock");
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+}
+
+/// The handle on the supervisor thread. Dropping it stops the thread and
+/// kills every worker.
+pub struct Supervisor {
+    commands: Sender<Request>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    pub fn start(config: SupervisorConfig) -> Supervisor {
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared::default());
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("outboard-supervisor".into())
+            .spawn(move || Watcher::new(config, thread_shared, rx).run())
+            .expect("spawning the supervisor thread");
+        Supervisor { commands: tx, shared, thread: Some(thread) }
+    }
+
+    /// Gives the supervisor a track: it starts or picks a worker, loads the
+    /// script and sends the track its link.
+    pub fn add_track(&self, track: ScriptedTrack) {
+        let _ = self.commands.send(Request::AddTrack(Box::new(track)));
+    }
+
+    /// Starts a worker with no track that runs `function()` from `script`
+    /// until it is stopped (the benchmark's GIL hog).
+    pub fn add_hog(&self, script: PathBuf, function: &str) {
+        let _ = self.commands.send(Request::AddHog(script, function.to_string()));
+    }
+
+    /// Kills (SIGKILL) the worker serving track `id`, as a crash would; returns its pid.
+    pub fn kill_worker_of(&self, track: u32) -> Option<u32> {
+        let (tx, rx) = channel();
+        self.commands.send(Request::KillWorkerOf(track, tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+
+    /// The most recent lines of the workers' log (script errors, reloads, restarts).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.shared.log.lock().expect("log lock").iter().cloned().collect()
+    }
+
+    /// Workers restarted so far.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Process ids of the live workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared.pids.lock().expect("pids lock").clone()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct TrackEntry {
+    port: TrackPort,
+    script: PathBuf,
+    params: Vec<String>,
+    worker: usize,
+    slot: usize,
+}
+
+struct Worker {
+    generation: u32,
+    child: Child,
+    region: Region,
+    requests: Producer,
+    /// Track id per slot.
+    slots: Vec<Option<u32>>,
+    hog: bool,
+    last_beat: u64,
+    last_beat_at: Instant,
+    recent_restarts: VecDeque<Instant>,
+    restart_not_before: Option<Instant>,
+}
+
+struct Watcher {
+    config: SupervisorConfig,
+    shared: Arc<Shared>,
+    commands: Receiver<Request>,
+    workers: Vec<Worker>,
+    tracks: Vec<TrackEntry>,
+    next_shared_worker: usize,
+    priority_warned: bool,
+}
+
+impl Watcher {
+    fn new(config: SupervisorConfig, shared: Arc<Shared>, commands: Receiver<Request>) -> Watcher {
+        Watcher {
+            config,
+            shared,
+            commands,
+            workers: Vec::new(),
+            tracks: Vec::new(),
+            next_shared_worker: 0,
+            priority_warned: false,
+        }
+    }
+
+    fn run(mut self) {
+        while !self.shared.stop.load(Ordering::Acquire) {
+            match self.commands.recv_timeout(Duration::from_millis(10)) {
+                Ok(command) => self.handle(command),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            self.watch();
+            for track in &mut self.tracks {
+                track.port.collect_garbage();
+            }
+        }
+        for worker in &mut self.workers {
+            let bye = protocol::fragments(Kind::Shutdown, 0, &[], CONTROL_RING.payload);
+            let _ = worker.requests.try_push(&bye[0]);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for worker in &mut self.workers {
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+        }
+        self.shared.pids.lock().expect("pids lock").clear();
+    }
+
+    fn handle(&mut self, command: Request) {
+        match command {
+            Request::AddTrack(track) => self.add_track(*track),
+            Request::AddHog(script, function) => match self.spawn(0, true) {
+                Ok(mut worker) => {
+                    let job = JobRequest::new(script, function, vec![]);
+                    for fragment in protocol::fragments(Kind::JobRequest, 1, &job.to_json(), CONTROL_RING.payload) {
+                        let _ = worker.requests.try_push(&fragment);
+                    }
+                    self.workers.push(worker);
+                    self.publish_pids();
+                }
+                Err(e) => self.shared.log(format!("outboard: cannot start the hog worker: {e}"), self.config.echo_log),
+            },
+            Request::KillWorkerOf(track, reply) => {
+                let pid = self.tracks.iter().find(|t| t.port.config.id == track).map(|t| {
+                    let child = &mut self.workers[t.worker].child;
+                    let _ = child.kill();
+                    child.id()
+                });
+                let _ = reply.send(pid);
+            }
+        }
+    }
+
+    fn add_track(&mut self, track: ScriptedTrack) {
+        let cfg = &track.port.config;
+        let (to, from) = self.config.slot_rings;
+        if cfg.to_script_ring().payload > to.payload || cfg.from_script_ring().payload > from.payload {
+            self.shared.log(
+                format!("outboard: track {} does not fit the supervisor's ring shapes; it plays dry", cfg.name),
+                self.config.echo_log,
+            );
+            return;
+        }
+        let track_workers = self.workers.iter().filter(|w| !w.hog).count();
+        let worker = if track_workers < self.config.max_workers {
+            match self.spawn(self.config.slots_per_worker, false) {
+                Ok(worker) => {
+                    self.workers.push(worker);
+                    self.publish_pids();
+                    self.workers.len() - 1
+                }
+                Err(e) => {
+                    self.shared.log(format!("outboard: cannot start a worker for {}: {e}", cfg.name), self.config.echo_log);
+                    return;
+                }
+            }
+        } else {
+            // Past the cap: share, round-robin over workers with a free slot.
+            let candidates: Vec<usize> = (0..self.workers.len())
+                .filter(|&i| !self.workers[i].hog && self.workers[i].slots.iter().any(Option::is_none))
+                .collect();
+            if candidates.is_empty() {
+                self.shared.log(format!("outboard: no worker slot left for {}; it plays dry", cfg.name), self.config.echo_log);
+                return;
+            }
+            self.next_shared_worker += 1;
+            candidates[self.next_shared_worker % candidates.len()]
+        };
+        let slot = self.workers[worker].slots.iter().position(Option::is_none).expect("a free slot");
+        self.workers[worker].slots[slot] = Some(cfg.id);
+        let mut entry = TrackEntry { port: track.port, script: track.script, params: track.params, worker, slot };
+        Self::connect(&mut self.workers[worker], &mut entry);
+        self.tracks.push(entry);
+    }
+
+    /// Loads the track's script on its worker and sends the track its link.
+    fn connect(worker: &mut Worker, entry: &mut TrackEntry) {
+        let cfg = &entry.port.config;
+        let spec = ScriptSpec {
+            slot: entry.slot,
+            track: cfg.id,
+            name: cfg.name.clone(),
+            path: entry.script.clone(),
+            channels: cfg.channels,
+            frames: cfg.block,
+            rate: cfg.sample_rate,
+            latency_blocks: cfg.latency_blocks,
+            params: entry.params.clone(),
+        };
+        for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
+            // The control ring is far larger than any script spec; a full ring
+            // means the worker is wedged, which the watch will catch.
+            let _ = worker.requests.try_push(&fragment);
+        }
+        let link = ScriptLink {
+            to_script: worker.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
+            from_script: worker.region.consumer(slot_ring_from_script(entry.slot)).expect("slot rings exist once"),
+            generation: worker.generation,
+        };
+        let _ = entry.port.send_link(link);
+    }
+
+    fn spawn(&mut self, slots: usize, hog: bool) -> Result<Worker, String> {
+        self.spawn_generation(slots, hog, 1)
+    }
+
+    fn spawn_generation(&mut self, slots: usize, hog: bool, generation: u32) -> Result<Worker, String> {
+        let (to, from) = self.config.slot_rings;
+        let mut rings = vec![(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)];
+        for _ in 0..slots {
+            rings.push((to, Wake::Worker));
+            rings.push((from, Wake::Own));
+        }
+        let mut region = Region::create_with(&rings, generation).map_err(|e| format!("shared region: {e}"))?;
+        let requests = region.producer(REQUEST_RING).expect("fresh region");
+        let index = self.workers.len();
+        let mut command = Command::new(&self.config.exe);
+        let fd = region.pass_to_child(&mut command);
+        command
+            .args(["--shm-fd", &fd.to_string(), "--worker", &index.to_string()])
+            .args(["--generation", &generation.to_string(), "--parent-pid", &std::process::id().to_string()])
+            .stderr(Stdio::piped());
+        if let Some(limit) = self.config.memory_limit {
+            // SAFETY: runs in the child between fork and exec; setrlimit is
+            // async-signal-safe and touches only the integer `limit`.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
+                    rustix::process::setrlimit(rustix::process::Resource::As, rlimit)?;
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.config.exe.display()))?;
+        let pid = child.id();
+        if let Some(stderr) = child.stderr.take() {
+            let shared = self.shared.clone();
+            let echo = self.config.echo_log;
+            let _ = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    shared.log(line, echo);
+                }
+            });
+        }
+        if !hog {
+            if let Some(priority) = self.config.worker_priority {
+                self.raise_priority(pid, priority);
+            }
+        }
+        let beat = region.status().heartbeat.load(Ordering::Relaxed);
+        Ok(Worker {
+            generation,
+            child,
+            region,
+            requests,
+            slots: vec![None; slots],
+            hog,
+            last_beat: beat,
+            last_beat_at: Instant::now(),
+            recent_restarts: VecDeque::new(),
+            restart_not_before: None,
+        })
+    }
+
+    fn raise_priority(&mut self, pid: u32, priority: i32) {
+        let param = libc::sched_param { sched_priority: priority };
+        // SAFETY: plain syscall wrapper; `param` outlives the call.
+        let rc = unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
+        if rc != 0 && !self.priority_warned {
+            self.priority_warned = true;
+            self.shared.log(
+                format!(
+                    "outboard: warning: cannot give script workers realtime priority ({}); they run at normal priority",
+                    std::io::Error::last_os_error()
+                ),
+                true,
+            );
+        }
+    }
+
+    fn publish_pids(&self) {
+        *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.child.id()).collect();
+    }
+
+    /// Restarts workers that died, hang or whose rings faulted.
+    fn watch(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.workers.len() {
+            let worker = &mut self.workers[index];
+            let beat = worker.region.status().heartbeat.load(Ordering::Relaxed);
+            if beat != worker.last_beat {
+                worker.last_beat = beat;
+                worker.last_beat_at = now;
+            }
+            let why = if let Ok(Some(status)) = worker.child.try_wait() {
+                Some(format!("exited ({status})"))
+            } else if !worker.hog
+                && worker.slots.iter().any(Option::is_some)
+                && now.duration_since(worker.last_beat_at) > self.config.heartbeat_timeout
+            {
+                Some(format!("stopped beating for {:?}", now.duration_since(worker.last_beat_at)))
+            } else if self
+                .tracks
+                .iter()
+                .any(|t| t.worker == index && t.port.stats.link_faulted.load(Ordering::Acquire))
+            {
+                Some("sent malformed data".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if worker.hog {
+                    continue;
+                }
+                if worker.restart_not_before.is_some_and(|t| now < t) {
+                    continue;
+                }
+                self.restart(index, &why);
+            }
+        }
+    }
+
+    fn restart(&mut self, index: usize, why: &str) {
+        let now = Instant::now();
+        let old_pid = self.workers[index].child.id();
+        let _ = self.workers[index].child.kill();
+        let _ = self.workers[index].child.wait();
+        let generation = self.workers[index].generation + 1;
+        let slots = self.workers[index].slots.clone();
+        let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
+        recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+        recent.push_back(now);
+        let mut fresh = match self.spawn_generation(slots.len(), false, generation) {
+            Ok(worker) => worker,
+            Err(e) => {
+                self.shared.log(format!("outboard: cannot restart worker {index}: {e}"), true);
+                self.workers[index].restart_not_before = Some(now + Duration::from_secs(1));
+                self.workers[index].recent_restarts = recent;
+                return;
+            }
+        };
+        fresh.slots = slots;
+        // Crash-looping: back off 0.5 s, 1 s, 2 s ... up to 10 s.
+        if recent.len() >= 3 {
+            let backoff = Duration::from_millis(500 << (recent.len() - 3).min(5)).min(Duration::from_secs(10));
+            fresh.restart_not_before = Some(now + backoff);
+        }
+        fresh.recent_restarts = recent;
+        let new_pid = fresh.child.id();
+        self.workers[index] = fresh;
+        for entry in self.tracks.iter_mut().filter(|t| t.worker == index) {
+            entry.port.stats.link_faulted.store(false, Ordering::Release);
+            Self::connect(&mut self.workers[index], entry);
+        }
+        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+        self.publish_pids();
+        self.shared.log(
+            format!("outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation})"),
+            self.config.echo_log,
+        );
+    }
+}
