@@ -56,7 +56,11 @@ pub struct Percentiles {
 
 impl Histogram {
     pub fn new() -> Histogram {
-        Histogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(), max: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 
     /// Records one duration. Realtime-safe: three relaxed atomic operations.

@@ -167,7 +167,8 @@ impl ScriptSpec {
     }
 
     pub fn from_json(body: &[u8]) -> Result<ScriptSpec, ProtocolError> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ProtocolError(format!("script spec is not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("script spec is not JSON: {e}")))?;
         let num = |key: &str| v[key].as_u64().ok_or_else(|| ProtocolError(format!("script spec without {key}")));
         Ok(ScriptSpec {
             slot: num("slot")? as usize,

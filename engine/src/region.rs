@@ -155,14 +155,7 @@ impl Mapping {
         // SAFETY: a fresh shared mapping of `len` bytes of the memfd; nothing
         // else in this process aliases it yet.
         let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &fd,
-                0,
-            )?
+            rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0)?
         };
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { base, len, fd })
@@ -410,8 +403,7 @@ mod tests {
     use super::*;
     use crate::ring::{PopError, PushError, RingFault};
 
-    const SHAPES: [RingShape; 2] =
-        [RingShape { capacity: 4, payload: 100 }, RingShape { capacity: 8, payload: 16 }];
+    const SHAPES: [RingShape; 2] = [RingShape { capacity: 4, payload: 100 }, RingShape { capacity: 8, payload: 16 }];
 
     fn reattach(region: &Region) -> Result<Region, AttachError> {
         let fd = region.fd().try_clone_to_owned().unwrap();

@@ -349,11 +349,7 @@ impl Producer {
         // we have published; since head_cache >= tail - capacity, the ring can
         // then never look more than full.
         if head < self.head_cache || head > self.tail {
-            self.fault = Some(RingFault::HeadOutOfRange {
-                seen: head,
-                low: self.head_cache,
-                high: self.tail,
-            });
+            self.fault = Some(RingFault::HeadOutOfRange { seen: head, low: self.head_cache, high: self.tail });
             return false;
         }
         self.head_cache = head;
@@ -501,12 +497,7 @@ impl Consumer {
 
     /// Pops the next message, sleeping until one arrives or `timeout` passes.
     /// Spins `spins` times first. Blocks: never call it on a realtime thread.
-    pub fn pop_wait(
-        &mut self,
-        out: &mut [u8],
-        spins: u32,
-        timeout: Option<Duration>,
-    ) -> Result<usize, PopError> {
+    pub fn pop_wait(&mut self, out: &mut [u8], spins: u32, timeout: Option<Duration>) -> Result<usize, PopError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             match self.try_pop(out) {

@@ -285,7 +285,8 @@ impl Watcher {
                     self.workers.len() - 1
                 }
                 Err(e) => {
-                    self.shared.log(format!("outboard: cannot start a worker for {}: {e}", cfg.name), self.config.echo_log);
+                    self.shared
+                        .log(format!("outboard: cannot start a worker for {}: {e}", cfg.name), self.config.echo_log);
                     return;
                 }
             }
@@ -295,7 +296,8 @@ impl Watcher {
                 .filter(|&i| !self.workers[i].hog && self.workers[i].slots.iter().any(Option::is_none))
                 .collect();
             if candidates.is_empty() {
-                self.shared.log(format!("outboard: no worker slot left for {}; it plays dry", cfg.name), self.config.echo_log);
+                self.shared
+                    .log(format!("outboard: no worker slot left for {}; it plays dry", cfg.name), self.config.echo_log);
                 return;
             }
             self.next_shared_worker += 1;
@@ -434,10 +436,7 @@ impl Watcher {
                 && now.duration_since(worker.last_beat_at) > self.config.heartbeat_timeout
             {
                 Some(format!("stopped beating for {:?}", now.duration_since(worker.last_beat_at)))
-            } else if self
-                .tracks
-                .iter()
-                .any(|t| t.worker == index && t.port.stats.link_faulted.load(Ordering::Acquire))
+            } else if self.tracks.iter().any(|t| t.worker == index && t.port.stats.link_faulted.load(Ordering::Acquire))
             {
                 Some("sent malformed data".to_string())
             } else {
@@ -490,7 +489,9 @@ impl Watcher {
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         self.publish_pids();
         self.shared.log(
-            format!("outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation})"),
+            format!(
+                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation})"
+            ),
             self.config.echo_log,
         );
     }

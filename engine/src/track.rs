@@ -88,7 +88,10 @@ impl TrackConfig {
 
     /// Shape of the ring that carries blocks to the script.
     pub fn to_script_ring(&self) -> RingShape {
-        RingShape { capacity: self.latency_blocks + 6, payload: HEADER_BYTES + MAX_PARAMS * 4 + self.block_samples() * 4 }
+        RingShape {
+            capacity: self.latency_blocks + 6,
+            payload: HEADER_BYTES + MAX_PARAMS * 4 + self.block_samples() * 4,
+        }
     }
 
     /// Shape of the ring that carries results and events back.
@@ -467,7 +470,8 @@ impl Track {
                 Err(_) => return self.link_fault(),
             };
             let msg = &self.message[..len];
-            let Ok(h) = BlockHeader::decode_reply(msg, self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
+            let Ok(h) =
+                BlockHeader::decode_reply(msg, self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
             else {
                 return self.link_fault();
             };
@@ -570,7 +574,11 @@ mod tests {
     fn track_with_script(cfg: TrackConfig) -> (Track, TrackPort, FakeScript) {
         let (track, mut port) = Track::new(cfg.clone());
         let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
-        let link = ScriptLink { to_script: region.producer(0).unwrap(), from_script: region.consumer(1).unwrap(), generation: 1 };
+        let link = ScriptLink {
+            to_script: region.producer(0).unwrap(),
+            from_script: region.consumer(1).unwrap(),
+            generation: 1,
+        };
         let script = FakeScript {
             from_host: region.consumer(0).unwrap(),
             to_host: region.producer(1).unwrap(),
@@ -613,7 +621,12 @@ mod tests {
     }
 
     /// Feeds `total` frames in chunks of varying size; returns the output, planar.
-    fn run(track: &mut Track, script: &mut FakeScript, total: usize, serve: impl FnMut(&mut FakeScript)) -> Vec<Vec<f32>> {
+    fn run(
+        track: &mut Track,
+        script: &mut FakeScript,
+        total: usize,
+        serve: impl FnMut(&mut FakeScript),
+    ) -> Vec<Vec<f32>> {
         run_chunked(track, script, total, |step| 1 + (step * 37) % 64, serve)
     }
 
@@ -776,7 +789,10 @@ mod tests {
                 let header = BlockHeader { kind: BlockKind::Events as u32, track: 4, count: 1, ..Default::default() };
                 let mut msg = vec![0u8; HEADER_BYTES + EVENT_BYTES];
                 header.encode(&mut msg);
-                let event = Event { time: note_at as u64, action: EventAction::Note { pitch: 69.0, velocity: 1.0, duration: 0.05 } };
+                let event = Event {
+                    time: note_at as u64,
+                    action: EventAction::Note { pitch: 69.0, velocity: 1.0, duration: 0.05 },
+                };
                 event.encode(&mut msg[HEADER_BYTES..]);
                 script.send_raw(&msg);
                 sent = true;
@@ -795,7 +811,11 @@ mod tests {
         let (mut track, mut port, mut script) = track_with_script(cfg.clone());
         let _ = run(&mut track, &mut script, 64 * 4, |s| s.serve(|x| x, |_| true));
         let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
-        let link = ScriptLink { to_script: region.producer(0).unwrap(), from_script: region.consumer(1).unwrap(), generation: 2 };
+        let link = ScriptLink {
+            to_script: region.producer(0).unwrap(),
+            from_script: region.consumer(1).unwrap(),
+            generation: 2,
+        };
         assert!(port.send_link(link).is_ok());
         let _ = run(&mut track, &mut script, 64 * 2, |_| {});
         assert_eq!(port.stats.link_generation.load(Ordering::Relaxed), 2);

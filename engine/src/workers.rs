@@ -264,15 +264,17 @@ impl WorkerPool {
             if !self.queue.iter().any(|(id, _)| *id == ticket.0)
                 && !self.workers.iter().any(|w| w.running.contains(&ticket.0))
             {
-                return Err(JobError::new("UnknownJob", format!("job {} was never submitted or already collected", ticket.0)));
+                return Err(JobError::new(
+                    "UnknownJob",
+                    format!("job {} was never submitted or already collected", ticket.0),
+                ));
             }
             if self.pump() {
                 continue;
             }
             // Nothing moved: sleep on one busy worker's replies for a slice,
             // taking turns so every worker is looked at.
-            let busy: Vec<usize> =
-                self.workers.iter().filter(|w| !w.running.is_empty()).map(|w| w.index).collect();
+            let busy: Vec<usize> = self.workers.iter().filter(|w| !w.running.is_empty()).map(|w| w.index).collect();
             if busy.is_empty() {
                 std::thread::sleep(POLL_SLICE);
                 continue;
@@ -355,7 +357,10 @@ impl WorkerPool {
         let pid = old.pid();
         old.kill();
         for id in old.running.drain(..) {
-            self.results.insert(id, Err(JobError::new("WorkerDied", format!("worker {index} (pid {pid}) {why} while running this job"))));
+            self.results.insert(
+                id,
+                Err(JobError::new("WorkerDied", format!("worker {index} (pid {pid}) {why} while running this job"))),
+            );
         }
         let (jobs_done, job_seconds) = (old.jobs_done, old.job_seconds);
         match Worker::spawn(&self.exe, index) {

@@ -82,8 +82,7 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
     if args.terms < 2 || args.parts == 0 || args.ncpus.is_empty() || args.ncpus.contains(&0) {
         return Err("need --terms >= 2, --parts >= 1 and every --ncpus >= 1".into());
     }
-    let script = std::fs::canonicalize(&args.script)
-        .map_err(|e| format!("script {}: {e}", args.script.display()))?;
+    let script = std::fs::canonicalize(&args.script).map_err(|e| format!("script {}: {e}", args.script.display()))?;
     let script = script.to_str().ok_or("script path is not UTF-8")?.to_string();
     let parts = seed_parts(1, args.terms, args.parts);
     let max_ncpus = *args.ncpus.iter().max().expect("non-empty");
@@ -97,9 +96,7 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
     );
 
     let bar = ProgressBar::new((args.engines.len() * args.ncpus.len()) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").expect("valid template"));
     let mut runs = Vec::new();
     let mut tables = Vec::new();
     for &engine in &args.engines {
@@ -144,7 +141,8 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
                         result.map_err(|e| e.to_string())?;
                     }
                     let began = Instant::now();
-                    let jobs = parts.iter().map(|&(s, e)| JobRequest::new(&script, "part_sum", vec![json!(s), json!(e)]));
+                    let jobs =
+                        parts.iter().map(|&(s, e)| JobRequest::new(&script, "part_sum", vec![json!(s), json!(e)]));
                     let mut sum = 0.0;
                     for result in pool.run_all(jobs) {
                         sum += result.map_err(|e| e.to_string())?.as_f64().ok_or("part_sum returned a non-number")?;
@@ -205,10 +203,12 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
     let vector = partial_sum(1, args.terms);
     let vector_ns = began.elapsed().as_secs_f64() * 1e9 / terms;
     assert!((scalar - vector).abs() < 1e-12, "kernels disagree");
-    println!("Kernel on one core, whole range: scalar loop {scalar_ns:.3} ns/term, vectorised {vector_ns:.3} ns/term ({:.2}x)", scalar_ns / vector_ns);
-    let first = |engine: Engine, ncpus: usize| {
-        runs.iter().find(|r| r.engine == engine && r.ncpus == ncpus).map(|r| r.seconds)
-    };
+    println!(
+        "Kernel on one core, whole range: scalar loop {scalar_ns:.3} ns/term, vectorised {vector_ns:.3} ns/term ({:.2}x)",
+        scalar_ns / vector_ns
+    );
+    let first =
+        |engine: Engine, ncpus: usize| runs.iter().find(|r| r.engine == engine && r.ncpus == ncpus).map(|r| r.seconds);
     if let (Some(one), Some(two)) = (first(Engine::Native, 1), first(Engine::Native, 2)) {
         println!("native: {:.3} ns/term on 1 core; 2 cores {:.2}x faster than 1", one * 1e9 / terms, one / two);
     }

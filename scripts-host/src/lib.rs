@@ -102,10 +102,8 @@ impl JobRuntime {
     /// JSON to send back. Never fails: every error becomes an error reply.
     pub fn run(&self, request_json: &[u8]) -> Vec<u8> {
         Python::attach(|py| {
-            let reply = self
-                .run_job
-                .call1(py, (PyBytes::new(py, request_json),))
-                .and_then(|reply| reply.extract::<String>(py));
+            let reply =
+                self.run_job.call1(py, (PyBytes::new(py, request_json),)).and_then(|reply| reply.extract::<String>(py));
             match reply {
                 Ok(json) => json.into_bytes(),
                 Err(e) => JobReply {
@@ -179,9 +177,7 @@ impl RealtimeRuntime {
         start_python(worker_index);
         Python::attach(|py| {
             if let Err(e) = py.import("numpy") {
-                return Err(format!(
-                    "numpy is not installed for this Python ({e}); `cargo xtask setup` installs it"
-                ));
+                return Err(format!("numpy is not installed for this Python ({e}); `cargo xtask setup` installs it"));
             }
             let module = PyModule::from_code(py, RT_PY, c"outboard_rt.py", c"outboard_rt")
                 .map_err(|e| format!("cannot start the realtime runtime: {e}"))?;

@@ -89,7 +89,8 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    if region.ring_count() < 2 || region.ring_count() % 2 != 0 || region.ring_shape(REQUEST_RING) != Some(CONTROL_RING) {
+    if region.ring_count() < 2 || region.ring_count() % 2 != 0 || region.ring_shape(REQUEST_RING) != Some(CONTROL_RING)
+    {
         eprintln!("{tag} the region does not have the control rings this build expects");
         return ExitCode::from(3);
     }
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
         block_in: Vec::new(),
         block_out: Vec::new(),
         message: Vec::new(),
+        backlog: Vec::new(),
     };
     worker.serve(&region)
 }
@@ -149,6 +151,8 @@ struct Worker {
     block_in: Vec<f32>,
     block_out: Vec<f32>,
     message: Vec<u8>,
+    /// Blocks drained from a slot's ring, with their lengths (buffers reused).
+    backlog: Vec<(Vec<u8>, usize)>,
 }
 
 impl Worker {
@@ -167,7 +171,7 @@ impl Worker {
                 }
             }
             for slot in 0..self.slots.len() {
-                busy |= self.serve_blocks(slot);
+                busy |= self.serve_blocks(slot, &status.heartbeat);
             }
             if let Some(rt) = &self.realtime {
                 if last_reload_check.elapsed() >= Duration::from_millis(50) {
@@ -257,74 +261,110 @@ impl Worker {
         }
     }
 
-    /// Processes every block waiting on `slot`; true if there was any.
-    fn serve_blocks(&mut self, slot: usize) -> bool {
-        let mut any = false;
+    /// Processes the blocks waiting on `slot`; true if there were any.
+    ///
+    /// A worker that fell behind skips blocks whose answer could no longer
+    /// arrive in time (a block L or more newer is already waiting): the track
+    /// plays those dry anyway, and working on them would only make the next
+    /// ones late too.
+    fn serve_blocks(&mut self, slot: usize, heartbeat: &std::sync::atomic::AtomicU64) -> bool {
+        let rings = &mut self.slots[slot];
+        let Some(spec) = rings.spec.as_ref() else {
+            return false;
+        };
+        let latency = spec.latency_blocks as u64;
+        let payload = rings.from_host.shape().payload;
+        let mut waiting = 0;
         loop {
-            let rings = &mut self.slots[slot];
-            let Some(spec) = rings.spec.as_ref() else { return any };
-            self.message.resize(rings.from_host.shape().payload, 0);
-            let len = match rings.from_host.try_pop(&mut self.message) {
-                Ok(len) => len,
-                Err(PopError::Empty) => return any,
+            if waiting == self.backlog.len() {
+                self.backlog.push((vec![0u8; payload], 0));
+            }
+            let (buf, len) = &mut self.backlog[waiting];
+            buf.resize(payload, 0);
+            match rings.from_host.try_pop(buf) {
+                Ok(n) => {
+                    *len = n;
+                    waiting += 1;
+                }
+                Err(PopError::Empty) => break,
                 Err(e) => {
                     eprintln!("{} track ring {slot} unusable ({e:?})", self.tag);
                     rings.spec = None;
-                    return any;
+                    return waiting > 0;
                 }
-            };
-            any = true;
-            let msg = &self.message[..len];
-            let Ok(h) = BlockHeader::read(msg) else { continue };
-            let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
-            let expected = HEADER_BYTES + count * 4 + channels * frames * 4;
-            if h.kind != BlockKind::Process as u32
-                || h.track != spec.track
-                || channels != spec.channels
-                || frames != spec.frames
-                || count > MAX_PARAMS
-                || len != expected
-            {
-                eprintln!("{} malformed block on slot {slot}; skipped", self.tag);
+            }
+        }
+        let seq_of = |(buf, len): &(Vec<u8>, usize)| BlockHeader::read(&buf[..*len]).map_or(0, |h| h.seq);
+        let newest = self.backlog[..waiting].iter().map(seq_of).max().unwrap_or(0);
+        for i in 0..waiting {
+            heartbeat.fetch_add(1, Ordering::Relaxed);
+            if seq_of(&self.backlog[i]) + latency <= newest {
                 continue;
             }
-            let mut params = [0.0f32; MAX_PARAMS];
-            block::read_samples(msg, HEADER_BYTES, &mut params[..count]);
-            self.block_in.resize(channels * frames, 0.0);
-            self.block_out.resize(channels * frames, 0.0);
-            block::read_samples(msg, HEADER_BYTES + count * 4, &mut self.block_in);
-            let rt = self.realtime.as_ref().expect("a loaded slot started the runtime");
-            let outcome =
-                rt.process(slot, h.seq, h.sample_time, channels, &params[..count], &self.block_in, &mut self.block_out);
-            let rings = &mut self.slots[slot];
-            // The result first: it is what the track is waiting for.
-            let reply_len = HEADER_BYTES + channels * frames * 4;
-            let mut reply = std::mem::take(&mut self.message);
-            reply.resize(reply_len.max(HEADER_BYTES + MAX_EVENTS_PER_REPLY * EVENT_BYTES), 0);
-            if outcome.status == ResultStatus::Processed {
-                block::write_samples(&mut reply, HEADER_BYTES, &self.block_out);
-            } else {
-                reply[HEADER_BYTES..reply_len].fill(0);
-            }
-            let header = BlockHeader {
-                kind: BlockKind::Result as u32,
-                status: outcome.status as u32,
-                count: 0,
-                done_ns: monotonic_ns(),
-                ..h
-            };
-            header.encode(&mut reply);
-            let _ = rings.to_host.try_push(&reply[..reply_len]);
-            for chunk in outcome.events.chunks(MAX_EVENTS_PER_REPLY) {
-                let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..h };
-                header.encode(&mut reply);
-                for (i, event) in chunk.iter().enumerate() {
-                    event.encode(&mut reply[HEADER_BYTES + i * EVENT_BYTES..]);
-                }
-                let _ = rings.to_host.try_push(&reply[..HEADER_BYTES + chunk.len() * EVENT_BYTES]);
-            }
-            self.message = reply;
+            let (buf, len) = std::mem::take(&mut self.backlog[i]);
+            self.process_block(slot, &buf[..len]);
+            self.backlog[i] = (buf, 0);
         }
+        waiting > 0
+    }
+
+    /// Runs the slot's script on one block message and sends the replies.
+    fn process_block(&mut self, slot: usize, msg: &[u8]) {
+        let len = msg.len();
+        let Some(spec) = self.slots[slot].spec.as_ref() else {
+            return;
+        };
+        let Ok(h) = BlockHeader::read(msg) else {
+            return;
+        };
+        let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
+        let expected = HEADER_BYTES + count * 4 + channels * frames * 4;
+        if h.kind != BlockKind::Process as u32
+            || h.track != spec.track
+            || channels != spec.channels
+            || frames != spec.frames
+            || count > MAX_PARAMS
+            || len != expected
+        {
+            eprintln!("{} malformed block on slot {slot}; skipped", self.tag);
+            return;
+        }
+        let mut params = [0.0f32; MAX_PARAMS];
+        block::read_samples(msg, HEADER_BYTES, &mut params[..count]);
+        self.block_in.resize(channels * frames, 0.0);
+        self.block_out.resize(channels * frames, 0.0);
+        block::read_samples(msg, HEADER_BYTES + count * 4, &mut self.block_in);
+        let rt = self.realtime.as_ref().expect("a loaded slot started the runtime");
+        let outcome =
+            rt.process(slot, h.seq, h.sample_time, channels, &params[..count], &self.block_in, &mut self.block_out);
+        let rings = &mut self.slots[slot];
+        // The result first: it is what the track is waiting for.
+        let reply_len = HEADER_BYTES + channels * frames * 4;
+        let mut reply = std::mem::take(&mut self.message);
+        reply.resize(reply_len.max(HEADER_BYTES + MAX_EVENTS_PER_REPLY * EVENT_BYTES), 0);
+        if outcome.status == ResultStatus::Processed {
+            block::write_samples(&mut reply, HEADER_BYTES, &self.block_out);
+        } else {
+            reply[HEADER_BYTES..reply_len].fill(0);
+        }
+        let header = BlockHeader {
+            kind: BlockKind::Result as u32,
+            status: outcome.status as u32,
+            count: 0,
+            done_ns: monotonic_ns(),
+            ..h
+        };
+        header.encode(&mut reply);
+        let _ = rings.to_host.try_push(&reply[..reply_len]);
+        for chunk in outcome.events.chunks(MAX_EVENTS_PER_REPLY) {
+            let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..h };
+            header.encode(&mut reply);
+            for (i, event) in chunk.iter().enumerate() {
+                event.encode(&mut reply[HEADER_BYTES + i * EVENT_BYTES..]);
+            }
+            let _ = rings.to_host.try_push(&reply[..HEADER_BYTES + chunk.len() * EVENT_BYTES]);
+        }
+        self.message = reply;
     }
 }
 

@@ -14,7 +14,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("{name} is not built next to {}; run `cargo build --workspace --bins` (cargo xtask test does)", exe.display());
+    panic!(
+        "{name} is not built next to {}; run `cargo build --workspace --bins` (cargo xtask test does)",
+        exe.display()
+    );
 }
 
 /// A temporary folder of scripts, removed when dropped.

@@ -12,7 +12,12 @@ fn pool(ncpus: usize) -> WorkerPool {
     WorkerPool::new(workspace_bin("outboard-scripts-host"), ncpus).expect("start workers")
 }
 
-fn run(pool: &mut WorkerPool, file: &str, function: &str, args: Vec<Value>) -> Result<Value, outboard_engine::protocol::JobError> {
+fn run(
+    pool: &mut WorkerPool,
+    file: &str,
+    function: &str,
+    args: Vec<Value>,
+) -> Result<Value, outboard_engine::protocol::JobError> {
     let ticket = pool.submit(JobRequest::new(file, function, args));
     pool.wait(ticket)
 }
@@ -26,8 +31,7 @@ fn jobs_run_in_separate_worker_processes_in_parallel() {
     let mut pool = pool(2);
     assert_eq!(run(&mut pool, &script, "add", vec![json!(2), json!(40)]).unwrap(), json!(42));
     // Four slow jobs: with two workers, both processes must take some.
-    let tickets: Vec<_> =
-        (0..4).map(|_| pool.submit(JobRequest::new(&script, "who", vec![json!(0.2)]))).collect();
+    let tickets: Vec<_> = (0..4).map(|_| pool.submit(JobRequest::new(&script, "who", vec![json!(0.2)]))).collect();
     let mut pids: Vec<u64> = tickets.into_iter().map(|t| pool.wait(t).unwrap().as_u64().unwrap()).collect();
     pids.sort();
     pids.dedup();
@@ -118,7 +122,10 @@ fn large_arguments_and_results_cross_in_many_fragments() {
 #[test]
 fn scripts_can_import_the_outboard_module() {
     let dir = ScriptDir::new("module");
-    let script = dir.write("m.py", "import outboard\n\ndef index():\n    outboard.log('hello from a test')\n    return outboard.worker_index\n");
+    let script = dir.write(
+        "m.py",
+        "import outboard\n\ndef index():\n    outboard.log('hello from a test')\n    return outboard.worker_index\n",
+    );
     let mut pool = pool(1);
     assert_eq!(run(&mut pool, &script, "index", vec![]).unwrap(), json!(0));
 }

@@ -16,12 +16,17 @@ fn supervisor(template: &TrackConfig) -> Supervisor {
 
 fn scripted(config: TrackConfig, script: &str, supervisor: &Supervisor) -> Track {
     let (track, port) = Track::new(config);
-    supervisor.add_track(ScriptedTrack { port, script: PathBuf::from(script), params: vec!["mix".into(), "gain".into()] });
+    supervisor.add_track(ScriptedTrack {
+        port,
+        script: PathBuf::from(script),
+        params: vec!["mix".into(), "gain".into()],
+    });
     track
 }
 
 #[test]
 fn a_script_processes_audio_with_exactly_l_blocks_of_latency() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-gain");
     let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
     let cfg = TrackConfig::new(1, "double");
@@ -36,4 +41,208 @@ fn a_script_processes_audio_with_exactly_l_blocks_of_latency() {
     assert!(first_wet < 1000, "script took over after {first_wet} blocks");
     assert_eq!(late, first_wet + dry_after, "each dry block was counted late");
     eprintln!("first wet block {first_wet}, dry after that {dry_after}, late {late}");
+}
+
+/// Waits (polling) until `f` holds, for at most `seconds`.
+fn eventually(seconds: f64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f()
+}
+
+#[test]
+fn a_slow_script_is_never_waited_for() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-slow");
+    // Every eighth block takes 4 ms, three periods: it comes back too late.
+    let script = dir.write(
+        "slow.py",
+        "import time\n\ndef process(block, ctx):\n    if ctx.block % 8 == 0:\n        time.sleep(0.004)\n    block *= 2.0\n",
+    );
+    let cfg = TrackConfig::new(2, "slow");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    let out = run_paced(&mut track, 1200, |_, _| {});
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(Option::is_some), "late blocks are the dry input, delayed by exactly L");
+    let dry = blocks.iter().filter(|b| **b == Some(false)).count();
+    let late = track.stats().late_results.load(Ordering::Relaxed) as usize;
+    assert_eq!(late, dry);
+    assert!(dry > 100, "the slow blocks were played dry ({dry})");
+    assert!(blocks.iter().filter(|b| **b == Some(true)).count() > 300, "the others were processed");
+    assert!(track.stats().stale_results.load(Ordering::Relaxed) > 0, "late results were dropped when they came");
+}
+
+#[test]
+fn script_errors_are_reported_with_file_and_line_and_the_track_plays_dry() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-errors");
+    let cases = [
+        ("syntax.py", "def process(block, ctx):\n    return block +\n", "syntax.py:2", "SyntaxError"),
+        (
+            "raises.py",
+            "def process(block, ctx):\n    x = 1\n    raise ValueError('boom')\n",
+            "raises.py:3",
+            "ValueError: boom",
+        ),
+        (
+            "shape.py",
+            "import numpy as np\n\ndef process(block, ctx):\n    return np.zeros((1, 3), dtype=np.float32)\n",
+            "shape.py:3",
+            "returned shape (1, 3), expected (2, 64)",
+        ),
+        (
+            "dtype.py",
+            "def process(block, ctx):\n    return block.astype('float64')\n",
+            "dtype.py:1",
+            "dtype float64, expected float32",
+        ),
+        ("nan.py", "def process(block, ctx):\n    block[0, 0] = float('nan')\n", "nan.py:1", "non-finite samples"),
+        ("kind.py", "def process(block, ctx):\n    return [1, 2]\n", "kind.py:1", "returned list"),
+        ("nohooks.py", "x = 1\n", "nohooks.py", "defines none of the hooks"),
+    ];
+    let cfg = TrackConfig::new(0, "template");
+    let sup = supervisor(&cfg);
+    let mut tracks = Vec::new();
+    for (i, (name, source, _, _)) in cases.iter().enumerate() {
+        let path = dir.write(name, source);
+        let mut c = TrackConfig::new(10 + i as u32, *name);
+        c.latency_blocks = 2;
+        tracks.push(scripted(c, &path, &sup));
+    }
+    for track in &mut tracks {
+        let out = run_paced(track, 300, |_, _| {});
+        let blocks = classify_blocks(&out, 64, 128, 2.0);
+        assert!(blocks.iter().all(|b| *b == Some(false)), "{}: plays exactly dry", track.config().name);
+    }
+    let log = sup.log_lines().join("\n");
+    for (_, _, place, message) in cases {
+        let line = log.lines().find(|l| l.contains(place) && l.contains(message));
+        assert!(line.is_some(), "no report of {place} / {message} in the log:\n{log}");
+    }
+    let errors: u64 = tracks[1..6].iter().map(|t| t.stats().script_errors.load(Ordering::Relaxed)).sum();
+    assert!(errors > 5 * 100, "failing blocks are counted ({errors})");
+    assert!(log.contains("Traceback"), "exceptions come with their traceback");
+}
+
+#[test]
+fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-reload");
+    let path = dir.write("live.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(3, "live");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &path, &sup);
+    let mut phase = 0;
+    let out = run_paced(&mut track, 2400, |k, _| {
+        if k == 600 {
+            dir.write("live.py", "def process(block, ctx):\n    block *= 3.0\n");
+            phase = 1;
+        }
+        if k == 1400 {
+            dir.write("live.py", "def process(block, ctx)\n    block *= 5.0\n");
+            phase = 2;
+        }
+    });
+    assert_eq!(phase, 2);
+    // Each block's gain, where it is a clean multiple of the delayed input.
+    let gains: Vec<Option<f32>> = (0..2400)
+        .map(|k| {
+            let i = k * 64 + 5;
+            (k >= 2).then(|| out[0][i] / outboard_tests::realtime::signal(i - 128, 0))
+        })
+        .collect();
+    let share = |range: std::ops::Range<usize>, gain: f32| {
+        let hits = gains[range.clone()].iter().filter(|g| g.is_some_and(|g| (g - gain).abs() < 1e-5)).count();
+        hits as f64 / range.len() as f64
+    };
+    eprintln!(
+        "gains 300..600: 2x {:.2} 1x {:.2}; sample {:?}",
+        share(300..600, 2.0),
+        share(300..600, 1.0),
+        &gains[300..310]
+    );
+    assert!(share(300..600, 2.0) > 0.9, "before the edit: the first version");
+    assert_eq!(share(600..2400, 2.0) + share(600..2400, 3.0) + share(600..2400, 1.0), 1.0, "only wet or dry");
+    assert!(share(1350..1400, 3.0) > 0.9, "the edit took effect within a second (750 blocks)");
+    assert!(share(1500..2400, 3.0) > 0.9, "the broken edit left the running version alone");
+    assert_eq!(share(0..2400, 5.0), 0.0, "the broken version never ran");
+    let log = sup.log_lines().join("\n");
+    assert!(log.contains("reloaded"), "{log}");
+    assert!(
+        log.contains("live.py:1") && log.contains("SyntaxError") && log.contains("previous version keeps running"),
+        "{log}"
+    );
+}
+
+#[test]
+fn tick_events_land_on_their_sample() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-tick");
+    // One note, scheduled from the first tick for 10 frames into its window.
+    let script = dir.write(
+        "notes.py",
+        "def setup(ctx):\n    ctx.state['sent'] = False\n\ndef tick(ctx):\n    if not ctx.state['sent'] and ctx.block >= 20:\n        ctx.state['sent'] = True\n        ctx.state['at'] = ctx.time + 10\n        ctx.note(69, 1.0, 0.05, at=ctx.time + 10)\n        ctx.log('note at', ctx.time + 10)\n",
+    );
+    let mut cfg = TrackConfig::new(4, "notes");
+    cfg.voice = Some(outboard_engine::voice::Waveform::Sine);
+    let sup = supervisor(&cfg);
+    let (mut track, port) = Track::new(cfg.clone());
+    sup.add_track(ScriptedTrack { port, script: PathBuf::from(&script), params: vec!["mix".into()] });
+    // Silent input: only the voice can make sound.
+    let b = cfg.block;
+    let blocks = 1200;
+    let mut out = vec![vec![0.0f32; blocks * b]; 2];
+    let silence = vec![0.0f32; b];
+    outboard_tests::realtime::make_realtime();
+    let start = std::time::Instant::now();
+    for k in 0..blocks {
+        let due = start + std::time::Duration::from_secs_f64(k as f64 * b as f64 / cfg.sample_rate);
+        if let Some(w) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(w);
+        }
+        let inputs: Vec<&[f32]> = vec![&silence, &silence];
+        let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[k * b..(k + 1) * b]).collect();
+        track.process(&inputs, &mut outputs, b);
+    }
+    let log = sup.log_lines().join("\n");
+    let at: usize = log
+        .lines()
+        .find_map(|l| l.split("note at ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the script logged its note time:\n{log}"));
+    let first = out[0].iter().position(|&s| s != 0.0).expect("the note sounds");
+    assert_eq!(first, at + cfg.latency_frames(), "onset exactly at the event's sample (plus the track's latency)");
+    assert_eq!(track.stats().late_events.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_killed_worker_is_restarted_while_the_track_keeps_playing() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-kill");
+    let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(5, "victim");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    let mut killed = None;
+    let out = run_paced(&mut track, 2400, |k, _| {
+        if k == 800 {
+            killed = sup.kill_worker_of(5);
+        }
+    });
+    let old = killed.expect("the track had a worker");
+    assert!(eventually(2.0, || sup.restarts() >= 1), "the supervisor restarted the worker");
+    assert!(!sup.worker_pids().contains(&old));
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(Option::is_some), "audio stayed sample-exact through the crash");
+    let wet_after = blocks[1600..].iter().filter(|b| **b == Some(true)).count();
+    assert!(wet_after > 700, "the new worker processes again ({wet_after} of 798)");
+    assert!(track.stats().link_generation.load(Ordering::Relaxed) >= 2);
+    let log = sup.log_lines().join("\n");
+    assert!(log.contains(&format!("(pid {old})")) && log.contains("restarted as pid"), "{log}");
 }

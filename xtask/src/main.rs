@@ -60,19 +60,11 @@ fn run(command: &mut Command) -> Result {
 }
 
 fn succeeds(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The Python that pyo3 builds against: `$PYO3_PYTHON`, else `python3` on PATH.
@@ -124,7 +116,8 @@ fn install_apt_packages() -> Result {
         .write_all(b"jackd2 jackd/tweak_rt_limits boolean false\n")
         .map_err(|e| e.to_string())?;
     child.wait().map_err(|e| e.to_string())?;
-    let fail = |e: String| format!("{e}\nInstall them by hand (needs network access to the Debian mirrors):\n  {manual}");
+    let fail =
+        |e: String| format!("{e}\nInstall them by hand (needs network access to the Debian mirrors):\n  {manual}");
     run(Command::new("apt-get").args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive")).map_err(fail)?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
@@ -146,8 +139,11 @@ fn install_python_packages() -> Result {
     }
     let list = missing.join(" ");
     eprintln!("xtask: installing Python packages for {python}: {list}");
-    if run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).env("PIP_ROOT_USER_ACTION", "ignore").args(&missing))
-        .is_ok()
+    if run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .args(&missing))
+    .is_ok()
     {
         return Ok(());
     }

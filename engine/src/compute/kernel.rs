@@ -86,10 +86,7 @@ fn partial_sum_avx(start: u64, end: u64) -> f64 {
 pub fn seed_parts(start: u64, end: u64, parts: u64) -> Vec<(u64, u64)> {
     let parts = parts.max(1);
     let step = (end - start) / parts + 1;
-    (0..parts)
-        .map(|i| (start + i * step, (start + (i + 1) * step).min(end)))
-        .filter(|(s, e)| s < e)
-        .collect()
+    (0..parts).map(|i| (start + i * step, (start + (i + 1) * step).min(end))).filter(|(s, e)| s < e).collect()
 }
 
 #[cfg(test)]
