@@ -43,6 +43,8 @@ pub mod futex;
 #[cfg(not(loom))]
 pub mod histogram;
 #[cfg(not(loom))]
+pub mod graph;
+#[cfg(not(loom))]
 pub mod protocol;
 #[cfg(not(loom))]
 pub mod region;

@@ -3,6 +3,7 @@
 //! Each subcommand measures one claim side by side with its baseline in the
 //! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
 
+mod latency;
 mod scaling;
 
 use clap::{Parser, Subcommand};
@@ -19,12 +20,16 @@ enum Command {
     /// The seed's Parallel Python experiment: the partial sum over ncpus
     /// workers, native vs Python worker processes vs Python threads.
     Scaling(scaling::ScalingArgs),
+    /// Tracks through scripts in real time: outboard vs in-process Python
+    /// under the GIL vs native, callback times and round trips.
+    Latency(latency::LatencyArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Scaling(args) => scaling::run(args),
+        Command::Latency(args) => latency::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
