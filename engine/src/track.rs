@@ -244,6 +244,11 @@ impl Track {
     /// will ever use. Panics on a configuration out of range.
     pub fn new(cfg: TrackConfig) -> (Track, TrackPort) {
         assert!(cfg.is_valid(), "track configuration out of range: {cfg:?}");
+        // The first clock read finds the vDSO (a syscall, once per process):
+        // do it here, not on the realtime thread. The same for the kernel
+        // choice of the DSP load.
+        let _ = monotonic_ns();
+        let _ = partial_sum(1, 2);
         let samples = cfg.block_samples();
         let l = cfg.latency_blocks;
         let message_bytes = cfg.to_script_ring().payload.max(cfg.from_script_ring().payload);

@@ -279,8 +279,26 @@ impl InprocTrack {
     }
 }
 
+/// Gives the calling thread a Python thread state that outlives each call, as
+/// a careful embedding does: without it every `Python::attach` on a thread
+/// Python did not create makes and destroys a thread state, which would make
+/// the baseline look worse than the GIL alone makes it.
+fn keep_thread_state() {
+    // SAFETY: Python is initialised (the runtime exists). PyGILState_Ensure
+    // creates this thread's state and takes the GIL; PyEval_SaveThread
+    // releases the GIL and keeps the state, which later Ensure/Release pairs
+    // (inside Python::attach) reuse instead of deleting it.
+    unsafe {
+        let _ = pyo3::ffi::PyGILState_Ensure();
+        let _ = pyo3::ffi::PyEval_SaveThread();
+    }
+}
+
 impl BlockProcessor for InprocTrack {
     fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize) {
+        if self.seq == 0 {
+            keep_thread_state();
+        }
         for c in 0..self.channels {
             self.samples[c * frames..(c + 1) * frames].copy_from_slice(&inputs[c][..frames]);
         }

@@ -21,9 +21,8 @@ use outboard_scripts_host::{JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
-/// Polls of every ring before sleeping (about 50 µs): a block is often due
-/// right after the last one was answered.
-const SPINS: u32 = 2_000;
+/// How long an idle worker polls its rings before sleeping.
+const SPIN: Duration = Duration::from_micros(50);
 
 struct Args {
     shm_fd: i32,
@@ -182,16 +181,19 @@ impl Worker {
             if busy {
                 continue;
             }
-            // Idle: spin a little (a block is likely due within microseconds of
-            // the last), then sleep on the worker doorbell that every ring we
-            // read rings.
+            // Idle: poll a little (a block is often due within microseconds of
+            // the last), yielding the core each time: workers may run at
+            // SCHED_FIFO, where a plain spin would hold the core against a
+            // sibling worker that has a block to process. Then sleep on the
+            // worker doorbell that every ring we read rings.
             let mut ready = false;
-            for _ in 0..SPINS {
+            let spin_until = Instant::now() + SPIN;
+            while Instant::now() < spin_until {
                 if self.has_work() {
                     ready = true;
                     break;
                 }
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             if !ready {
                 let deadline = Instant::now() + IDLE_WAKE;

@@ -56,3 +56,4 @@ impl Drop for ScriptDir {
 }
 
 pub mod realtime;
+pub mod rt_safety;

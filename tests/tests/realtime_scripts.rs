@@ -184,10 +184,11 @@ fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
 fn tick_events_land_on_their_sample() {
     let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-tick");
-    // One note, scheduled from the first tick for 10 frames into its window.
+    // One note, scheduled well ahead (50 blocks past the tick's window, 37
+    // frames into a block), as a generative script schedules ahead.
     let script = dir.write(
         "notes.py",
-        "def setup(ctx):\n    ctx.state['sent'] = False\n\ndef tick(ctx):\n    if not ctx.state['sent'] and ctx.block >= 20:\n        ctx.state['sent'] = True\n        ctx.state['at'] = ctx.time + 10\n        ctx.note(69, 1.0, 0.05, at=ctx.time + 10)\n        ctx.log('note at', ctx.time + 10)\n",
+        "def setup(ctx):\n    ctx.state['sent'] = False\n\ndef tick(ctx):\n    if not ctx.state['sent'] and ctx.block >= 100:\n        ctx.state['sent'] = True\n        at = ctx.time + 50 * ctx.frames + 37\n        ctx.note(69, 1.0, 0.05, at=at)\n        ctx.log('note at', at)\n",
     );
     let mut cfg = TrackConfig::new(4, "notes");
     cfg.voice = Some(outboard_engine::voice::Waveform::Sine);
@@ -216,9 +217,9 @@ fn tick_events_land_on_their_sample() {
         .find_map(|l| l.split("note at ").nth(1))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("the script logged its note time:\n{log}"));
+    assert_eq!(track.stats().late_events.load(Ordering::Relaxed), 0, "the event arrived before its time");
     let first = out[0].iter().position(|&s| s != 0.0).expect("the note sounds");
     assert_eq!(first, at + cfg.latency_frames(), "onset exactly at the event's sample (plus the track's latency)");
-    assert_eq!(track.stats().late_events.load(Ordering::Relaxed), 0);
 }
 
 #[test]

@@ -1,0 +1,63 @@
+//! Proof helpers for realtime safety: a per-thread seccomp filter that lets
+//! through only the non-blocking wake of DESIGN.md §1, and running a test
+//! scenario in a child process so that a violation (the kernel kills the
+//! process with SIGSYS) fails the test instead of the test runner.
+
+use std::collections::BTreeMap;
+use std::process::{Command, ExitStatus};
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
+
+/// Environment variable naming the scenario a child process runs.
+pub const SCENARIO_ENV: &str = "OUTBOARD_RT_SCENARIO";
+
+/// FUTEX_WAKE, shared and private: the only syscall a realtime thread may make.
+const FUTEX_WAKE: u64 = 1;
+const FUTEX_WAKE_PRIVATE: u64 = 1 | 128;
+
+/// From now on, any syscall of the calling thread other than FUTEX_WAKE kills
+/// the process with SIGSYS. Other threads are not affected.
+pub fn forbid_syscalls_but_wake() {
+    let wake = |op| {
+        SeccompRule::new(vec![SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op).expect("condition")])
+            .expect("rule")
+    };
+    let mut rules = BTreeMap::new();
+    rules.insert(libc::SYS_futex, vec![wake(FUTEX_WAKE), wake(FUTEX_WAKE_PRIVATE)]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        std::env::consts::ARCH.try_into().expect("a seccomp-supported architecture"),
+    )
+    .expect("seccomp filter");
+    let program: BpfProgram = filter.try_into().expect("BPF program");
+    seccompiler::apply_filter(&program).expect("install the seccomp filter on this thread");
+}
+
+/// The scenario this process was started to run, if it is a child.
+pub fn scenario() -> Option<String> {
+    std::env::var(SCENARIO_ENV).ok()
+}
+
+/// Runs the test `test` of this test binary in a child process with
+/// `scenario` set, and returns how the child ended.
+pub fn run_child(test: &str, scenario: &str) -> ExitStatus {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(SCENARIO_ENV, scenario)
+        .status()
+        .expect("start the child")
+}
+
+/// Panics with a clear message unless the child exited successfully.
+pub fn assert_child_ok(status: ExitStatus, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(libc::SIGSYS) => panic!("{what}: a syscall outside the realtime allowlist (killed by SIGSYS)"),
+        Some(signal) => panic!("{what}: killed by signal {signal}"),
+        None => assert!(status.success(), "{what}: child failed ({status})"),
+    }
+}

@@ -1,0 +1,206 @@
+//! Proof that the realtime entry points are realtime-safe: they run under
+//! `assert_no_alloc` (no allocation or free) and under a per-thread seccomp
+//! filter that allows no syscall but FUTEX_WAKE, with a real script worker on
+//! the other end, through late results, tick events and a worker restart.
+
+use std::path::PathBuf;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use assert_no_alloc::{AllocDisabler, assert_no_alloc, reset_violation_count, violation_count};
+use outboard_engine::graph::{Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
+use outboard_engine::track::{Track, TrackConfig};
+use outboard_engine::voice::Waveform;
+use outboard_tests::rt_safety::{assert_child_ok, forbid_syscalls_but_wake, run_child, scenario};
+use outboard_tests::{ScriptDir, workspace_bin};
+
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
+
+const SCRIPT: &str = "import numpy as np\n\ndef process(block, ctx):\n    block *= 0.5\n\ndef tick(ctx):\n    if ctx.block % 50 == 0:\n        ctx.note(60 + ctx.block % 12, 0.8, 0.05)\n";
+
+struct Outcome {
+    blocks: u64,
+    violations: u32,
+    wet_blocks: u64,
+    events: u64,
+    generation: u32,
+}
+
+/// A scripted track with a voice, processed block by block on a thread of its
+/// own paced by busy-waiting on the clock (a syscall-free wait), with the
+/// worker killed half-way. With `seccomp`, the thread runs under the filter.
+fn track_scenario(seccomp: bool) -> Outcome {
+    let dir = ScriptDir::new("rt-safety");
+    let script = dir.write("safe.py", SCRIPT);
+    let mut cfg = TrackConfig::new(1, "safe");
+    cfg.voice = Some(Waveform::Saw);
+    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &cfg);
+    config.echo_log = false;
+    let supervisor = Supervisor::start(config);
+    let (mut track, port) = Track::new(cfg.clone());
+    let stats = track.stats().clone();
+    supervisor.add_track(ScriptedTrack { port, script: PathBuf::from(script), params: vec!["mix".into()] });
+
+    let blocks = 3000u64;
+    let done = Arc::new(AtomicBool::new(false));
+    let processed = Arc::new(AtomicU64::new(0));
+    let wet = Arc::new(AtomicU64::new(0));
+    let violations = Arc::new(AtomicU32::new(0));
+    let (t_done, t_processed, t_wet, t_violations) = (done.clone(), processed.clone(), wet.clone(), violations.clone());
+    let _rt = std::thread::spawn(move || {
+        let b = cfg.block;
+        let input = vec![vec![0.25f32; b]; 2];
+        let mut output = vec![vec![0.0f32; b]; 2];
+        let period = Duration::from_secs_f64(b as f64 / cfg.sample_rate);
+        if seccomp {
+            forbid_syscalls_but_wake();
+        }
+        reset_violation_count();
+        let start = Instant::now();
+        for k in 0..blocks {
+            // Busy-wait: Instant::now reads the vDSO clock, no syscall.
+            while start.elapsed() < period * k as u32 {
+                std::hint::spin_loop();
+            }
+            assert_no_alloc(|| {
+                let inputs: [&[f32]; 2] = [&input[0], &input[1]];
+                let (left, right) = output.split_at_mut(1);
+                let mut outputs: [&mut [f32]; 2] = [&mut left[0], &mut right[0]];
+                track.process(&inputs, &mut outputs, b);
+            });
+            // Wet blocks are the input halved (plus the voice): below 0.25 somewhere.
+            if output[1].iter().any(|&s| s != 0.25 && s != 0.0) {
+                t_wet.fetch_add(1, Ordering::Relaxed);
+            }
+            t_processed.store(k + 1, Ordering::Release);
+        }
+        t_violations.store(violation_count(), Ordering::Release);
+        t_done.store(true, Ordering::Release);
+        // Under the filter even a thread's exit would be a syscall: park in a
+        // spin until the process ends.
+        if seccomp {
+            loop {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    // Kill the worker half-way: the track must adopt the new link on its own.
+    while processed.load(Ordering::Acquire) < blocks / 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    supervisor.kill_worker_of(1).expect("the track had a worker");
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Outcome {
+        blocks: processed.load(Ordering::Acquire),
+        violations: violations.load(Ordering::Acquire),
+        wet_blocks: wet.load(Ordering::Relaxed),
+        events: stats.events.load(Ordering::Relaxed),
+        generation: stats.link_generation.load(Ordering::Relaxed),
+    }
+}
+
+fn check(outcome: &Outcome) {
+    assert_eq!(outcome.blocks, 3000);
+    assert_eq!(outcome.violations, 0, "the track allocated or freed on its realtime thread");
+    assert!(outcome.wet_blocks > 1000, "the script's output was played ({} blocks)", outcome.wet_blocks);
+    assert!(outcome.events > 10, "tick events arrived ({})", outcome.events);
+    assert!(outcome.generation >= 2, "the track moved to the restarted worker's rings");
+}
+
+#[test]
+fn track_processing_never_allocates() {
+    if scenario().is_some() {
+        return;
+    }
+    check(&track_scenario(false));
+}
+
+#[test]
+fn track_processing_makes_no_syscall_but_a_wake() {
+    if scenario().as_deref() == Some("track") {
+        let outcome = track_scenario(true);
+        check(&outcome);
+        std::process::exit(0);
+    }
+    if scenario().is_some() {
+        return;
+    }
+    assert_child_ok(run_child("track_processing_makes_no_syscall_but_a_wake", "track"), "track processing");
+}
+
+/// The graph driver's tick: mixing and releasing track threads, under both checks.
+#[test]
+fn the_graph_driver_tick_is_realtime_safe() {
+    if scenario().as_deref() == Some("driver") {
+        let tracks: Vec<GraphTrack> = (0..3)
+            .map(|i| {
+                let mut cfg = TrackConfig::new(i, format!("t{i}"));
+                cfg.scripted = false;
+                let (track, _port) = Track::new(cfg);
+                GraphTrack { name: format!("t{i}"), processor: Box::new(track), source: Source::Sine { freq: 220.0, gain: 0.1 } }
+            })
+            .collect();
+        let config = GraphConfig { priority: None, ..GraphConfig::default() };
+        let (_graph, mut driver) = Graph::start_with_driver(&config, tracks);
+        let ok = Arc::new(AtomicBool::new(false));
+        let flag = ok.clone();
+        std::thread::spawn(move || {
+            let mut master = vec![0.0f32; 128];
+            forbid_syscalls_but_wake();
+            reset_violation_count();
+            let mut heard = false;
+            let start = Instant::now();
+            for n in 0..2000u32 {
+                while start.elapsed() < Duration::from_micros(1333) * n {
+                    std::hint::spin_loop();
+                }
+                assert_no_alloc(|| driver.tick(&mut master, 2));
+                heard |= master.iter().any(|&s| s != 0.0);
+            }
+            flag.store(heard && violation_count() == 0, Ordering::Release);
+            loop {
+                std::hint::spin_loop();
+            }
+        });
+        std::thread::sleep(Duration::from_secs(4));
+        std::process::exit(if ok.load(Ordering::Acquire) { 0 } else { 1 });
+    }
+    if scenario().is_some() {
+        return;
+    }
+    assert_child_ok(run_child("the_graph_driver_tick_is_realtime_safe", "driver"), "graph driver");
+}
+
+/// The filter is real: a thread under it that sleeps is killed.
+#[test]
+fn the_filter_kills_a_thread_that_makes_another_syscall() {
+    if scenario().as_deref() == Some("forbidden") {
+        forbid_syscalls_but_wake();
+        std::thread::sleep(Duration::from_millis(1));
+        std::process::exit(0);
+    }
+    if scenario().is_some() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let status = run_child("the_filter_kills_a_thread_that_makes_another_syscall", "forbidden");
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "nanosleep under the filter must be fatal ({status})");
+}
+
+
+/// The allocation check is real: an allocation inside it is counted.
+#[test]
+fn the_allocation_check_catches_an_allocation() {
+    if scenario().is_some() {
+        return;
+    }
+    reset_violation_count();
+    assert_no_alloc(|| std::hint::black_box(vec![1u8; 16]).len());
+    assert!(violation_count() >= 1);
+}
