@@ -307,8 +307,10 @@ fn sleep_until_ns(due: u64) {
     }
 }
 
-/// Spins this long waiting for the next period before sleeping.
-const TRACK_SPIN: Duration = Duration::from_micros(20);
+/// Spins this long waiting for the next period before sleeping. Short: the
+/// next period is a whole period away, and a realtime thread spinning at high
+/// priority would keep a script worker woken onto its core from running.
+const TRACK_SPIN: Duration = Duration::from_micros(2);
 
 fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &GraphConfig) {
     if let Some(priority) = config.priority {

@@ -4,6 +4,7 @@
 //! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
 
 mod latency;
+mod ring;
 mod scaling;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,12 @@ enum Command {
     /// Tracks through scripts in real time: outboard vs in-process Python
     /// under the GIL vs native, callback times and round trips.
     Latency(latency::LatencyArgs),
+    /// The shared-memory ring vs rtrb, and the cross-process round trip with
+    /// a spinning vs a sleeping peer.
+    Ring(ring::RingArgs),
+    /// (internal) the far end of `ring`'s round trips.
+    #[command(hide = true)]
+    RingPeer(ring::PeerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +37,8 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Scaling(args) => scaling::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Ring(args) => ring::run(args),
+        Command::RingPeer(args) => ring::peer(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
