@@ -138,6 +138,7 @@ class Script:
         self.path = os.path.abspath(path)
         self.ctx = ctx
         self.module = None
+        self.hooks = (None, None, None)
         self.key = None
         self.needs_setup = False
         self.last_check = 0.0
@@ -166,6 +167,7 @@ class Script:
             return False
         reloaded = self.module is not None
         self.module = module
+        self.hooks = tuple(getattr(module, h, None) for h in ("setup", "process", "tick"))
         self.needs_setup = True
         _reporter.clear(self.slot)
         if not any(hasattr(module, h) for h in ("process", "tick", "setup")):
@@ -202,6 +204,14 @@ def check_reloads():
         script.check_reload(now)
 
 
+def report_non_finite(slot):
+    """Called when a processed block held NaN or Inf: reports it like any
+    other wrong result, with the file and the line of `process`."""
+    script = _scripts.get(slot)
+    if script is not None and script.module is not None:
+        _report_problem(script, "process", "process() produced non-finite samples (NaN or Inf)")
+
+
 def process(slot, block, seq, sample_time, params):
     """Runs setup (when due), process and tick for one block. Returns
     (status, output array or None, events)."""
@@ -215,14 +225,14 @@ def process(slot, block, seq, sample_time, params):
     ctx.block, ctx.time = seq, sample_time
     if script.needs_setup:
         script.needs_setup = False
-        setup = getattr(module, "setup", None)
+        setup = script.hooks[0]
         if setup is not None:
             try:
                 setup(ctx)
             except BaseException as exc:
                 _report_exception(script, "setup", exc)
     status, out = NO_PROCESS, None
-    hook = getattr(module, "process", None)
+    hook = script.hooks[1]
     if hook is not None:
         status = SCRIPT_ERROR
         try:
@@ -234,9 +244,9 @@ def process(slot, block, seq, sample_time, params):
                 _report_problem(script, "process", f"process() returned shape {out.shape}, expected {block.shape}")
             elif out.dtype != np.float32:
                 _report_problem(script, "process", f"process() returned dtype {out.dtype}, expected float32")
-            elif not np.isfinite(out).all():
-                _report_problem(script, "process", "process() produced non-finite samples (NaN or Inf)")
             else:
+                # Finiteness is checked by the caller on the copied samples
+                # (cheaper there); it calls report_non_finite when it fails.
                 status = PROCESSED
                 out = np.ascontiguousarray(out)
         except BaseException as exc:
@@ -244,7 +254,7 @@ def process(slot, block, seq, sample_time, params):
         if status != PROCESSED:
             out = None
     events = []
-    tick = getattr(module, "tick", None)
+    tick = script.hooks[2]
     if tick is not None:
         ctx._events = []
         ctx.block = seq + ctx.latency_blocks

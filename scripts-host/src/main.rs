@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use outboard_engine::block::{self, BlockHeader, BlockKind, EVENT_BYTES, HEADER_BYTES, MAX_PARAMS, ResultStatus};
 use outboard_engine::clock::monotonic_ns;
 use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
-use outboard_engine::region::Region;
+use outboard_engine::region::{Region, WorkerStatus};
 use outboard_engine::ring::{Consumer, PopError, Producer, PushError};
 use outboard_engine::track::MAX_EVENTS_PER_REPLY;
 use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
@@ -23,6 +23,9 @@ use outboard_scripts_host::{JobRuntime, RealtimeRuntime};
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// How long an idle worker polls its rings before sleeping.
 const SPIN: Duration = Duration::from_micros(50);
+/// How long before the next block is due a worker starts polling for it (and
+/// how long after it keeps polling): covers timer and wake-up jitter.
+const WAKE_EARLY: Duration = Duration::from_micros(150);
 
 struct Args {
     shm_fd: i32,
@@ -158,6 +161,7 @@ impl Worker {
     fn serve(&mut self, region: &Region) -> ExitCode {
         let status = region.status();
         let mut last_reload_check = Instant::now();
+        let mut last_block_at: Option<Instant> = None;
         loop {
             status.heartbeat.fetch_add(1, Ordering::Relaxed);
             let mut busy = false;
@@ -179,31 +183,55 @@ impl Worker {
                 }
             }
             if busy {
+                last_block_at = Some(Instant::now());
                 continue;
             }
-            // Idle: poll a little (a block is often due within microseconds of
-            // the last), yielding the core each time: workers may run at
-            // SCHED_FIFO, where a plain spin would hold the core against a
-            // sibling worker that has a block to process. Then sleep on the
-            // worker doorbell that every ring we read rings.
-            let mut ready = false;
-            let spin_until = Instant::now() + SPIN;
-            while Instant::now() < spin_until {
-                if self.has_work() {
-                    ready = true;
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            if !ready {
-                let deadline = Instant::now() + IDLE_WAKE;
-                let doorbell = &status.doorbell;
-                let slept_into_work = doorbell.sleep_unless(|| self.has_work(), Some(deadline));
-                if !slept_into_work && parent_gone(self.parent) {
-                    return ExitCode::SUCCESS;
-                }
+            if let Some(code) = self.idle(status, last_block_at) {
+                return code;
             }
         }
+    }
+
+    /// Waits for work without missing the next block.
+    ///
+    /// Blocks arrive once per period. Right after a burst the worker sleeps on
+    /// the doorbell until shortly before the next one is due, then polls
+    /// (yielding the core each time: workers run at SCHED_FIFO, where a plain
+    /// spin would hold the core against a sibling worker) until it arrives.
+    /// While the worker polls, the track's push finds it awake and makes no
+    /// wake-up syscall, and the block is picked up at once instead of after a
+    /// scheduler wake-up. If the block does not come, the worker falls back to
+    /// sleeping until a producer rings. Returns an exit code when the host is gone.
+    fn idle(&mut self, status: &WorkerStatus, last_block_at: Option<Instant>) -> Option<ExitCode> {
+        let now = Instant::now();
+        let period = self
+            .slots
+            .iter()
+            .filter_map(|s| s.spec.as_ref())
+            .map(|spec| Duration::from_secs_f64(spec.frames as f64 / spec.rate.max(1.0)))
+            .min();
+        let (poll_from, poll_until) = match (period, last_block_at) {
+            (Some(period), Some(last)) if now < last + period + WAKE_EARLY => {
+                (last + period.saturating_sub(WAKE_EARLY), last + period + WAKE_EARLY)
+            }
+            _ => (now, now + SPIN),
+        };
+        if now < poll_from {
+            // Returns early if a producer rings; either way, poll next.
+            status.doorbell.sleep_unless(|| self.has_work(), Some(poll_from));
+        }
+        while Instant::now() < poll_until {
+            if self.has_work() {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+        let deadline = Instant::now() + IDLE_WAKE;
+        let slept_into_work = status.doorbell.sleep_unless(|| self.has_work(), Some(deadline));
+        if !slept_into_work && parent_gone(self.parent) {
+            return Some(ExitCode::SUCCESS);
+        }
+        None
     }
 
     fn has_work(&mut self) -> bool {
