@@ -1,8 +1,16 @@
 //! # outboard-engine
 //!
 //! The host side of Outboard: shared-memory rings to script worker processes,
-//! the message protocol over them, the pool that owns those processes, and the
-//! compute core that carries the native DSP load.
+//! the messages over them, realtime tracks and the graph runner that drives
+//! them, the supervisor and the job pool that own the worker processes, and
+//! the compute core that carries the native DSP load.
+//!
+//! Two choices go a step beyond DESIGN.md §2: each worker gets a shared region
+//! of its own (a hostile worker can only garble its own rings), and a restarted
+//! worker gets a fresh region rather than resynchronising the old one's
+//! positions (nothing a dying worker left behind reaches its successor, and no
+//! position word is ever written by two parties); the track adopts the new
+//! rings lock-free at its next block (see `supervisor` and `track`).
 //!
 //! ## What it guarantees
 //!
@@ -10,10 +18,17 @@
 //! no panic on any input, bounded time; the only syscall is a non-blocking
 //! futex wake of a peer that said it is asleep):
 //!
+//! - [`track::Track::process`] and [`track::Track::reset`], the track's whole
+//!   per-block path (proven under `assert_no_alloc` and a seccomp allowlist in
+//!   `tests/tests/realtime_safety.rs`);
+//! - [`graph::Driver::tick`] (proven the same way);
 //! - [`ring::Producer::try_push`], [`ring::Consumer::try_pop`],
-//!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`];
-//! - [`compute::partial_sum`];
-//! - [`compute::JobServer::submit`] and [`compute::JobServer::try_result`].
+//!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`],
+//!   [`ring::Doorbell::ring`];
+//! - [`histogram::Histogram::record`], [`clock::monotonic_ns`] (after the
+//!   process's first call, which locates the vDSO);
+//! - [`compute::partial_sum`], [`compute::JobServer::submit`] and
+//!   [`compute::JobServer::try_result`].
 //!
 //! Everything else (creating regions, spawning workers, the job pool, waiting)
 //! runs on non-realtime threads and may allocate, block and log.
