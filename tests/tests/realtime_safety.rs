@@ -28,6 +28,7 @@ struct Outcome {
     wet_blocks: u64,
     events: u64,
     generation: u32,
+    dsp_sum: f64,
 }
 
 /// A scripted track with a voice, processed block by block on a thread of its
@@ -43,6 +44,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
     let supervisor = Supervisor::start(config);
     let (mut track, port) = Track::new(cfg.clone());
     let stats = track.stats().clone();
+    let dsp = track.params().clone();
     supervisor.add_track(ScriptedTrack { port, script: PathBuf::from(script), params: vec!["mix".into()] });
 
     let blocks = 3000u64;
@@ -88,7 +90,13 @@ fn track_scenario(seccomp: bool) -> Outcome {
             }
         }
     });
-    // Kill the worker half-way: the track must adopt the new link on its own.
+    // Raise the DSP load a third of the way (the track computes it on its
+    // thread), and kill the worker half-way: the track must adopt the new
+    // link on its own.
+    while processed.load(Ordering::Acquire) < blocks / 3 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dsp.set_dsp_terms(5_000);
     while processed.load(Ordering::Acquire) < blocks / 2 {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -102,6 +110,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
         wet_blocks: wet.load(Ordering::Relaxed),
         events: stats.events.load(Ordering::Relaxed),
         generation: stats.link_generation.load(Ordering::Relaxed),
+        dsp_sum: f64::from_bits(stats.dsp_sink.load(Ordering::Relaxed)),
     }
 }
 
@@ -111,6 +120,8 @@ fn check(outcome: &Outcome) {
     assert!(outcome.wet_blocks > 1000, "the script's output was played ({} blocks)", outcome.wet_blocks);
     assert!(outcome.events > 10, "tick events arrived ({})", outcome.events);
     assert!(outcome.generation >= 2, "the track moved to the restarted worker's rings");
+    let expected = outboard_engine::compute::partial_sum_scalar(1, 5_001);
+    assert!((outcome.dsp_sum - expected).abs() < 1e-12, "the DSP load ran: {}", outcome.dsp_sum);
 }
 
 #[test]

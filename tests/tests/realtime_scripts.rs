@@ -247,3 +247,39 @@ fn a_killed_worker_is_restarted_while_the_track_keeps_playing() {
     let log = sup.log_lines().join("\n");
     assert!(log.contains(&format!("(pid {old})")) && log.contains("restarted as pid"), "{log}");
 }
+
+#[test]
+fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-hang");
+    // Hangs once, at block 300 of the track; the restarted worker sees later blocks.
+    let script = dir.write("hang.py", "def process(block, ctx):\n    while ctx.block == 300:\n        pass\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(6, "hangs");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    let out = run_paced(&mut track, 2400, |_, _| {});
+    assert!(sup.restarts() >= 1, "the hung worker was replaced");
+    let log = sup.log_lines().join("\n");
+    assert!(log.contains("stopped beating"), "{log}");
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(Option::is_some), "audio stayed sample-exact through the hang");
+    assert!(blocks[2000..].iter().filter(|b| **b == Some(true)).count() > 300, "processed again after the restart");
+}
+
+#[test]
+fn a_crash_looping_worker_is_restarted_with_back_off() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-crashloop");
+    let script = dir.write("dies.py", "import os\n\ndef process(block, ctx):\n    os._exit(1)\n");
+    let cfg = TrackConfig::new(7, "dies");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    // Five seconds of a worker that dies on every block it sees.
+    let out = run_paced(&mut track, 3750, |_, _| {});
+    let restarts = sup.restarts();
+    // Without back-off it would restart every ~0.1 s (the time to start
+    // Python): about 50 times. With 0.5, 1, 2 s pauses after the third:
+    assert!((3..=12).contains(&restarts), "restarts: {restarts}");
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(|b| *b == Some(false)), "the track played dry throughout");
+}
