@@ -37,6 +37,9 @@ pub enum Kind {
     LoadScript = 4,
     /// Host → worker: stop a track slot's script (body: `{"slot": n}`).
     UnloadScript = 5,
+    /// Worker → host: a slot's script was loaded (body: `{"slot": n, "ok": bool}`);
+    /// the worker is ready to answer that track's blocks.
+    ScriptLoaded = 6,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             3 => Some(Kind::Shutdown),
             4 => Some(Kind::LoadScript),
             5 => Some(Kind::UnloadScript),
+            6 => Some(Kind::ScriptLoaded),
             _ => None,
         }
     }

@@ -25,11 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, JobRequest, Kind, ScriptSpec};
+use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
 use crate::region::{Region, Wake};
-use crate::ring::{Producer, RingShape};
+use crate::ring::{Consumer, Producer, RingShape};
 use crate::track::{ScriptLink, TrackPort};
-use crate::workers::{CONTROL_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
+use crate::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
 
 /// How the supervisor runs its workers.
 #[derive(Clone, Debug)]
@@ -45,8 +45,12 @@ pub struct SupervisorConfig {
     pub slot_rings: (RingShape, RingShape),
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
-    /// SCHED_FIFO priority for workers with tracks (None: leave them alone).
-    pub worker_priority: Option<i32>,
+    /// Nice value for workers with tracks (None: leave them alone). A raised
+    /// priority, but not a realtime one: a script that spins (a GIL hog, a
+    /// hang) at SCHED_FIFO would hold a core against everything of lower
+    /// priority and trip the kernel's RT throttling, which stalls the audio
+    /// threads too.
+    pub worker_nice: Option<i32>,
     /// Address-space limit per worker, in bytes (a memory bomb fails there).
     pub memory_limit: Option<u64>,
     /// Copy worker log lines to this process's stderr too.
@@ -63,7 +67,7 @@ impl SupervisorConfig {
             slots_per_worker: 8,
             slot_rings: (template.to_script_ring(), template.from_script_ring()),
             heartbeat_timeout: Duration::from_secs(1),
-            worker_priority: Some(10),
+            worker_nice: Some(-10),
             memory_limit: Some(2 << 30),
             echo_log: true,
         }
@@ -94,6 +98,11 @@ struct Shared {
 }
 
 const LOG_LINES: usize = 2000;
+/// Nice value of a worker demoted for hogging.
+const DEMOTED_NICE: i32 = 15;
+/// How often workers are checked for hogging: a hog is caught within a few
+/// blocks, before the scheduler's wake-up granularity lets it delay others.
+const POLICING_WINDOW: Duration = Duration::from_millis(20);
 
 impl Shared {
     fn log(&self, line: String, echo: bool) {
@@ -173,6 +182,9 @@ impl Drop for Supervisor {
 }
 
 struct TrackEntry {
+    /// Late results counted at the last look, for the demotion check.
+    late_seen: u64,
+    blocks_seen: u64,
     port: TrackPort,
     script: PathBuf,
     params: Vec<String>,
@@ -185,6 +197,8 @@ struct Worker {
     child: Child,
     region: Region,
     requests: Producer,
+    replies: Consumer,
+    reassembler: Reassembler,
     /// Track id per slot.
     slots: Vec<Option<u32>>,
     hog: bool,
@@ -192,6 +206,8 @@ struct Worker {
     last_beat_at: Instant,
     recent_restarts: VecDeque<Instant>,
     restart_not_before: Option<Instant>,
+    /// Demoted to a low priority because its tracks are mostly late.
+    demoted: bool,
 }
 
 struct Watcher {
@@ -218,13 +234,19 @@ impl Watcher {
     }
 
     fn run(mut self) {
+        let mut last_policing = Instant::now();
         while !self.shared.stop.load(Ordering::Acquire) {
             match self.commands.recv_timeout(Duration::from_millis(10)) {
                 Ok(command) => self.handle(command),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            self.read_replies();
             self.watch();
+            if last_policing.elapsed() >= POLICING_WINDOW {
+                last_policing = Instant::now();
+                self.police_hogs();
+            }
             for track in &mut self.tracks {
                 track.port.collect_garbage();
             }
@@ -305,7 +327,8 @@ impl Watcher {
         };
         let slot = self.workers[worker].slots.iter().position(Option::is_none).expect("a free slot");
         self.workers[worker].slots[slot] = Some(cfg.id);
-        let mut entry = TrackEntry { port: track.port, script: track.script, params: track.params, worker, slot };
+        let mut entry =
+            TrackEntry { late_seen: 0, blocks_seen: 0, port: track.port, script: track.script, params: track.params, worker, slot };
         Self::connect(&mut self.workers[worker], &mut entry);
         self.tracks.push(entry);
     }
@@ -350,6 +373,7 @@ impl Watcher {
         }
         let mut region = Region::create_with(&rings, generation).map_err(|e| format!("shared region: {e}"))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
+        let replies = region.consumer(REPLY_RING).expect("fresh region");
         let index = self.workers.len();
         let mut command = Command::new(&self.config.exe);
         let fd = region.pass_to_child(&mut command);
@@ -380,8 +404,8 @@ impl Watcher {
             });
         }
         if !hog {
-            if let Some(priority) = self.config.worker_priority {
-                self.raise_priority(pid, priority);
+            if let Some(nice) = self.config.worker_nice {
+                self.raise_priority(pid, nice);
             }
         }
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
@@ -390,24 +414,26 @@ impl Watcher {
             child,
             region,
             requests,
+            replies,
+            reassembler: Reassembler::default(),
             slots: vec![None; slots],
             hog,
             last_beat: beat,
             last_beat_at: Instant::now(),
             recent_restarts: VecDeque::new(),
             restart_not_before: None,
+            demoted: false,
         })
     }
 
-    fn raise_priority(&mut self, pid: u32, priority: i32) {
-        let param = libc::sched_param { sched_priority: priority };
-        // SAFETY: plain syscall wrapper; `param` outlives the call.
-        let rc = unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) };
+    fn raise_priority(&mut self, pid: u32, nice: i32) {
+        // SAFETY: plain syscall wrapper on a process id we own.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
         if rc != 0 && !self.priority_warned {
             self.priority_warned = true;
             self.shared.log(
                 format!(
-                    "outboard: warning: cannot give script workers realtime priority ({}); they run at normal priority",
+                    "outboard: warning: cannot raise script workers' priority (nice {nice}: {}); they run at normal priority",
                     std::io::Error::last_os_error()
                 ),
                 true,
@@ -417,6 +443,64 @@ impl Watcher {
 
     fn publish_pids(&self) {
         *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.child.id()).collect();
+    }
+
+    /// Reads what workers report on their control rings: scripts loaded.
+    fn read_replies(&mut self) {
+        let mut buf = vec![0u8; CONTROL_RING.payload];
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            while let Ok(len) = worker.replies.try_pop(&mut buf) {
+                let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
+                if message.kind != Kind::ScriptLoaded {
+                    continue;
+                }
+                let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap_or_default();
+                let Some(slot) = body["slot"].as_u64() else { continue };
+                for track in self.tracks.iter().filter(|t| t.worker == index && t.slot as u64 == slot) {
+                    track.port.stats.script_ready.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// A worker whose tracks were late for most of their last blocks is
+    /// hogging its CPU (a busy script): it is demoted to a low priority, so it
+    /// delays only its own tracks and not the workers sharing its cores; it is
+    /// raised again once it keeps up.
+    fn police_hogs(&mut self) {
+        for index in 0..self.workers.len() {
+            let (mut late, mut blocks) = (0, 0);
+            for track in self.tracks.iter_mut().filter(|t| t.worker == index) {
+                let now_late = track.port.stats.late_results.load(Ordering::Relaxed);
+                let now_blocks = track.port.stats.blocks.load(Ordering::Relaxed);
+                late += now_late - track.late_seen.min(now_late);
+                blocks += now_blocks - track.blocks_seen.min(now_blocks);
+                track.late_seen = now_late;
+                track.blocks_seen = now_blocks;
+            }
+            if blocks < 8 || self.workers[index].hog {
+                continue;
+            }
+            let worker = &mut self.workers[index];
+            let (hogging, keeping_up) = (late * 2 > blocks, late * 100 < blocks);
+            if hogging && !worker.demoted {
+                worker.demoted = true;
+                let pid = worker.child.id();
+                // SAFETY: plain syscall wrapper on a process id we own.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, DEMOTED_NICE) };
+                self.shared.log(
+                    format!("outboard: worker {index} (pid {pid}) is late for most blocks; lowering its priority"),
+                    self.config.echo_log,
+                );
+            } else if keeping_up && worker.demoted {
+                worker.demoted = false;
+                let pid = worker.child.id();
+                if let Some(nice) = self.config.worker_nice {
+                    // SAFETY: as above.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
+                }
+            }
+        }
     }
 
     /// Restarts workers that died, hang or whose rings faulted.

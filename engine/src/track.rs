@@ -115,6 +115,8 @@ pub struct TrackStats {
     pub blocks: AtomicU64,
     /// Blocks whose result was not back in time (dry played instead).
     pub late_results: AtomicU64,
+    /// The block index of the latest late result (for diagnosis).
+    pub last_late_block: AtomicU64,
     /// Results that arrived after their turn and were dropped.
     pub stale_results: AtomicU64,
     /// Blocks the script failed on (error reported by the worker, or a
@@ -131,6 +133,9 @@ pub struct TrackStats {
     pub link_faulted: AtomicBool,
     /// Generation of the link in use (0: none yet).
     pub link_generation: AtomicU32,
+    /// Set by the supervisor once the worker has loaded this track's script
+    /// (whether it loaded cleanly or not): from then on its blocks are answered.
+    pub script_ready: AtomicBool,
     /// Push → result published, on CLOCK_MONOTONIC (ns).
     pub roundtrip: Histogram,
     /// Keeps the DSP load's result observable, so it is computed.
@@ -360,6 +365,7 @@ impl Track {
             false
         } else if !tagged {
             self.stats.late_results.fetch_add(1, Ordering::Relaxed);
+            self.stats.last_late_block.store(k, Ordering::Relaxed);
             false
         } else if status == ResultStatus::Processed as u32 && wet.iter().all(|s| s.is_finite()) {
             true

@@ -20,6 +20,14 @@ def run():
         churn()
 
 
+def tick(ctx):
+    # As a track's script: a hi-hat every quarter note, when the worker
+    # gets round to it.
+    quarter = int(ctx.rate * 0.5)
+    if ctx.time // quarter != (ctx.time + ctx.frames) // quarter:
+        ctx.note(90, 0.15, 0.03, at=(ctx.time // quarter + 1) * quarter)
+
+
 def process(block, ctx):
     # As a track's script: hog the worker on every block.
     for _ in range(20):

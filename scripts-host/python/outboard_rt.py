@@ -190,7 +190,22 @@ def load(slot, track, name, path, channels, frames, rate, latency_blocks, param_
     ctx = Context(track, name, channels, frames, rate, latency_blocks, list(param_names))
     script = Script(slot, path, ctx)
     _scripts[slot] = script
-    script.try_load()
+    ok = bool(script.try_load())
+    if ok:
+        warm_up(slot)
+    return ok
+
+
+def warm_up(slot):
+    """Runs setup, then process and tick once on a silent block at
+    ctx.block == -1 (outputs and events discarded), so that first-call costs
+    (imports, numpy's first use of a function) do not land on the first
+    real audio block."""
+    script = _scripts[slot]
+    ctx = script.ctx
+    block = np.zeros((ctx.channels, ctx.frames), dtype=np.float32)
+    process(slot, block, -1, -ctx.frames, tuple(ctx.params.values()))
+    ctx._events = []
 
 
 def unload(slot):

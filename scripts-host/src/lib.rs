@@ -194,7 +194,8 @@ impl RealtimeRuntime {
     }
 
     /// Starts a track's script (errors go to the log; the track plays dry).
-    pub fn load(&self, spec: &outboard_engine::protocol::ScriptSpec) {
+    /// Returns whether the script loaded.
+    pub fn load(&self, spec: &outboard_engine::protocol::ScriptSpec) -> bool {
         Python::attach(|py| {
             let path = spec.path.to_string_lossy().into_owned();
             let args = (
@@ -208,10 +209,14 @@ impl RealtimeRuntime {
                 spec.latency_blocks,
                 spec.params.clone(),
             );
-            if let Err(e) = self.load.call1(py, args) {
-                eprintln!("outboard: cannot load {}: {e}", spec.path.display());
+            match self.load.call1(py, args).and_then(|ok| ok.extract::<bool>(py)) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    eprintln!("outboard: cannot load {}: {e}", spec.path.display());
+                    false
+                }
             }
-        });
+        })
     }
 
     pub fn unload(&self, slot: usize) {

@@ -268,8 +268,10 @@ impl Worker {
                     if self.realtime.is_none() {
                         self.realtime = Some(RealtimeRuntime::new(Some(self.index))?);
                     }
-                    self.realtime.as_ref().expect("started").load(&spec);
+                    let ok = self.realtime.as_ref().expect("started").load(&spec);
+                    let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
                     slot.spec = Some(spec);
+                    send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
                 }
                 Kind::UnloadScript => {
                     let body: serde_json::Value = serde_json::from_slice(&message.body).map_err(|e| e.to_string())?;
@@ -280,7 +282,7 @@ impl Worker {
                         }
                     }
                 }
-                Kind::JobReply => {
+                Kind::JobReply | Kind::ScriptLoaded => {
                     let error = JobReply {
                         result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
                         seconds: 0.0,
@@ -398,9 +400,14 @@ impl Worker {
     }
 }
 
-/// Sends a reply, waiting for ring space as long as the host lives.
+/// Sends a job reply, waiting for ring space as long as the host lives.
 fn send(ring: &mut Producer, id: u64, body: &[u8], parent: Option<u32>) -> Result<(), String> {
-    for fragment in protocol::fragments(Kind::JobReply, id, body, CONTROL_RING.payload) {
+    send_kind(ring, Kind::JobReply, id, body, parent)
+}
+
+/// Sends a message, waiting for ring space as long as the host lives.
+fn send_kind(ring: &mut Producer, kind: Kind, id: u64, body: &[u8], parent: Option<u32>) -> Result<(), String> {
+    for fragment in protocol::fragments(kind, id, body, CONTROL_RING.payload) {
         let mut since = Instant::now();
         loop {
             match ring.try_push(&fragment) {
