@@ -381,6 +381,9 @@ impl Watcher {
             .args(["--shm-fd", &fd.to_string(), "--worker", &index.to_string()])
             .args(["--generation", &generation.to_string(), "--parent-pid", &std::process::id().to_string()])
             .stderr(Stdio::piped());
+        // A group of its own: Ctrl-C at the terminal is for the host, which
+        // stops its workers itself; it must not kill them behind its back.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(limit) = self.config.memory_limit {
             // SAFETY: runs in the child between fork and exec; setrlimit is
             // async-signal-safe and touches only the integer `limit`.

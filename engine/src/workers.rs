@@ -125,6 +125,8 @@ impl Worker {
             .arg(generation.to_string())
             .arg("--parent-pid")
             .arg(std::process::id().to_string());
+        // A group of its own: Ctrl-C at the terminal is for the host.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().map_err(|e| SpawnError(format!("cannot start {}: {e}", exe.display())))?;
         Ok(Worker {
             index,

@@ -264,7 +264,11 @@ fn status(
         let last = log
             .iter()
             .rev()
-            .find(|l| l.contains(&format!("({}, ", t.name)) || l.contains(&format!("[{}]", t.name)))
+            .find(|l| {
+                l.contains(&format!("({}, ", t.name))
+                    || l.contains(&format!("[{}]", t.name))
+                    || l.ends_with(&format!(" for {}", t.name))
+            })
             .map(|l| l.chars().take(60).collect::<String>())
             .unwrap_or_default();
         text += &format!(

@@ -57,3 +57,4 @@ impl Drop for ScriptDir {
 
 pub mod realtime;
 pub mod rt_safety;
+pub mod jack;

@@ -5,7 +5,10 @@
 //!   and says what it installs; fails with the exact command when it cannot.
 //! - `cargo xtask test`: setup, then the whole test suite: unit and
 //!   cross-process tests, then the loom model of the ring.
-//! - `cargo xtask demo`: setup, then the demo in release mode.
+//! - `cargo xtask demo [ARGS]`: setup, then `outboard-demo` in release mode,
+//!   through a running JACK server, else the sound card, else a private JACK
+//!   server with the dummy driver that it starts and stops; the master output
+//!   goes to `target/demo/outboard-demo.wav` unless `--wav` says otherwise.
 //! - `cargo xtask bench ARGS...`: setup, then `outboard-bench ARGS...` in release mode.
 
 use std::path::{Path, PathBuf};
@@ -186,10 +189,90 @@ fn build_release() -> Result {
 
 fn demo(args: &[String]) -> Result {
     build_release()?;
-    // Until the audio demo lands, the demo is the seed's experiment: the same
-    // load natively, in Python worker processes and in Python threads.
-    eprintln!("xtask: running the scaling demo (outboard-bench scaling)");
-    run(Command::new(root().join("target/release/outboard-bench")).arg("scaling").args(args))
+    // Ctrl-C reaches the whole foreground group: the demo stops cleanly on
+    // it, and xtask must live on to stop the JACK server it started.
+    let _ = ctrlc::set_handler(|| {});
+    let mut command = Command::new(root().join("target/release/outboard-demo"));
+    command.args(args);
+    if !args.iter().any(|a| a == "--wav") {
+        let wav = root().join("target/demo/outboard-demo.wav");
+        std::fs::create_dir_all(wav.parent().expect("a folder")).map_err(|e| e.to_string())?;
+        command.arg("--wav").arg(wav);
+    }
+    let server = if jack_is_running(None) {
+        eprintln!("xtask: a JACK server is running; the demo plays through it");
+        None
+    } else if has_sound_card() {
+        eprintln!("xtask: no JACK server; the demo plays through the default ALSA device");
+        None
+    } else {
+        let server = PrivateJack::start()?;
+        eprintln!("xtask: no sound card here; started a private JACK server `{}` (dummy driver, 48 kHz, 64 frames)", server.name);
+        command.env("JACK_DEFAULT_SERVER", &server.name).args(["--backend", "jack"]);
+        Some(server)
+    };
+    let outcome = run(&mut command);
+    drop(server);
+    outcome
+}
+
+/// Whether a playback PCM exists (ALSA names them /dev/snd/pcmC*D*p).
+fn has_sound_card() -> bool {
+    std::fs::read_dir("/dev/snd")
+        .map(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().ends_with('p')))
+        .unwrap_or(false)
+}
+
+fn jack_is_running(name: Option<&str>) -> bool {
+    let mut command = Command::new("jack_lsp");
+    command.env("JACK_NO_START_SERVER", "1").stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(name) = name {
+        command.env("JACK_DEFAULT_SERVER", name);
+    }
+    command.status().is_ok_and(|s| s.success())
+}
+
+/// `jackd -d dummy`, paced in real time without a sound card; stopped on drop.
+struct PrivateJack {
+    name: String,
+    child: std::process::Child,
+}
+
+impl PrivateJack {
+    fn start() -> Result<PrivateJack> {
+        let name = format!("outboard-demo-{}", std::process::id());
+        let child = Command::new("jackd")
+            .args(["-n", &name, "-R", "-P", "85", "-d", "dummy", "-r", "48000", "-p", "64"])
+            .env("JACK_NO_AUDIO_RESERVATION", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start jackd ({e}); install jackd2"))?;
+        let server = PrivateJack { name, child };
+        for _ in 0..100 {
+            if jack_is_running(Some(&server.name)) {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err("the private JACK server did not start within 10 s".into())
+    }
+}
+
+impl Drop for PrivateJack {
+    fn drop(&mut self) {
+        // SIGTERM lets jackd clean up; it may already have gone on Ctrl-C.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                eprintln!("xtask: stopped the private JACK server");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn bench(args: &[String]) -> Result {
