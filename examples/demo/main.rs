@@ -269,7 +269,7 @@ fn status(
                     || l.contains(&format!("[{}]", t.name))
                     || l.ends_with(&format!(" for {}", t.name))
             })
-            .map(|l| l.chars().take(60).collect::<String>())
+            .map(|l| short_message(l, t.script))
             .unwrap_or_default();
         text += &format!(
             "{:<9} {:<11} {:>7.0} /{:>5.0} µs {:>6} {:>7} {:>9}  {}\n",
@@ -294,6 +294,17 @@ fn status(
         supervisor.restarts()
     );
     text
+}
+
+/// A log line made to fit the status: no prefix, the script's bare file name.
+fn short_message(line: &str, script: &str) -> String {
+    let mut text = line.trim_start_matches("outboard: ").replace("script error in ", "");
+    if let Some(start) = text.find('/') {
+        if let Some(end) = text[start..].find(script) {
+            text.replace_range(start..start + end, "");
+        }
+    }
+    text.chars().take(90).collect()
 }
 
 fn report(seconds: f64, deadline_misses: u64, stats: &[Arc<TrackStats>], xruns: &AtomicU64) -> serde_json::Value {
