@@ -48,7 +48,10 @@ impl BlockProcessor for Track {
 pub enum Source {
     Silence,
     /// A sine tone, the same on every channel.
-    Sine { freq: f32, gain: f32 },
+    Sine {
+        freq: f32,
+        gain: f32,
+    },
 }
 
 /// One track of the graph.
@@ -160,6 +163,10 @@ impl Driver {
     }
 }
 
+/// Called on the clock thread with each period's master mix (interleaved).
+/// It runs on a realtime thread: it must not block or allocate.
+pub type MasterSink = Box<dyn FnMut(&[f32]) + Send>;
+
 /// A running graph.
 pub struct Graph {
     shared: Arc<Shared>,
@@ -239,7 +246,7 @@ impl Graph {
     }
 
     /// Starts the graph driven by its own clock thread, paced in real time.
-    pub fn start(config: &GraphConfig, tracks: Vec<GraphTrack>, mut on_master: Box<dyn FnMut(&[f32]) + Send>) -> Graph {
+    pub fn start(config: &GraphConfig, tracks: Vec<GraphTrack>, mut on_master: MasterSink) -> Graph {
         let (mut graph, mut driver) = Graph::start_with_driver(config, tracks);
         let shared = graph.shared.clone();
         let config = config.clone();
@@ -367,7 +374,8 @@ fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &G
         {
             let inputs: [&[f32]; 8] = std::array::from_fn(|c| input.get(c).map_or(&[][..], |v| v.as_slice()));
             let mut outs = output.iter_mut();
-            let mut outputs: [&mut [f32]; 8] = std::array::from_fn(|_| outs.next().map_or(&mut [][..], |v| v.as_mut_slice()));
+            let mut outputs: [&mut [f32]; 8] =
+                std::array::from_fn(|_| outs.next().map_or(&mut [][..], |v| v.as_mut_slice()));
             track.processor.process(&inputs[..channels], &mut outputs[..channels], period);
         }
         let spent = crate::clock::monotonic_ns().saturating_sub(began);

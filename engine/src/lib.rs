@@ -56,9 +56,9 @@ pub mod compute;
 #[cfg(not(loom))]
 pub mod futex;
 #[cfg(not(loom))]
-pub mod histogram;
-#[cfg(not(loom))]
 pub mod graph;
+#[cfg(not(loom))]
+pub mod histogram;
 #[cfg(not(loom))]
 pub mod protocol;
 #[cfg(not(loom))]

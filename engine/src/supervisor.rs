@@ -327,8 +327,15 @@ impl Watcher {
         };
         let slot = self.workers[worker].slots.iter().position(Option::is_none).expect("a free slot");
         self.workers[worker].slots[slot] = Some(cfg.id);
-        let mut entry =
-            TrackEntry { late_seen: 0, blocks_seen: 0, port: track.port, script: track.script, params: track.params, worker, slot };
+        let mut entry = TrackEntry {
+            late_seen: 0,
+            blocks_seen: 0,
+            port: track.port,
+            script: track.script,
+            params: track.params,
+            worker,
+            slot,
+        };
         Self::connect(&mut self.workers[worker], &mut entry);
         self.tracks.push(entry);
     }
@@ -357,7 +364,7 @@ impl Watcher {
             from_script: worker.region.consumer(slot_ring_from_script(entry.slot)).expect("slot rings exist once"),
             generation: worker.generation,
         };
-        let _ = entry.port.send_link(link);
+        entry.port.send_link(link);
     }
 
     fn spawn(&mut self, slots: usize, hog: bool) -> Result<Worker, String> {

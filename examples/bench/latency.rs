@@ -23,7 +23,7 @@ use outboard_engine::protocol::ScriptSpec;
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_engine::track::{Track, TrackConfig, TrackStats};
 use outboard_engine::workers::locate_scripts_host;
-use outboard_scripts_host::RealtimeRuntime;
+use outboard_scripts_host::{BlockIn, RealtimeRuntime};
 use serde_json::json;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -299,18 +299,18 @@ impl BlockProcessor for InprocTrack {
         if self.seq == 0 {
             keep_thread_state();
         }
-        for c in 0..self.channels {
-            self.samples[c * frames..(c + 1) * frames].copy_from_slice(&inputs[c][..frames]);
+        for (c, input) in inputs.iter().enumerate().take(self.channels) {
+            self.samples[c * frames..(c + 1) * frames].copy_from_slice(&input[..frames]);
         }
-        let outcome = self.runtime.process(
-            self.slot,
-            self.seq,
-            self.seq * frames as u64,
-            self.channels,
-            &self.params,
-            &self.samples,
-            &mut self.out,
-        );
+        let block = BlockIn {
+            slot: self.slot,
+            seq: self.seq,
+            sample_time: self.seq * frames as u64,
+            channels: self.channels,
+            params: &self.params,
+            samples: &self.samples,
+        };
+        let outcome = self.runtime.process(&block, &mut self.out);
         let wet = outcome.status == outboard_engine::block::ResultStatus::Processed;
         for c in 0..self.channels {
             let src = if wet { &self.out } else { &self.samples };
@@ -362,7 +362,12 @@ fn to_json(r: &RunResult, args: &LatencyArgs) -> serde_json::Value {
 fn print_table(results: &[RunResult]) {
     println!(
         "{:<11} {:>8} {:>9} {:>8} | {:>38} | {:>38}",
-        "mode", "blocks", "misses", "late", "callback µs  p50 / p99 / p99.9 / max", "round trip µs  p50 / p99 / p99.9 / max"
+        "mode",
+        "blocks",
+        "misses",
+        "late",
+        "callback µs  p50 / p99 / p99.9 / max",
+        "round trip µs  p50 / p99 / p99.9 / max"
     );
     let fmt = |p: Percentiles| format!("{:>7.1} / {:>7.1} / {:>7.1} / {:>7.1}", p.p50, p.p99, p.p999, p.max);
     for r in results {
@@ -405,12 +410,7 @@ fn plot(path: &Path, results: &[RunResult]) -> Result<(), String> {
             .y_label_area_size(55)
             .build_cartesian_2d((0.1f64..100_000f64).log_scale(), (1e-7f64..1.0f64).log_scale())
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("µs")
-            .y_desc("fraction of blocks")
-            .draw()
-            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc("µs").y_desc("fraction of blocks").draw().map_err(|e| e.to_string())?;
         for (i, r) in results.iter().enumerate() {
             let h = if pick == 0 { &r.callback } else { &r.roundtrip };
             let total = h.count().max(1) as f64;

@@ -70,7 +70,10 @@ pub fn run(args: RingArgs) -> Result<(), String> {
     let rtrb_stream = stream_rtrb(args.ops / 4);
 
     println!("In one process, one stereo block of 64 frames ({} bytes):", BLOCK_FLOATS * 4);
-    println!("  push + pop, same thread:   shared-memory ring {shm_ns:6.1} ns   rtrb {rtrb_ns:6.1} ns   ({:.2}x)", shm_ns / rtrb_ns);
+    println!(
+        "  push + pop, same thread:   shared-memory ring {shm_ns:6.1} ns   rtrb {rtrb_ns:6.1} ns   ({:.2}x)",
+        shm_ns / rtrb_ns
+    );
     println!(
         "  streamed between threads:  shared-memory ring {shm_stream:6.1} ns   rtrb {rtrb_stream:6.1} ns   ({:.2}x)",
         shm_stream / rtrb_stream
@@ -86,7 +89,9 @@ pub fn run(args: RingArgs) -> Result<(), String> {
         let (h, cpu) = round_trips(spin, args.round_trips, args.interval_us)?;
         let p = h.percentiles();
         println!("  {spin:>12} | {:>8.1} / {:>6.1} / {:>7.1}   | {:>5.1} %", p.p50, p.p99, p.max, cpu * 100.0);
-        trips.push(json!({"peer_spin_us": spin, "roundtrip_us": {"p50": p.p50, "p99": p.p99, "max": p.max}, "peer_cpu": cpu}));
+        trips.push(
+            json!({"peer_spin_us": spin, "roundtrip_us": {"p50": p.p50, "p99": p.p99, "max": p.max}, "peer_cpu": cpu}),
+        );
     }
     if let Some(path) = &args.json {
         let value = json!({

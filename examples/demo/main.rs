@@ -75,10 +75,10 @@ fn main() -> std::process::ExitCode {
 fn pick_device(backend: &str) -> Result<(cpal::Device, &'static str), String> {
     let want_jack = backend == "jack" || backend == "auto";
     if want_jack {
-        if let Ok(host) = cpal::host_from_id(cpal::HostId::Jack) {
-            if let Some(device) = host.default_output_device() {
-                return Ok((device, "JACK"));
-            }
+        if let Ok(host) = cpal::host_from_id(cpal::HostId::Jack)
+            && let Some(device) = host.default_output_device()
+        {
+            return Ok((device, "JACK"));
         }
         if backend == "jack" {
             return Err("no JACK server answered (start one, e.g. `jackd -d dummy -r 48000 -p 64`)".into());
@@ -94,7 +94,11 @@ fn run(args: Args) -> Result<(), String> {
     let supported = device.default_output_config().map_err(|e| format!("output config: {e}"))?;
     let rate = supported.sample_rate();
     let channels = supported.channels().max(1) as usize;
-    let config = cpal::StreamConfig { channels: supported.channels(), sample_rate: rate, buffer_size: cpal::BufferSize::Default };
+    let config = cpal::StreamConfig {
+        channels: supported.channels(),
+        sample_rate: rate,
+        buffer_size: cpal::BufferSize::Default,
+    };
 
     // Tracks and their scripts.
     let template = track_config(0, "template", Waveform::Sine, f64::from(rate));
@@ -299,10 +303,10 @@ fn status(
 /// A log line made to fit the status: no prefix, the script's bare file name.
 fn short_message(line: &str, script: &str) -> String {
     let mut text = line.trim_start_matches("outboard: ").replace("script error in ", "");
-    if let Some(start) = text.find('/') {
-        if let Some(end) = text[start..].find(script) {
-            text.replace_range(start..start + end, "");
-        }
+    if let Some(start) = text.find('/')
+        && let Some(end) = text[start..].find(script)
+    {
+        text.replace_range(start..start + end, "");
     }
     text.chars().take(90).collect()
 }
@@ -332,7 +336,12 @@ fn report(seconds: f64, deadline_misses: u64, stats: &[Arc<TrackStats>], xruns: 
 }
 
 fn write_wav(path: &Path, rate: u32, rx: &mut rtrb::Consumer<f32>, stop: &AtomicBool) -> Result<(), String> {
-    let spec = hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
     let mut writer = hound::WavWriter::create(path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
     loop {
         let stopping = stop.load(Ordering::Acquire);

@@ -164,6 +164,25 @@ pub struct RealtimeRuntime {
     report_non_finite: Py<PyAny>,
 }
 
+/// One block for a track's script.
+#[derive(Clone, Copy)]
+pub struct BlockIn<'a> {
+    /// The track's slot in this worker.
+    pub slot: usize,
+    /// Block number (ctx.block) and its first sample (ctx.time).
+    pub seq: u64,
+    pub sample_time: u64,
+    pub channels: usize,
+    /// The track's parameter values, by index.
+    pub params: &'a [f32],
+    /// The samples, planar: channel 0's frames, then channel 1's.
+    pub samples: &'a [f32],
+}
+
+/// What `outboard_rt.process` returns: status, the array (if any), and the
+/// events as (kind, time, a, b, c).
+type ProcessReply<'py> = (u32, Option<Bound<'py, PyAny>>, Vec<(u32, i64, f64, f64, f64)>);
+
 /// What one block's script run produced.
 pub struct BlockOutcome {
     pub status: outboard_engine::block::ResultStatus,
@@ -234,18 +253,10 @@ impl RealtimeRuntime {
         });
     }
 
-    /// Runs a track's hooks on one block: `samples` in (planar, channels ×
-    /// frames), the processed block out in `out` when the status is Processed.
-    pub fn process(
-        &self,
-        slot: usize,
-        seq: u64,
-        sample_time: u64,
-        channels: usize,
-        params: &[f32],
-        samples: &[f32],
-        out: &mut [f32],
-    ) -> BlockOutcome {
+    /// Runs a track's hooks on one block; the processed block lands in `out`
+    /// when the status is Processed.
+    pub fn process(&self, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
+        let BlockIn { slot, seq, sample_time, channels, params, samples } = *block;
         use numpy::{PyArray1, PyArray2, PyArrayMethods};
         use outboard_engine::block::{Event, EventAction, ResultStatus};
         let frames = samples.len() / channels.max(1);
@@ -253,8 +264,7 @@ impl RealtimeRuntime {
             let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;
             let params = pyo3::types::PyTuple::new(py, params)?;
             let reply = self.process.call1(py, (slot, block, seq, sample_time, params))?;
-            let (status, array, raw_events): (u32, Option<Bound<'_, PyAny>>, Vec<(u32, i64, f64, f64, f64)>) =
-                reply.extract(py)?;
+            let (status, array, raw_events): ProcessReply<'_> = reply.extract(py)?;
             let mut status = match status {
                 0 => ResultStatus::Processed,
                 2 => ResultStatus::NoProcess,

@@ -17,7 +17,7 @@ use outboard_engine::region::{Region, WorkerStatus};
 use outboard_engine::ring::{Consumer, PopError, Producer, PushError};
 use outboard_engine::track::MAX_EVENTS_PER_REPLY;
 use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
-use outboard_scripts_host::{JobRuntime, RealtimeRuntime};
+use outboard_scripts_host::{BlockIn, JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
@@ -367,8 +367,17 @@ impl Worker {
         self.block_out.resize(channels * frames, 0.0);
         block::read_samples(msg, HEADER_BYTES + count * 4, &mut self.block_in);
         let rt = self.realtime.as_ref().expect("a loaded slot started the runtime");
-        let outcome =
-            rt.process(slot, h.seq, h.sample_time, channels, &params[..count], &self.block_in, &mut self.block_out);
+        let outcome = rt.process(
+            &BlockIn {
+                slot,
+                seq: h.seq,
+                sample_time: h.sample_time,
+                channels,
+                params: &params[..count],
+                samples: &self.block_in,
+            },
+            &mut self.block_out,
+        );
         let rings = &mut self.slots[slot];
         // The result first: it is what the track is waiting for.
         let reply_len = HEADER_BYTES + channels * frames * 4;

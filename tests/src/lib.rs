@@ -55,6 +55,6 @@ impl Drop for ScriptDir {
     }
 }
 
+pub mod jack;
 pub mod realtime;
 pub mod rt_safety;
-pub mod jack;

@@ -21,8 +21,10 @@ const FUTEX_WAKE_PRIVATE: u64 = 1 | 128;
 /// the process with SIGSYS. Other threads are not affected.
 pub fn forbid_syscalls_but_wake() {
     let wake = |op| {
-        SeccompRule::new(vec![SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op).expect("condition")])
-            .expect("rule")
+        SeccompRule::new(vec![
+            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op).expect("condition"),
+        ])
+        .expect("rule")
     };
     let mut rules = BTreeMap::new();
     rules.insert(libc::SYS_futex, vec![wake(FUTEX_WAKE), wake(FUTEX_WAKE_PRIVATE)]);

@@ -2,8 +2,8 @@
 //! counted, and is never waited for.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use outboard_engine::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
@@ -45,7 +45,12 @@ fn a_late_track_is_silence_for_that_period_and_a_counted_miss() {
         },
         GraphTrack {
             name: "stalls".into(),
-            processor: Box::new(Constant { value: 100.0, at: 200, stall: Duration::from_millis(20), calls: calls[1].clone() }),
+            processor: Box::new(Constant {
+                value: 100.0,
+                at: 200,
+                stall: Duration::from_millis(20),
+                calls: calls[1].clone(),
+            }),
             source: Source::Silence,
         },
     ];
@@ -64,5 +69,9 @@ fn a_late_track_is_silence_for_that_period_and_a_counted_miss() {
     assert!(without_stalled >= stalled_misses, "each missed period is silence from that track");
     assert!(masters.iter().all(|&m| m == 0.0 || m == 1.0 || m == 101.0 || m == 100.0), "only whole periods mix");
     assert!(stats.periods.load(Ordering::Relaxed) > 600, "the driver kept its pace");
-    assert_eq!(calls[1].load(Ordering::Relaxed), calls[0].load(Ordering::Relaxed), "the late track caught up, period by period");
+    assert_eq!(
+        calls[1].load(Ordering::Relaxed),
+        calls[0].load(Ordering::Relaxed),
+        "the late track caught up, period by period"
+    );
 }

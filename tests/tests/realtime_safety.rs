@@ -157,7 +157,11 @@ fn the_graph_driver_tick_is_realtime_safe() {
                 let mut cfg = TrackConfig::new(i, format!("t{i}"));
                 cfg.scripted = false;
                 let (track, _port) = Track::new(cfg);
-                GraphTrack { name: format!("t{i}"), processor: Box::new(track), source: Source::Sine { freq: 220.0, gain: 0.1 } }
+                GraphTrack {
+                    name: format!("t{i}"),
+                    processor: Box::new(track),
+                    source: Source::Sine { freq: 220.0, gain: 0.1 },
+                }
             })
             .collect();
         let config = GraphConfig { priority: None, ..GraphConfig::default() };
@@ -207,7 +211,6 @@ fn the_filter_kills_a_thread_that_makes_another_syscall() {
     let status = run_child("the_filter_kills_a_thread_that_makes_another_syscall", "forbidden");
     assert_eq!(status.signal(), Some(libc::SIGSYS), "nanosleep under the filter must be fatal ({status})");
 }
-
 
 /// The allocation check is real: an allocation inside it is counted.
 #[test]

@@ -253,7 +253,8 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
     let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-hang");
     // Hangs once, at block 300 of the track; the restarted worker sees later blocks.
-    let script = dir.write("hang.py", "def process(block, ctx):\n    while ctx.block == 300:\n        pass\n    block *= 2.0\n");
+    let script =
+        dir.write("hang.py", "def process(block, ctx):\n    while ctx.block == 300:\n        pass\n    block *= 2.0\n");
     let cfg = TrackConfig::new(6, "hangs");
     let sup = supervisor(&cfg);
     let mut track = scripted(cfg.clone(), &script, &sup);

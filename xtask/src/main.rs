@@ -207,7 +207,10 @@ fn demo(args: &[String]) -> Result {
         None
     } else {
         let server = PrivateJack::start()?;
-        eprintln!("xtask: no sound card here; started a private JACK server `{}` (dummy driver, 48 kHz, 64 frames)", server.name);
+        eprintln!(
+            "xtask: no sound card here; started a private JACK server `{}` (dummy driver, 48 kHz, 64 frames)",
+            server.name
+        );
         command.env("JACK_DEFAULT_SERVER", &server.name).args(["--backend", "jack"]);
         Some(server)
     };
