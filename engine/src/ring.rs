@@ -390,17 +390,6 @@ impl Producer {
         self.ring.doorbell().ring();
         Ok(())
     }
-
-    /// Resynchronises with a consumer that restarted: forgets everything not yet
-    /// consumed and publishes our position again. Called only while no consumer
-    /// process is attached (the old one is dead, the new one not yet reading).
-    pub fn reset(&mut self) {
-        let ctrl = self.ring.ctrl();
-        ctrl.tail.store(self.tail, Ordering::Release);
-        ctrl.head.store(self.tail, Ordering::Release);
-        self.head_cache = self.tail;
-        self.fault = None;
-    }
 }
 
 impl Consumer {
@@ -530,16 +519,6 @@ impl Consumer {
                 return false;
             }
         }
-    }
-
-    /// Resynchronises with a producer that restarted: drops everything not yet
-    /// consumed. Called only while no producer process is attached.
-    pub fn reset(&mut self) {
-        let ctrl = self.ring.ctrl();
-        ctrl.head.store(self.head, Ordering::Release);
-        ctrl.tail.store(self.head, Ordering::Release);
-        self.tail_cache = self.head;
-        self.fault = None;
     }
 }
 
