@@ -45,12 +45,15 @@ pub struct SupervisorConfig {
     pub slot_rings: (RingShape, RingShape),
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
-    /// Nice value for workers with tracks (None: leave them alone). A raised
-    /// priority, but not a realtime one: a script that spins (a GIL hog, a
-    /// hang) at SCHED_FIFO would hold a core against everything of lower
-    /// priority and trip the kernel's RT throttling, which stalls the audio
-    /// threads too.
-    pub worker_nice: Option<i32>,
+    /// SCHED_FIFO priority for workers with tracks, below the audio threads'
+    /// (None: leave them alone). A new worker starts on probation at nice
+    /// -10 and earns this priority once its tracks have kept up for a second:
+    /// a CPU hog (a busy or hung script) at SCHED_FIFO would hold its core
+    /// against every worker of the same priority and trip the kernel's RT
+    /// throttling, stalling the audio threads too. A worker whose tracks are
+    /// late for most blocks is demoted to nice 15 until it keeps up again.
+    /// Where realtime priority is not permitted, raised workers stay at nice -10.
+    pub worker_priority: Option<i32>,
     /// Address-space limit per worker, in bytes (a memory bomb fails there).
     pub memory_limit: Option<u64>,
     /// Copy worker log lines to this process's stderr too.
@@ -67,7 +70,7 @@ impl SupervisorConfig {
             slots_per_worker: 8,
             slot_rings: (template.to_script_ring(), template.from_script_ring()),
             heartbeat_timeout: Duration::from_secs(1),
-            worker_nice: Some(-10),
+            worker_priority: Some(10),
             memory_limit: Some(2 << 30),
             echo_log: true,
         }
@@ -100,9 +103,25 @@ struct Shared {
 const LOG_LINES: usize = 2000;
 /// Nice value of a worker demoted for hogging.
 const DEMOTED_NICE: i32 = 15;
+/// Nice value of a raised worker where SCHED_FIFO is not permitted.
+const RAISED_NICE: i32 = -10;
+
+/// Sets a worker's scheduling policy and nice value; false if not permitted.
+fn set_scheduling(pid: u32, policy: libc::c_int, priority: i32, nice: i32) -> bool {
+    let param = libc::sched_param { sched_priority: priority };
+    // SAFETY: plain syscall wrappers on a process id we own; `param` outlives the call.
+    unsafe {
+        libc::sched_setscheduler(pid as libc::pid_t, policy, &param) == 0
+            && (policy != libc::SCHED_OTHER || libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0)
+    }
+}
 /// How often workers are checked for hogging: a hog is caught within a few
 /// blocks, before the scheduler's wake-up granularity lets it delay others.
 const POLICING_WINDOW: Duration = Duration::from_millis(20);
+/// Windows of keeping up (one second) before a worker gets realtime priority.
+const PROMOTE_AFTER_WINDOWS: u32 = 50;
+/// How long after its script loaded a track's lateness starts to count.
+const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
 
 impl Shared {
     fn log(&self, line: String, echo: bool) {
@@ -182,6 +201,8 @@ impl Drop for Supervisor {
 }
 
 struct TrackEntry {
+    /// When the track's script was first seen loaded (for the demotion check).
+    ready_since: Option<Instant>,
     /// Late results counted at the last look, for the demotion check.
     late_seen: u64,
     blocks_seen: u64,
@@ -206,8 +227,21 @@ struct Worker {
     last_beat_at: Instant,
     recent_restarts: VecDeque<Instant>,
     restart_not_before: Option<Instant>,
-    /// Demoted to a low priority because its tracks are mostly late.
-    demoted: bool,
+    /// Where the worker stands in the priority policy (see `police_hogs`).
+    standing: Standing,
+    /// Consecutive policing windows in which its tracks kept up.
+    kept_up: u32,
+}
+
+/// A worker's standing in the priority policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// New: nice -10 until its tracks have kept up for a while.
+    Probation,
+    /// Kept up: SCHED_FIFO at the configured priority.
+    Raised,
+    /// Late for most blocks: nice 15.
+    Demoted,
 }
 
 struct Watcher {
@@ -328,6 +362,7 @@ impl Watcher {
         let slot = self.workers[worker].slots.iter().position(Option::is_none).expect("a free slot");
         self.workers[worker].slots[slot] = Some(cfg.id);
         let mut entry = TrackEntry {
+            ready_since: None,
             late_seen: 0,
             blocks_seen: 0,
             port: track.port,
@@ -413,10 +448,8 @@ impl Watcher {
                 }
             });
         }
-        if !hog {
-            if let Some(nice) = self.config.worker_nice {
-                self.raise_priority(pid, nice);
-            }
+        if !hog && self.config.worker_priority.is_some() {
+            set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
         }
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
         Ok(Worker {
@@ -432,20 +465,23 @@ impl Watcher {
             last_beat_at: Instant::now(),
             recent_restarts: VecDeque::new(),
             restart_not_before: None,
-            demoted: false,
+            standing: Standing::Probation,
+            kept_up: 0,
         })
     }
 
-    fn raise_priority(&mut self, pid: u32, nice: i32) {
-        // SAFETY: plain syscall wrapper on a process id we own.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
-        if rc != 0 && !self.priority_warned {
+    fn raise_priority(&mut self, pid: u32, priority: i32) {
+        if set_scheduling(pid, libc::SCHED_FIFO, priority, 0) {
+            return;
+        }
+        let fifo_error = std::io::Error::last_os_error();
+        let niced = set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
+        if !self.priority_warned {
             self.priority_warned = true;
+            let fallback =
+                if niced { format!("they run at nice {RAISED_NICE}") } else { "they run at normal priority".into() };
             self.shared.log(
-                format!(
-                    "outboard: warning: cannot raise script workers' priority (nice {nice}: {}); they run at normal priority",
-                    std::io::Error::last_os_error()
-                ),
+                format!("outboard: warning: cannot give script workers realtime priority ({fifo_error}); {fallback}"),
                 true,
             );
         }
@@ -483,32 +519,42 @@ impl Watcher {
             for track in self.tracks.iter_mut().filter(|t| t.worker == index) {
                 let now_late = track.port.stats.late_results.load(Ordering::Relaxed);
                 let now_blocks = track.port.stats.blocks.load(Ordering::Relaxed);
-                late += now_late - track.late_seen.min(now_late);
-                blocks += now_blocks - track.blocks_seen.min(now_blocks);
+                // Blocks before the script was loaded (and the first few after,
+                // pushed while it loaded) are late for want of a script, not
+                // because the worker hogs: judge only from a settled start.
+                let settled = match (track.port.stats.script_ready.load(Ordering::Acquire), track.ready_since) {
+                    (false, _) => false,
+                    (true, None) => {
+                        track.ready_since = Some(Instant::now());
+                        false
+                    }
+                    (true, Some(since)) => since.elapsed() > SETTLE_AFTER_LOAD,
+                };
+                if settled {
+                    late += now_late - track.late_seen.min(now_late);
+                    blocks += now_blocks - track.blocks_seen.min(now_blocks);
+                }
                 track.late_seen = now_late;
                 track.blocks_seen = now_blocks;
             }
             if blocks < 8 || self.workers[index].hog {
                 continue;
             }
+            let Some(priority) = self.config.worker_priority else { continue };
             let worker = &mut self.workers[index];
-            let (hogging, keeping_up) = (late * 2 > blocks, late * 100 < blocks);
-            if hogging && !worker.demoted {
-                worker.demoted = true;
-                let pid = worker.child.id();
-                // SAFETY: plain syscall wrapper on a process id we own.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, DEMOTED_NICE) };
+            let pid = worker.child.id();
+            let (hogging, keeping_up) = (late * 2 > blocks, late == 0);
+            worker.kept_up = if keeping_up { worker.kept_up + 1 } else { 0 };
+            if hogging && worker.standing != Standing::Demoted {
+                worker.standing = Standing::Demoted;
+                set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
                 self.shared.log(
                     format!("outboard: worker {index} (pid {pid}) is late for most blocks; lowering its priority"),
                     self.config.echo_log,
                 );
-            } else if keeping_up && worker.demoted {
-                worker.demoted = false;
-                let pid = worker.child.id();
-                if let Some(nice) = self.config.worker_nice {
-                    // SAFETY: as above.
-                    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
-                }
+            } else if worker.kept_up >= PROMOTE_AFTER_WINDOWS && worker.standing != Standing::Raised {
+                worker.standing = Standing::Raised;
+                self.raise_priority(pid, priority);
             }
         }
     }
@@ -578,6 +624,8 @@ impl Watcher {
         self.workers[index] = fresh;
         for entry in self.tracks.iter_mut().filter(|t| t.worker == index) {
             entry.port.stats.link_faulted.store(false, Ordering::Release);
+            entry.port.stats.script_ready.store(false, Ordering::Release);
+            entry.ready_since = None;
             Self::connect(&mut self.workers[index], entry);
         }
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);

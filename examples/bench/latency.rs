@@ -211,6 +211,9 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Steady state: new workers run on probation until they have kept up
+        // for a second, then earn realtime priority (see the supervisor).
+        std::thread::sleep(Duration::from_millis(1500));
     } else {
         std::thread::sleep(Duration::from_millis(200));
     }
