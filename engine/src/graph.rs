@@ -186,6 +186,14 @@ pub fn make_thread_realtime(priority: u8) -> bool {
     .is_ok()
 }
 
+/// Locks this process's memory (current and future) so that no realtime thread
+/// ever waits for a page fault; false where not permitted. Call it once at
+/// start-up, before the audio starts.
+pub fn lock_memory() -> bool {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE).is_ok()
+}
+
 /// Warns once per process that realtime priority is not available.
 pub fn warn_no_realtime() {
     static WARNED: std::sync::Once = std::sync::Once::new();

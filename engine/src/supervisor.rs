@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,9 @@ use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
 use crate::region::{Region, Wake};
 use crate::ring::{Consumer, Producer, RingShape};
 use crate::track::{ScriptLink, TrackPort};
-use crate::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
+use crate::workers::{
+    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
+};
 
 /// How the supervisor runs its workers.
 #[derive(Clone, Debug)]
@@ -45,14 +47,14 @@ pub struct SupervisorConfig {
     pub slot_rings: (RingShape, RingShape),
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
-    /// SCHED_FIFO priority for workers with tracks, below the audio threads'
-    /// (None: leave them alone). A new worker starts on probation at nice
-    /// -10 and earns this priority once its tracks have kept up for a second:
-    /// a CPU hog (a busy or hung script) at SCHED_FIFO would hold its core
-    /// against every worker of the same priority and trip the kernel's RT
-    /// throttling, stalling the audio threads too. A worker whose tracks are
-    /// late for most blocks is demoted to nice 15 until it keeps up again.
-    /// Where realtime priority is not permitted, raised workers stay at nice -10.
+    /// Workers with tracks run at nice -10; a worker whose tracks are late
+    /// for most blocks (a CPU hog: a busy or hung script) is demoted to nice
+    /// 15 until it keeps up again. With `Some(priority)`, a worker that has
+    /// kept up for a second is promoted to SCHED_FIFO at that priority (below
+    /// the audio threads'): lower tail latency, but a script that turns into
+    /// a hog after promotion holds its core at realtime priority until it is
+    /// demoted, and on a small machine that can stall the audio (seen here as
+    /// rare JACK xruns). Off by default.
     pub worker_priority: Option<i32>,
     /// Address-space limit per worker, in bytes (a memory bomb fails there).
     pub memory_limit: Option<u64>,
@@ -70,7 +72,7 @@ impl SupervisorConfig {
             slots_per_worker: 8,
             slot_rings: (template.to_script_ring(), template.from_script_ring()),
             heartbeat_timeout: Duration::from_secs(1),
-            worker_priority: Some(10),
+            worker_priority: None,
             memory_limit: Some(2 << 30),
             echo_log: true,
         }
@@ -417,15 +419,8 @@ impl Watcher {
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
         let index = self.workers.len();
-        let mut command = Command::new(&self.config.exe);
-        let fd = region.pass_to_child(&mut command);
-        command
-            .args(["--shm-fd", &fd.to_string(), "--worker", &index.to_string()])
-            .args(["--generation", &generation.to_string(), "--parent-pid", &std::process::id().to_string()])
-            .stderr(Stdio::piped());
-        // A group of its own: Ctrl-C at the terminal is for the host, which
-        // stops its workers itself; it must not kill them behind its back.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut command = worker_command(&self.config.exe, &region, index);
+        command.stderr(Stdio::piped());
         if let Some(limit) = self.config.memory_limit {
             // SAFETY: runs in the child between fork and exec; setrlimit is
             // async-signal-safe and touches only the integer `limit`.
@@ -448,7 +443,7 @@ impl Watcher {
                 }
             });
         }
-        if !hog && self.config.worker_priority.is_some() {
+        if !hog {
             set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
         }
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
@@ -540,7 +535,6 @@ impl Watcher {
             if blocks < 8 || self.workers[index].hog {
                 continue;
             }
-            let Some(priority) = self.config.worker_priority else { continue };
             let worker = &mut self.workers[index];
             let pid = worker.child.id();
             let (hogging, keeping_up) = (late * 2 > blocks, late == 0);
@@ -553,8 +547,17 @@ impl Watcher {
                     self.config.echo_log,
                 );
             } else if worker.kept_up >= PROMOTE_AFTER_WINDOWS && worker.standing != Standing::Raised {
-                worker.standing = Standing::Raised;
-                self.raise_priority(pid, priority);
+                match self.config.worker_priority {
+                    Some(priority) => {
+                        worker.standing = Standing::Raised;
+                        self.raise_priority(pid, priority);
+                    }
+                    None if worker.standing == Standing::Demoted => {
+                        worker.standing = Standing::Probation;
+                        set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
+                    }
+                    None => {}
+                }
             }
         }
     }

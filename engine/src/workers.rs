@@ -75,6 +75,24 @@ pub fn locate_scripts_host() -> Result<PathBuf, String> {
     ))
 }
 
+/// The command that starts worker `index` on `region`: the region's memfd
+/// inherited (and only it), the worker's arguments, death with the host, and
+/// a process group of its own (Ctrl-C at the terminal is for the host, which
+/// stops its workers itself; it must not kill them behind its back).
+pub fn worker_command(exe: &Path, region: &Region, index: usize) -> Command {
+    let generation = region.status().generation.load(Ordering::Acquire);
+    let mut command = Command::new(exe);
+    let fd = region.pass_to_child(&mut command);
+    command.args(["--shm-fd", &fd.to_string(), "--worker", &index.to_string()]).args([
+        "--generation",
+        &generation.to_string(),
+        "--parent-pid",
+        &std::process::id().to_string(),
+    ]);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+}
+
 /// A job handed to the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct JobTicket(u64);
@@ -113,21 +131,9 @@ impl Worker {
             .map_err(|e| SpawnError(format!("cannot create the shared region: {e}")))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
-        let generation = region.status().generation.load(Ordering::Acquire);
-        let mut command = Command::new(exe);
-        let fd = region.pass_to_child(&mut command);
-        command
-            .arg("--shm-fd")
-            .arg(fd.to_string())
-            .arg("--worker")
-            .arg(index.to_string())
-            .arg("--generation")
-            .arg(generation.to_string())
-            .arg("--parent-pid")
-            .arg(std::process::id().to_string());
-        // A group of its own: Ctrl-C at the terminal is for the host.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().map_err(|e| SpawnError(format!("cannot start {}: {e}", exe.display())))?;
+        let child = worker_command(exe, &region, index)
+            .spawn()
+            .map_err(|e| SpawnError(format!("cannot start {}: {e}", exe.display())))?;
         Ok(Worker {
             index,
             child,

@@ -69,6 +69,10 @@ pub struct LatencyArgs {
     /// The hog script (`run()` never returns).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gil_hog.py"))]
     hog_script: PathBuf,
+    /// Promote script workers that keep up to SCHED_FIFO at this priority
+    /// (the supervisor's `worker_priority`; off by default).
+    #[arg(long)]
+    worker_priority: Option<i32>,
     /// Write a JSON array with one object per mode here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -150,6 +154,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
             let template = track_config(0, args, true);
             let mut config = SupervisorConfig::new(locate_scripts_host()?, &template);
             config.echo_log = true;
+            config.worker_priority = args.worker_priority;
             let sup = Supervisor::start(config);
             if args.hog {
                 sup.add_hog(hog_script.to_path_buf(), "run");

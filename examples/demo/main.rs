@@ -38,6 +38,12 @@ struct Args {
     /// Partial-sum terms per block on the dsp-load track (the stand-in DSP load).
     #[arg(long, default_value_t = 20_000)]
     dsp_terms: u64,
+    /// L: blocks between a block and its script's result. Three, one more
+    /// than the engine's default: the demo runs a deliberate CPU hog beside
+    /// the other scripts, and until the supervisor has spotted and demoted it
+    /// (a few blocks after the music starts) the others need the headroom.
+    #[arg(long, default_value_t = 3)]
+    latency_blocks: usize,
     /// Folder with the scripts (melody.py, pad.py, drone.py, gil_hog.py).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts"))]
     scripts: PathBuf,
@@ -90,6 +96,9 @@ fn pick_device(backend: &str) -> Result<(cpal::Device, &'static str), String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if !outboard_engine::graph::lock_memory() {
+        eprintln!("outboard-demo: warning: cannot lock memory (mlockall); a page fault could cause a dropout");
+    }
     let (device, backend) = pick_device(&args.backend)?;
     let supported = device.default_output_config().map_err(|e| format!("output config: {e}"))?;
     let rate = supported.sample_rate();
@@ -101,14 +110,14 @@ fn run(args: Args) -> Result<(), String> {
     };
 
     // Tracks and their scripts.
-    let template = track_config(0, "template", Waveform::Sine, f64::from(rate));
+    let template = track_config(0, "template", Waveform::Sine, f64::from(rate), args.latency_blocks);
     let mut sup_config = SupervisorConfig::new(locate_scripts_host()?, &template);
     sup_config.echo_log = false;
     let supervisor = Supervisor::start(sup_config);
     let mut graph_tracks = Vec::new();
     let mut stats = Vec::new();
     for (i, t) in TRACKS.iter().enumerate() {
-        let (track, port) = Track::new(track_config(i as u32, t.name, t.voice, f64::from(rate)));
+        let (track, port) = Track::new(track_config(i as u32, t.name, t.voice, f64::from(rate), args.latency_blocks));
         if t.name == "dsp-load" {
             track.params().set_dsp_terms(args.dsp_terms);
         }
@@ -241,8 +250,9 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn track_config(id: u32, name: &str, voice: Waveform, rate: f64) -> TrackConfig {
+fn track_config(id: u32, name: &str, voice: Waveform, rate: f64, latency_blocks: usize) -> TrackConfig {
     let mut cfg = TrackConfig::new(id, name);
+    cfg.latency_blocks = latency_blocks.clamp(1, 64);
     cfg.block = PERIOD;
     cfg.sample_rate = rate;
     cfg.voice = Some(voice);
