@@ -254,6 +254,8 @@ struct Watcher {
     tracks: Vec<TrackEntry>,
     next_shared_worker: usize,
     priority_warned: bool,
+    /// Scratch for one control message from a worker.
+    reply_buf: Vec<u8>,
 }
 
 impl Watcher {
@@ -266,6 +268,7 @@ impl Watcher {
             tracks: Vec::new(),
             next_shared_worker: 0,
             priority_warned: false,
+            reply_buf: vec![0; CONTROL_RING.payload],
         }
     }
 
@@ -488,9 +491,9 @@ impl Watcher {
 
     /// Reads what workers report on their control rings: scripts loaded.
     fn read_replies(&mut self) {
-        let mut buf = vec![0u8; CONTROL_RING.payload];
+        let buf = &mut self.reply_buf;
         for (index, worker) in self.workers.iter_mut().enumerate() {
-            while let Ok(len) = worker.replies.try_pop(&mut buf) {
+            while let Ok(len) = worker.replies.try_pop(buf) {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
                 if message.kind != Kind::ScriptLoaded {
                     continue;

@@ -113,7 +113,6 @@ impl std::error::Error for SpawnError {}
 struct Worker {
     index: usize,
     child: Child,
-    region: Region,
     requests: Producer,
     replies: Consumer,
     reassembler: Reassembler,
@@ -137,7 +136,6 @@ impl Worker {
         Ok(Worker {
             index,
             child,
-            region,
             requests,
             replies,
             reassembler: Reassembler::default(),
@@ -397,11 +395,6 @@ impl WorkerPool {
             })
             .collect();
         JobStats { rows, elapsed: self.created.elapsed() }
-    }
-
-    /// Heartbeat counter of worker `index`, as the worker publishes it.
-    pub fn heartbeat(&self, index: usize) -> Option<u64> {
-        self.workers.get(index).map(|w| w.region.status().heartbeat.load(Ordering::Relaxed))
     }
 }
 

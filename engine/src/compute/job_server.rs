@@ -24,8 +24,6 @@ use super::kernel::partial_sum;
 use crate::futex::{self, Scope};
 use crate::stats::{JobStats, StatsRow};
 
-/// Jobs that may be outstanding at once.
-pub const DEFAULT_CAPACITY: usize = 4096;
 /// Idle polls before a worker parks.
 const SPINS_BEFORE_PARKING: u32 = 2_000;
 /// Polls before a waiter sleeps: short, since on a small machine a spinning
@@ -161,12 +159,6 @@ impl JobServer {
         let mut server = JobServer { shared, threads: Vec::new(), next: 0, created: Instant::now() };
         server.set_ncpus(ncpus);
         server
-    }
-
-    /// A server sized for this machine: as many threads as cores, up to 64.
-    pub fn with_cores() -> JobServer {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        JobServer::new(cores, 64, DEFAULT_CAPACITY)
     }
 
     /// Sets how many worker threads take jobs (at least 1, at most the maximum
