@@ -1,1 +1,3 @@
+//! outboard.clap: the CLAP plugin. One instance is one scripted track.
 
+pub mod state;
