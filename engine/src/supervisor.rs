@@ -90,6 +90,7 @@ pub struct ScriptedTrack {
 enum Request {
     AddTrack(Box<ScriptedTrack>),
     AddHog(PathBuf, String),
+    RemoveTrack(u32),
     KillWorkerOf(u32, Sender<Option<u32>>),
 }
 
@@ -170,6 +171,15 @@ impl Supervisor {
         let _ = self.commands.send(Request::AddHog(script, function.to_string()));
     }
 
+    /// Takes track `id` off its worker (its script is unloaded and the port
+    /// dropped). The slot is not reused by this worker incarnation: a late
+    /// block of the old track can never reach a new one. A worker left with
+    /// no tracks is recycled (fresh region, all slots free) when a new track
+    /// needs it.
+    pub fn remove_track(&self, id: u32) {
+        let _ = self.commands.send(Request::RemoveTrack(id));
+    }
+
     /// Kills (SIGKILL) the worker serving track `id`, as a crash would; returns its pid.
     pub fn kill_worker_of(&self, track: u32) -> Option<u32> {
         let (tx, rx) = channel();
@@ -222,8 +232,7 @@ struct Worker {
     requests: Producer,
     replies: Consumer,
     reassembler: Reassembler,
-    /// Track id per slot.
-    slots: Vec<Option<u32>>,
+    slots: Vec<Slot>,
     hog: bool,
     last_beat: u64,
     last_beat_at: Instant,
@@ -233,6 +242,16 @@ struct Worker {
     standing: Standing,
     /// Consecutive policing windows in which its tracks kept up.
     kept_up: u32,
+}
+
+/// What a worker slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Free,
+    Track(u32),
+    /// Held a track that was removed: not reused until the worker restarts
+    /// with a fresh region.
+    Retired,
 }
 
 /// A worker's standing in the priority policy.
@@ -256,6 +275,10 @@ struct Watcher {
     priority_warned: bool,
     /// Scratch for one control message from a worker.
     reply_buf: Vec<u8>,
+    /// The threads copying workers' stderr: joined at shutdown, so no thread
+    /// of this library outlives the supervisor (a plugin may be unloaded
+    /// right after).
+    log_threads: Vec<JoinHandle<()>>,
 }
 
 impl Watcher {
@@ -269,6 +292,7 @@ impl Watcher {
             next_shared_worker: 0,
             priority_warned: false,
             reply_buf: vec![0; CONTROL_RING.payload],
+            log_threads: Vec::new(),
         }
     }
 
@@ -299,6 +323,10 @@ impl Watcher {
             let _ = worker.child.kill();
             let _ = worker.child.wait();
         }
+        // The workers are gone, so their stderr pipes are at end of file.
+        for thread in self.log_threads.drain(..) {
+            let _ = thread.join();
+        }
         self.shared.pids.lock().expect("pids lock").clear();
     }
 
@@ -316,6 +344,7 @@ impl Watcher {
                 }
                 Err(e) => self.shared.log(format!("outboard: cannot start the hog worker: {e}"), self.config.echo_log),
             },
+            Request::RemoveTrack(id) => self.remove_track(id),
             Request::KillWorkerOf(track, reply) => {
                 let pid = self.tracks.iter().find(|t| t.port.config.id == track).map(|t| {
                     let child = &mut self.workers[t.worker].child;
@@ -327,7 +356,33 @@ impl Watcher {
         }
     }
 
+    fn remove_track(&mut self, id: u32) {
+        let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
+        let entry = self.tracks.swap_remove(index);
+        let worker = &mut self.workers[entry.worker];
+        let body = serde_json::json!({ "slot": entry.slot }).to_string();
+        for fragment in protocol::fragments(Kind::UnloadScript, 0, body.as_bytes(), CONTROL_RING.payload) {
+            let _ = worker.requests.try_push(&fragment);
+        }
+        worker.slots[entry.slot] = Slot::Retired;
+    }
+
+    /// Restarts, with a fresh region, every track worker whose tracks were
+    /// all removed but whose slots are used up: it is as good as new after.
+    fn recycle_spent_workers(&mut self) {
+        for index in 0..self.workers.len() {
+            let worker = &self.workers[index];
+            let spent = !worker.hog && !worker.slots.is_empty() && worker.slots.iter().all(|s| *s == Slot::Retired);
+            if spent {
+                let slots = worker.slots.len();
+                self.workers[index].slots = vec![Slot::Free; slots];
+                self.restart(index, "has no tracks left");
+            }
+        }
+    }
+
     fn add_track(&mut self, track: ScriptedTrack) {
+        self.recycle_spent_workers();
         let cfg = &track.port.config;
         let (to, from) = self.config.slot_rings;
         if cfg.to_script_ring().payload > to.payload || cfg.from_script_ring().payload > from.payload {
@@ -338,7 +393,15 @@ impl Watcher {
             return;
         }
         let track_workers = self.workers.iter().filter(|w| !w.hog).count();
-        let worker = if track_workers < self.config.max_workers {
+        // A worker whose tracks were all removed takes the next track before
+        // any new process is started.
+        let idle = (0..self.workers.len()).find(|&i| {
+            let w = &self.workers[i];
+            !w.hog && w.slots.contains(&Slot::Free) && !w.slots.iter().any(|s| matches!(s, Slot::Track(_)))
+        });
+        let worker = if let Some(idle) = idle {
+            idle
+        } else if track_workers < self.config.max_workers {
             match self.spawn(self.config.slots_per_worker, false) {
                 Ok(worker) => {
                     self.workers.push(worker);
@@ -354,7 +417,7 @@ impl Watcher {
         } else {
             // Past the cap: share, round-robin over workers with a free slot.
             let candidates: Vec<usize> = (0..self.workers.len())
-                .filter(|&i| !self.workers[i].hog && self.workers[i].slots.iter().any(Option::is_none))
+                .filter(|&i| !self.workers[i].hog && self.workers[i].slots.contains(&Slot::Free))
                 .collect();
             if candidates.is_empty() {
                 self.shared
@@ -364,8 +427,8 @@ impl Watcher {
             self.next_shared_worker += 1;
             candidates[self.next_shared_worker % candidates.len()]
         };
-        let slot = self.workers[worker].slots.iter().position(Option::is_none).expect("a free slot");
-        self.workers[worker].slots[slot] = Some(cfg.id);
+        let slot = self.workers[worker].slots.iter().position(|s| *s == Slot::Free).expect("a free slot");
+        self.workers[worker].slots[slot] = Slot::Track(cfg.id);
         let mut entry = TrackEntry {
             ready_since: None,
             late_seen: 0,
@@ -440,11 +503,13 @@ impl Watcher {
         if let Some(stderr) = child.stderr.take() {
             let shared = self.shared.clone();
             let echo = self.config.echo_log;
-            let _ = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
+            let thread = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     shared.log(line, echo);
                 }
             });
+            self.log_threads.retain(|t| !t.is_finished());
+            self.log_threads.extend(thread.ok());
         }
         if !hog {
             set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
@@ -457,7 +522,7 @@ impl Watcher {
             requests,
             replies,
             reassembler: Reassembler::default(),
-            slots: vec![None; slots],
+            slots: vec![Slot::Free; slots],
             hog,
             last_beat: beat,
             last_beat_at: Instant::now(),
@@ -578,7 +643,7 @@ impl Watcher {
             let why = if let Ok(Some(status)) = worker.child.try_wait() {
                 Some(format!("exited ({status})"))
             } else if !worker.hog
-                && worker.slots.iter().any(Option::is_some)
+                && worker.slots.iter().any(|s| matches!(s, Slot::Track(_)))
                 && now.duration_since(worker.last_beat_at) > self.config.heartbeat_timeout
             {
                 Some(format!("stopped beating for {:?}", now.duration_since(worker.last_beat_at)))

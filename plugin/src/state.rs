@@ -30,8 +30,7 @@ pub const MAX_PARAMS: usize = 32;
 pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 /// No valid state is longer than this; a reader stops here.
-pub const MAX_STATE_BYTES: usize =
-    8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 8;
+pub const MAX_STATE_BYTES: usize = 8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 8;
 
 /// What a state holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +63,9 @@ impl fmt::Display for StateError {
             StateError::NotOutboard => write!(f, "not an Outboard state"),
             StateError::Truncated => write!(f, "the state is truncated"),
             StateError::TooLong => write!(f, "the state has bytes past its end"),
-            StateError::UnknownVersion(v) => write!(f, "state version {v} is not known to this build (it reads {VERSION})"),
+            StateError::UnknownVersion(v) => {
+                write!(f, "state version {v} is not known to this build (it reads {VERSION})")
+            }
             StateError::UnknownFlags(v) => write!(f, "state flags {v:#x} are not known to this build"),
             StateError::BadChecksum => write!(f, "the state's checksum does not match (damaged)"),
             StateError::Invalid(what) => write!(f, "invalid state: {what}"),
