@@ -243,6 +243,10 @@ pub struct Track {
     voice_scratch: Box<[f32]>,
     pending: Vec<Event>,
     param_overrides: [Option<f32>; MAX_PARAMS],
+    /// Offline rendering: how long to wait for each result (see `set_offline`).
+    offline_wait_ns: Option<u64>,
+    /// An offline wait timed out: stop waiting until a result is on time again.
+    offline_stalled: bool,
 }
 
 impl Track {
@@ -282,6 +286,8 @@ impl Track {
             seq: 0,
             pending: Vec::with_capacity(MAX_PENDING_EVENTS),
             param_overrides: [None; MAX_PARAMS],
+            offline_wait_ns: None,
+            offline_stalled: false,
             cfg: cfg.clone(),
         };
         let port = TrackPort { config: cfg, stats, params, links: link_tx, graveyard: grave_rx };
@@ -333,6 +339,39 @@ impl Track {
         }
     }
 
+    /// Offline rendering (a DAW bouncing a track, not playing it): with
+    /// `Some(wait)`, the track waits up to `wait` for each script result,
+    /// and for its worker's link before sending a block, so the render
+    /// contains the script's output however slow the script is. NOT
+    /// realtime-safe while set (it sleeps); `None` (the default) restores
+    /// the realtime rule: never wait, play dry. If a wait times out (a dead
+    /// or hung script) the track stops waiting until results are on time
+    /// again, so a broken script cannot stall a render block after block.
+    pub fn set_offline(&mut self, wait: Option<std::time::Duration>) {
+        self.offline_wait_ns = wait.map(|w| w.as_nanos().min(u128::from(u64::MAX)) as u64);
+        if wait.is_none() {
+            self.offline_stalled = false;
+        }
+    }
+
+    /// Offline only: waits until `ready` holds or the wait times out.
+    fn wait_offline(&mut self, ready: impl Fn(&Track) -> bool) {
+        let Some(wait) = self.offline_wait_ns.filter(|_| self.cfg.scripted && !self.offline_stalled) else { return };
+        let give_up = monotonic_ns().saturating_add(wait);
+        loop {
+            self.adopt_new_link();
+            self.drain_replies();
+            if ready(self) {
+                return;
+            }
+            if monotonic_ns() > give_up {
+                self.offline_stalled = true;
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+
     /// Forgets all audio in flight (CLAP reset): silence for L blocks again.
     pub fn reset(&mut self) {
         self.fill = 0;
@@ -357,8 +396,12 @@ impl Track {
         }
         let j = k - l;
         let slot = (j % l) as usize;
+        self.wait_offline(|t| t.result_tag[slot] == j + 1);
         let dry = &self.dry[slot * n..(slot + 1) * n];
         let tagged = self.result_tag[slot] == j + 1;
+        if tagged {
+            self.offline_stalled = false;
+        }
         self.result_tag[slot] = 0;
         let wet = &self.results[slot * n..(slot + 1) * n];
         let status = self.result_status[slot];
@@ -413,6 +456,7 @@ impl Track {
     }
 
     fn push_block(&mut self, k: u64) {
+        self.wait_offline(|t| t.link.is_some());
         let Some(link) = self.link.as_mut() else { return };
         let n = self.cfg.block_samples();
         let len = HEADER_BYTES + MAX_PARAMS * 4 + n * 4;

@@ -40,6 +40,8 @@ use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clack_extensions::audio_ports::{
     AudioPortFlags, AudioPortInfo, AudioPortInfoWriter, AudioPortType, PluginAudioPorts, PluginAudioPortsImpl,
@@ -49,6 +51,7 @@ use clack_extensions::params::{
     HostParams, ParamDisplayWriter, ParamInfo, ParamInfoFlags, ParamInfoWriter, ParamRescanFlags,
     PluginAudioProcessorParams, PluginMainThreadParams, PluginParams,
 };
+use clack_extensions::render::{PluginRender, PluginRenderImpl, RenderMode};
 use clack_extensions::state::{PluginState as ClapState, PluginStateImpl};
 use clack_plugin::prelude::*;
 use clack_plugin::stream::{InputStream, OutputStream};
@@ -93,7 +96,8 @@ impl Plugin for OutboardPlugin {
             .register::<PluginAudioPorts>()
             .register::<PluginParams>()
             .register::<ClapState>()
-            .register::<PluginLatency>();
+            .register::<PluginLatency>()
+            .register::<PluginRender>();
     }
 }
 
@@ -109,7 +113,7 @@ impl DefaultPluginFactory for OutboardPlugin {
     }
 
     fn new_shared(_host: HostSharedHandle<'_>) -> Result<OutboardShared, PluginError> {
-        Ok(OutboardShared { values: ParamValues::default() })
+        Ok(OutboardShared { values: ParamValues::default(), offline: AtomicBool::new(false) })
     }
 
     fn new_main_thread<'a>(
@@ -132,6 +136,9 @@ impl DefaultPluginFactory for OutboardPlugin {
 /// What both threads see.
 pub struct OutboardShared {
     values: ParamValues,
+    /// The host renders offline (clap render extension): `process` may wait
+    /// for script results instead of playing dry.
+    offline: AtomicBool,
 }
 
 impl PluginShared<'_> for OutboardShared {}
@@ -198,6 +205,8 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
 
     fn process(&mut self, _process: Process, mut audio: Audio, events: Events) -> Result<ProcessStatus, PluginError> {
         let _ftz = denormals::FlushToZero::enable();
+        let offline = self.shared.offline.load(Ordering::Relaxed);
+        self.processor.set_offline(offline.then_some(OFFLINE_WAIT));
         let Some(mut pair) = audio.port_pair(0) else {
             processor::apply_all(&self.shared.values, events.input);
             return Ok(ProcessStatus::Continue);
@@ -255,6 +264,23 @@ impl OutboardMainThread<'_> {
         if let Some(params) = self.host.get_extension::<HostParams>() {
             params.rescan(&self.host, ParamRescanFlags::VALUES);
         }
+        Ok(())
+    }
+}
+
+/// How long an offline render waits for one script result before it gives
+/// up on the script (and plays dry until results are on time again).
+const OFFLINE_WAIT: Duration = Duration::from_secs(5);
+
+impl PluginRenderImpl for OutboardMainThread<'_> {
+    /// Realtime rendering never waits on a script; offline rendering does,
+    /// so a bounce contains the script's output however slow it is.
+    fn has_hard_realtime_requirement(&self) -> bool {
+        false
+    }
+
+    fn set(&self, mode: RenderMode) -> Result<(), PluginError> {
+        self.shared.offline.store(mode == RenderMode::Offline, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -105,6 +105,12 @@ impl Processor {
         self.registration.take()
     }
 
+    /// Offline rendering: wait up to `wait` for each script result (see
+    /// `Track::set_offline`). Cheap; called every `process`.
+    pub fn set_offline(&mut self, wait: Option<std::time::Duration>) {
+        self.track.set_offline(wait);
+    }
+
     /// Forgets all audio in flight: silence for λ frames again.
     pub fn reset(&mut self) {
         self.track.reset();

@@ -10,6 +10,9 @@
 //!   server with the dummy driver that it starts and stops; the master output
 //!   goes to `target/demo/outboard-demo.wav` unless `--wav` says otherwise.
 //! - `cargo xtask bench ARGS...`: setup, then `outboard-bench ARGS...` in release mode.
+//! - `cargo xtask bundle`: setup, then a release build of the plugin, written
+//!   as `target/bundled/outboard.clap` with `outboard-scripts-host` beside it
+//!   (the plugin looks for its sidecar there), ready to copy into `~/.clap`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -32,8 +35,9 @@ fn main() -> ExitCode {
         "test" => setup().and_then(|()| test()),
         "demo" => setup().and_then(|()| demo(rest)),
         "bench" => setup().and_then(|()| bench(rest)),
+        "bundle" => setup().and_then(|()| bundle().map(|_| ())),
         _ => {
-            eprintln!("usage: cargo xtask <setup | test | demo [ARGS] | bench ARGS>");
+            eprintln!("usage: cargo xtask <setup | test | demo [ARGS] | bench ARGS | bundle>");
             return ExitCode::from(if command == "help" { 0 } else { 2 });
         }
     };
@@ -276,6 +280,27 @@ impl Drop for PrivateJack {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds the plugin and its sidecar in release mode and lays them out as a
+/// host expects; returns the bundle folder.
+fn bundle() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "outboard-plugin", "-p", "outboard-scripts-host"]))?;
+    let release = root().join("target/release");
+    let bundled = root().join("target/bundled");
+    std::fs::create_dir_all(&bundled).map_err(|e| format!("cannot create {}: {e}", bundled.display()))?;
+    for (from, to) in [("liboutboard_plugin.so", "outboard.clap"), ("outboard-scripts-host", "outboard-scripts-host")] {
+        let (from, to) = (release.join(from), bundled.join(to));
+        // Replace, not overwrite in place: a host may have the old file mapped.
+        let _ = std::fs::remove_file(&to);
+        std::fs::copy(&from, &to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+    }
+    eprintln!(
+        "xtask: bundled {0}/outboard.clap with {0}/outboard-scripts-host beside it\n\
+         xtask: install with: mkdir -p ~/.clap && cp {0}/outboard.clap {0}/outboard-scripts-host ~/.clap/",
+        bundled.display()
+    );
+    Ok(bundled)
 }
 
 fn bench(args: &[String]) -> Result {
