@@ -284,3 +284,64 @@ fn a_crash_looping_worker_is_restarted_with_back_off() {
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     assert!(blocks.iter().all(|b| *b == Some(false)), "the track played dry throughout");
 }
+
+#[test]
+fn removed_tracks_free_their_workers_for_new_ones() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-churn");
+    let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let template = TrackConfig::new(0, "template");
+    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+    config.max_workers = 2;
+    config.slots_per_worker = 2;
+    let sup = Supervisor::start(config);
+    // Instances come and go, as in a DAW: never more than the cap in
+    // processes, and the tracks added last are served.
+    for round in 0..6u32 {
+        let tracks: Vec<Track> =
+            (0..2).map(|i| scripted(TrackConfig::new(100 + round * 2 + i, "churn"), &script, &sup)).collect();
+        assert!(eventually(10.0, || tracks.iter().all(|t| t.stats().script_ready.load(Ordering::Acquire))));
+        assert!(sup.worker_pids().len() <= 2, "round {round}: {:?}", sup.worker_pids());
+        for track in &tracks {
+            sup.remove_track(track.config().id);
+        }
+    }
+    let mut track = scripted(TrackConfig::new(999, "last"), &script, &sup);
+    let out = run_paced(&mut track, 600, |_, _| {});
+    let blocks = classify_blocks(&out, 64, 128, 2.0);
+    assert!(blocks.iter().all(Option::is_some));
+    assert!(
+        blocks.iter().rev().take(100).all(|b| *b == Some(true)),
+        "the last track is processed by a recycled worker"
+    );
+    assert!(sup.worker_pids().len() <= 2);
+}
+
+#[test]
+fn offline_rendering_waits_for_a_slow_script() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-offline");
+    // 3 ms per block: twice the real-time budget of a 64-frame block.
+    let script =
+        dir.write("slow.py", "import time\n\ndef process(block, ctx):\n    time.sleep(0.003)\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(7, "offline");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    track.set_offline(Some(std::time::Duration::from_secs(10)));
+    // As fast as the track lets us: no pacing.
+    let blocks = 200;
+    let mut out = vec![vec![0.0f32; blocks * 64]; 2];
+    for k in 0..blocks {
+        let input: Vec<Vec<f32>> =
+            (0..2).map(|c| (k * 64..(k + 1) * 64).map(|f| outboard_tests::realtime::signal(f, c)).collect()).collect();
+        let (l, r) = out.split_at_mut(1);
+        track.process(
+            &[&input[0], &input[1]],
+            &mut [&mut l[0][k * 64..(k + 1) * 64], &mut r[0][k * 64..(k + 1) * 64]],
+            64,
+        );
+    }
+    let classified = classify_blocks(&out, 64, cfg.latency_frames(), 2.0);
+    assert!(classified.iter().all(|b| *b == Some(true)), "every block is the script's: {classified:?}");
+    assert_eq!(track.stats().late_results.load(Ordering::Relaxed), 0);
+}
