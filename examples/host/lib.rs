@@ -28,7 +28,8 @@
 //! # Ok::<(), String>(())
 //! ```
 //!
-//! and feeds them a deterministic test signal ([`signal`]).
+//! and runs N instances on the test signal ([`signal`]), each on its own
+//! audio thread, paced in real time or offline ([`run`]), into a [`Report`].
 //!
 //! Guarantees (DESIGN.md §1): the audio-thread side, [`Processor`], never
 //! allocates, locks or makes a syscall once activated — writing inputs,
@@ -36,19 +37,25 @@
 //! counted), processing, reading outputs; the host callbacks a plugin may
 //! call from its audio thread only touch atomics (log messages excepted: a
 //! plugin should not log from its audio thread, and such calls are counted).
-//! Everything else — loading, instances, state, parameters,
+//! The run loop's per-block work is the same, plus sleeping to the next
+//! deadline. Everything else — loading, instances, state, parameters,
 //! activation — is main-thread work that allocates freely. The host assumes
 //! the plugin honours the CLAP ABI: it is loaded into this process.
 
+pub mod cli;
 pub mod handlers;
 pub mod plugin_instance;
 pub mod processor;
+pub mod report;
+pub mod run;
 pub mod signal;
 pub mod stream;
 
 pub use handlers::{CountersSnapshot, HostCounters};
 pub use plugin_instance::{ActivateConfig, Bundle, Instance, ParamChange, ParamInfo, PortInfo};
 pub use processor::{ProcessError, Processor, SampleType, Transport};
+pub use report::{InstanceReport, Report};
+pub use run::{RunConfig, run};
 pub use stream::{ChunkedReader, ChunkedWriter};
 
 /// Re-exported for callers that look at status codes and events.
