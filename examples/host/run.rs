@@ -103,7 +103,7 @@ pub fn apply_script(instance: &mut Instance, name: &str, script: &str) -> Result
     let bytes = instance.save_state().map_err(|e| format!("--script: saving the plugin's state: {e}"))?;
     let mut state = OutboardState::decode(&bytes).map_err(|e| {
         format!(
-            "--script needs outboard.clap: the state of plugin {:?} is not an Outboard state ({e})",
+            "--script needs outboard.clap: plugin {:?} saved a state that is not Outboard's: {e}",
             instance.plugin_id()
         )
     })?;
