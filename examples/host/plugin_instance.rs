@@ -219,8 +219,9 @@ impl Instance {
     /// Services what the plugin asked the main thread for: calls its
     /// `on_main_thread` if it requested a callback, and flushes parameters
     /// if it asked for a flush while inactive (while active, the next
-    /// process call flushes them). Call it regularly from the main thread.
-    /// Returns true if it called the plugin.
+    /// process call flushes them). Restart and process requests are only
+    /// counted: acting on them is the caller's choice. Call it regularly
+    /// from the main thread. Returns true if it called the plugin.
     pub fn service_main_thread(&mut self) -> bool {
         let mut called = false;
         let (callback, flush) = self.instance.access_shared_handler(|s| {
@@ -232,7 +233,6 @@ impl Instance {
             called = true;
         }
         if flush && !self.instance.is_active() {
-            self.instance.access_shared_handler(|s| s.flush_pending.store(false, Ordering::Release));
             self.flush_params(&[]);
             called = true;
         }
@@ -330,6 +330,11 @@ impl Instance {
     /// returns the parameter values the plugin sent back.
     pub fn flush_params(&mut self, changes: &[ParamChange]) -> Vec<ParamChange> {
         let Some(params) = self.extensions().params else { return Vec::new() };
+        if self.instance.is_active() {
+            return Vec::new();
+        }
+        // This flush answers any pending request_flush.
+        self.instance.access_shared_handler(|s| s.flush_pending.store(false, Ordering::Release));
         let Some(mut handle) = self.instance.inactive_plugin_handle() else { return Vec::new() };
         let mut input = EventBuffer::with_capacity(changes.len());
         for c in changes {

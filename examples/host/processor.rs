@@ -10,10 +10,13 @@
 
 use clack_extensions::params::PluginParams;
 use clack_host::events::event_types::{ParamValueEvent, TransportEvent, TransportFlags};
+use clack_host::events::io::{OutputEventBuffer, TryPushError};
 use clack_host::events::{EventFlags, EventHeader};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 use clap_sys::audio_buffer::clap_audio_buffer;
+
+use std::sync::atomic::Ordering;
 
 use crate::handlers::{OutboardHost, mark_audio_thread};
 use crate::plugin_instance::{ActivateConfig, ParamChange, PortInfo};
@@ -103,6 +106,26 @@ impl Side {
     }
 }
 
+/// The plugin's output event list: refuses events past its capacity instead
+/// of growing, which would allocate on the audio thread. Capacity is in
+/// standard CLAP events (the buffer has room for that many of the largest).
+struct BoundedEvents {
+    events: EventBuffer,
+    capacity: usize,
+    refused: u64,
+}
+
+impl OutputEventBuffer for BoundedEvents {
+    fn try_push(&mut self, event: &UnknownEvent) -> Result<(), TryPushError> {
+        if self.events.len() as usize >= self.capacity {
+            self.refused += 1;
+            return Err(TryPushError::new());
+        }
+        self.events.push(event);
+        Ok(())
+    }
+}
+
 const NO_BUFFER: clap_audio_buffer = clap_audio_buffer {
     data32: std::ptr::null_mut(),
     data64: std::ptr::null_mut(),
@@ -125,7 +148,7 @@ pub struct Processor {
     /// buffer with when processing in place.
     in_place: Vec<Option<usize>>,
     in_events: EventBuffer,
-    out_events: EventBuffer,
+    out_events: BoundedEvents,
     queued_events: usize,
     event_capacity: usize,
     dropped_events: u64,
@@ -168,7 +191,11 @@ impl Processor {
             outputs: out_side,
             in_place,
             in_events: EventBuffer::with_capacity(config.event_capacity),
-            out_events: EventBuffer::with_capacity(config.event_capacity),
+            out_events: BoundedEvents {
+                events: EventBuffer::with_capacity(config.event_capacity),
+                capacity: config.event_capacity,
+                refused: 0,
+            },
             queued_events: 0,
             event_capacity: config.event_capacity,
             dropped_events: 0,
@@ -330,26 +357,32 @@ impl Processor {
         true
     }
 
-    /// Events refused because the list was full (or their id invalid).
+    /// Input events refused because the list was full (or their id invalid).
     pub fn dropped_events(&self) -> u64 {
         self.dropped_events
     }
 
     /// What the plugin sent in the last block (or flush).
     pub fn output_events(&self) -> &EventBuffer {
-        &self.out_events
+        &self.out_events.events
+    }
+
+    /// Output events the plugin tried to send past the list's capacity
+    /// (refused: the plugin saw its push fail).
+    pub fn refused_output_events(&self) -> u64 {
+        self.out_events.refused
     }
 
     /// The parameter values among the last block's output events.
     pub fn output_param_values(&self) -> impl Iterator<Item = ParamChange> + '_ {
-        param_values(&self.out_events)
+        param_values(&self.out_events.events)
     }
 
     /// Sends the queued events through `params.flush` without processing
     /// audio (allowed while active and not processing); the plugin's output
     /// events are in [`Processor::output_events`].
     pub fn flush_params(&mut self) {
-        self.out_events.clear();
+        self.out_events.events.clear();
         if let Some(params) = self.params {
             self.in_events.sort();
             let mut handle = self.processor.plugin_handle();
@@ -361,6 +394,7 @@ impl Processor {
         }
         self.in_events.clear();
         self.queued_events = 0;
+        self.processor.access_shared_handler(|s| s.flush_pending.store(false, Ordering::Release));
     }
 
     // ---- processing ----
@@ -426,7 +460,7 @@ impl Processor {
 
         let transport = self.transport.map(|t| self.transport_event(t));
         self.in_events.sort();
-        self.out_events.clear();
+        self.out_events.events.clear();
         let started = self.processor.as_started_mut().map_err(|_| ProcessError::NotStarted)?;
         let status = started.process(
             &ins,
@@ -438,6 +472,8 @@ impl Processor {
         );
         self.in_events.clear();
         self.queued_events = 0;
+        // A process call is a flush: a pending request_flush is answered.
+        self.processor.access_shared_handler(|s| s.flush_pending.store(false, Ordering::Release));
         self.steady_time += u64::from(frames);
         if self.transport.is_some_and(|t| t.playing) {
             self.transport_frames += u64::from(frames);

@@ -13,6 +13,10 @@
 //! one common start; block k is due k + 1 periods after it. A late block is
 //! not skipped: the next one starts at once, as a device that queues would.
 //!
+//! Every instance is called every block, whatever status it returns (a
+//! plugin that asks to sleep still gets the continuous test signal), and
+//! requests to restart are counted, not acted on.
+//!
 //! Nothing in the per-block loop allocates or locks: buffers, event lists,
 //! the capture of instance 0's output and the timing histogram are all made
 //! before the thread starts.
