@@ -252,6 +252,15 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     result
 }
 
+/// Whether locking all current and future memory cannot make later
+/// allocations fail: root (CAP_IPC_LOCK ignores the limit) or no limit. With
+/// a limit, mlockall may succeed while the process is small and then every
+/// allocation past the limit fails, aborting the run.
+fn memory_lock_is_safe() -> bool {
+    use rustix::process::{Resource, geteuid, getrlimit};
+    geteuid().is_root() || getrlimit(Resource::Memlock).current.is_none()
+}
+
 fn write_wav(path: &Path, rate: u32, interleaved: &[f32]) -> Result<(), String> {
     let spec = hound::WavSpec {
         channels: 2,
@@ -271,7 +280,7 @@ fn write_wav(path: &Path, rate: u32, interleaved: &[f32]) -> Result<(), String> 
 /// asked, and returns the report.
 pub fn run(config: &RunConfig) -> Result<Report, String> {
     config.validate()?;
-    let memory_locked = config.lock_memory && lock_memory();
+    let memory_locked = config.lock_memory && memory_lock_is_safe() && lock_memory();
     let bundle = Bundle::load(&config.plugin)?;
     let plugin_id = match &config.plugin_id {
         Some(id) => id.clone(),
