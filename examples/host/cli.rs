@@ -38,7 +38,7 @@ pub struct Cli {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write instance 0's output here (f32 stereo WAV).
+    /// Write instance 0's output here (f32 stereo WAV; kept in memory during the run).
     #[arg(long)]
     pub output_wav: Option<PathBuf>,
     /// Write the test signal as fed here (f32 stereo WAV).

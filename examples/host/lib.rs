@@ -29,7 +29,7 @@
 //! ```
 //!
 //! and runs N instances on the test signal ([`signal`]), each on its own
-//! audio thread, paced in real time or offline ([`run`]), into a [`Report`].
+//! audio thread, paced in real time or offline ([`run()`]), into a [`Report`].
 //!
 //! Guarantees (DESIGN.md §1): the audio-thread side, [`Processor`], never
 //! allocates, locks or makes a syscall once activated — writing inputs,
