@@ -1,0 +1,134 @@
+//! The command line of `outboard-host`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::run::RunConfig;
+
+/// Loads a CLAP plugin, runs N instances of it on the test signal, each on
+/// its own realtime thread, and reports timings, deadline misses, peaks and
+/// NaNs.
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(name = "outboard-host", version)]
+pub struct Cli {
+    /// The .clap file to load.
+    pub plugin: PathBuf,
+    /// The plugin to instantiate (default: the first in the factory).
+    #[arg(long)]
+    pub plugin_id: Option<String>,
+    /// Instances, each on its own audio thread.
+    #[arg(long, default_value_t = 1)]
+    pub tracks: usize,
+    /// Frames per process call.
+    #[arg(long, default_value_t = 64)]
+    pub block: u32,
+    /// Sample rate in Hz.
+    #[arg(long, default_value_t = 48_000)]
+    pub rate: u32,
+    /// Length of the run (rounded up to whole blocks).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// A Python script to load into every instance (Outboard states only).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Process as fast as possible instead of in real time (no deadlines).
+    #[arg(long)]
+    pub offline: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write instance 0's output here (f32 stereo WAV; kept in memory during the run).
+    #[arg(long)]
+    pub output_wav: Option<PathBuf>,
+    /// Write the test signal as fed here (f32 stereo WAV).
+    #[arg(long)]
+    pub input_wav: Option<PathBuf>,
+    /// Do not print the plugins' log messages.
+    #[arg(long)]
+    pub quiet_plugin: bool,
+}
+
+impl Cli {
+    pub fn to_config(&self) -> RunConfig {
+        RunConfig {
+            plugin: self.plugin.clone(),
+            plugin_id: self.plugin_id.clone(),
+            tracks: self.tracks,
+            block: self.block,
+            rate: self.rate,
+            seconds: self.seconds,
+            script: self.script.clone(),
+            offline: self.offline,
+            json: self.json.clone(),
+            output_wav: self.output_wav.clone(),
+            input_wav: self.input_wav.clone(),
+            lock_memory: true,
+            echo_log: !self.quiet_plugin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option() {
+        let cli = Cli::try_parse_from([
+            "outboard-host",
+            "x/outboard.clap",
+            "--tracks",
+            "4",
+            "--block",
+            "128",
+            "--rate",
+            "44100",
+            "--seconds",
+            "2.5",
+            "--script",
+            "s.py",
+            "--offline",
+            "--json",
+            "r.json",
+            "--plugin-id",
+            "org.outboard",
+            "--output-wav",
+            "o.wav",
+            "--input-wav",
+            "i.wav",
+        ])
+        .unwrap();
+        let c = cli.to_config();
+        assert_eq!(c.plugin, PathBuf::from("x/outboard.clap"));
+        assert_eq!((c.tracks, c.block, c.rate, c.seconds), (4, 128, 44_100, 2.5));
+        assert_eq!(c.script, Some(PathBuf::from("s.py")));
+        assert!(c.offline);
+        assert_eq!(c.json, Some(PathBuf::from("r.json")));
+        assert_eq!(c.plugin_id.as_deref(), Some("org.outboard"));
+        assert_eq!(c.output_wav, Some(PathBuf::from("o.wav")));
+        assert_eq!(c.input_wav, Some(PathBuf::from("i.wav")));
+        assert!(c.lock_memory && c.echo_log);
+        assert_eq!(c.total_blocks(), 862); // 2.5 s * 44100 / 128 = 861.3, rounded up
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Cli::try_parse_from(["outboard-host", "p.clap"]).unwrap().to_config();
+        assert_eq!((c.tracks, c.block, c.rate, c.seconds, c.offline), (1, 64, 48_000, 5.0, false));
+        assert_eq!((c.script, c.json, c.plugin_id), (None, None, None));
+        assert!(Cli::try_parse_from(["outboard-host"]).is_err(), "the plugin is required");
+        assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--tracks", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--block", "x"]).is_err());
+    }
+
+    #[test]
+    fn zero_sizes_are_refused_by_the_run() {
+        for args in [["--tracks", "0"], ["--block", "0"], ["--seconds", "0"], ["--rate", "0"]] {
+            let mut argv = vec!["outboard-host", "/nonexistent.clap"];
+            argv.extend(args);
+            let err = crate::run::run(&Cli::try_parse_from(argv).unwrap().to_config()).unwrap_err();
+            assert!(err.contains("above zero"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Loading a CLAP bundle and driving one plugin instance from the main
+//! thread: creation, state, parameters, latency, audio ports, activation.
+//!
+//! An [`Instance`] is not `Send`: it lives on the thread that created it (the
+//! CLAP main thread). [`Instance::activate`] hands out a [`Processor`], which
+//! is `Send` and goes to an audio thread; it comes back to
+//! [`Instance::deactivate`] on the main thread.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clack_extensions::audio_ports::{AudioPortFlags, AudioPortInfoBuffer};
+use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags};
+use clack_host::events::event_types::ParamValueEvent;
+use clack_host::prelude::*;
+
+use crate::handlers::{CountersSnapshot, HostCounters, HostMainThread, HostShared, OutboardHost, PluginExtensions};
+use crate::processor::{Processor, SampleType};
+use crate::stream::{ChunkedReader, ChunkedWriter};
+
+/// A loaded `.clap` file: its entry, initialised, and its plugin factory.
+pub struct Bundle {
+    entry: PluginEntry,
+    path: PathBuf,
+}
+
+impl Bundle {
+    /// Loads the library and initialises its `clap_entry`.
+    pub fn load(path: &Path) -> Result<Bundle, String> {
+        // SAFETY: loading a library runs its initialisers and trusts its
+        // `clap_entry` to follow the CLAP ABI: that is what a plugin host
+        // does, and the user named this file as a CLAP plugin.
+        let entry = unsafe { PluginEntry::load(path) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        if entry.get_plugin_factory().is_none() {
+            return Err(format!("{}: the CLAP entry has no plugin factory", path.display()));
+        }
+        Ok(Bundle { entry, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// (id, name) of every plugin in the factory, in factory order.
+    pub fn plugins(&self) -> Vec<(String, String)> {
+        let Some(factory) = self.entry.get_plugin_factory() else { return Vec::new() };
+        factory
+            .plugin_descriptors()
+            .filter_map(|d| {
+                let id = d.id()?.to_string_lossy().into_owned();
+                let name = d.name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Some((id, name))
+            })
+            .collect()
+    }
+
+    /// The id of the first plugin in the factory.
+    pub fn first_plugin_id(&self) -> Option<String> {
+        self.plugins().into_iter().next().map(|(id, _)| id)
+    }
+
+    /// Creates and initialises an instance of the plugin `id` (on this
+    /// thread, which becomes its main thread). The plugin's log messages
+    /// are printed to stderr.
+    pub fn instantiate(&self, id: &str) -> Result<Instance, String> {
+        self.instantiate_with(id, true)
+    }
+
+    /// As [`Bundle::instantiate`], printing the plugin's log messages only if
+    /// `echo_log` (they are counted either way).
+    pub fn instantiate_with(&self, id: &str, echo_log: bool) -> Result<Instance, String> {
+        let c_id = CString::new(id).map_err(|_| format!("plugin id {id:?} contains a NUL byte"))?;
+        let host_info =
+            HostInfo::new("outboard-host", "Outboard", "https://example.invalid/outboard", env!("CARGO_PKG_VERSION"))
+                .map_err(|e| e.to_string())?;
+        let counters = Arc::new(HostCounters::default());
+        let for_shared = counters.clone();
+        let instance = PluginInstance::<OutboardHost>::new(
+            move |_: &()| HostShared::new(for_shared, echo_log),
+            |shared: &HostShared| HostMainThread::new(shared),
+            &self.entry,
+            &c_id,
+            &host_info,
+        )
+        .map_err(|e| format!("{}: creating plugin {id:?}: {e}", self.path.display()))?;
+        Ok(Instance { instance, counters, id: id.to_string() })
+    }
+}
+
+/// What [`Instance::activate`] needs to know.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivateConfig {
+    pub rate: f64,
+    pub min_frames: u32,
+    pub max_frames: u32,
+    /// 32- or 64-bit samples (64 only where every port supports it).
+    pub sample_type: SampleType,
+    /// Process in place where the plugin declares an in-place pair of ports
+    /// with the same channel count: the input and output share one buffer.
+    pub in_place: bool,
+    /// Room preallocated for input events per block (and for output events).
+    pub event_capacity: usize,
+}
+
+impl ActivateConfig {
+    /// Fixed blocks of `block` frames, 32-bit, out of place.
+    pub fn new(rate: f64, block: u32) -> ActivateConfig {
+        ActivateConfig {
+            rate,
+            min_frames: block,
+            max_frames: block,
+            sample_type: SampleType::F32,
+            in_place: false,
+            event_capacity: 512,
+        }
+    }
+}
+
+/// One parameter, as the plugin describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamInfo {
+    pub id: u32,
+    pub name: String,
+    pub module: String,
+    pub min: f64,
+    pub max: f64,
+    pub default: f64,
+    /// CLAP_PARAM_* flags.
+    pub flags: u32,
+}
+
+impl ParamInfo {
+    pub fn is_readonly(&self) -> bool {
+        self.flags & ParamInfoFlags::IS_READONLY.bits() != 0
+    }
+}
+
+/// One audio port, as the plugin describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    pub id: u32,
+    pub name: String,
+    pub channels: u32,
+    /// CLAP_AUDIO_PORT_* flags.
+    pub flags: u32,
+    /// The id of the port on the other side this one may share a buffer with.
+    pub in_place_pair: Option<u32>,
+}
+
+impl PortInfo {
+    pub fn supports_64bit(&self) -> bool {
+        self.flags & AudioPortFlags::SUPPORTS_64BITS.bits() != 0
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.flags & AudioPortFlags::IS_MAIN.bits() != 0
+    }
+}
+
+/// A parameter value change for [`Instance::flush_params`] and the
+/// processor's input events.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamChange {
+    /// Sample offset in the block (ignored by a flush).
+    pub offset: u32,
+    pub id: u32,
+    pub value: f64,
+}
+
+/// One plugin instance, on its main thread.
+pub struct Instance {
+    // Dropped first: destroys the plugin while the counters still exist
+    // (the handlers hold their own Arc anyway).
+    instance: PluginInstance<OutboardHost>,
+    counters: Arc<HostCounters>,
+    id: String,
+}
+
+impl Instance {
+    pub fn plugin_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The live counters of what the plugin asked of the host.
+    pub fn counters(&self) -> &Arc<HostCounters> {
+        &self.counters
+    }
+
+    pub fn counters_snapshot(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.instance.is_active()
+    }
+
+    fn extensions(&self) -> PluginExtensions {
+        self.instance.access_shared_handler(|shared| shared.extensions())
+    }
+
+    pub fn has_params(&self) -> bool {
+        self.extensions().params.is_some()
+    }
+
+    pub fn has_state(&self) -> bool {
+        self.extensions().state.is_some()
+    }
+
+    pub fn has_latency(&self) -> bool {
+        self.extensions().latency.is_some()
+    }
+
+    pub fn has_audio_ports(&self) -> bool {
+        self.extensions().audio_ports.is_some()
+    }
+
+    /// Services what the plugin asked the main thread for: calls its
+    /// `on_main_thread` if it requested a callback, and flushes parameters
+    /// if it asked for a flush while inactive (while active, the next
+    /// process call flushes them). Restart and process requests are only
+    /// counted: acting on them is the caller's choice. Call it regularly
+    /// from the main thread. Returns true if it called the plugin.
+    pub fn service_main_thread(&mut self) -> bool {
+        let mut called = false;
+        let (callback, flush) = self.instance.access_shared_handler(|s| {
+            (s.callback_pending.swap(false, Ordering::AcqRel), s.flush_pending.load(Ordering::Acquire))
+        });
+        if callback {
+            self.counters.main_thread_callbacks.fetch_add(1, Ordering::Relaxed);
+            self.instance.call_on_main_thread_callback();
+            called = true;
+        }
+        if flush && !self.instance.is_active() {
+            self.flush_params(&[]);
+            called = true;
+        }
+        called
+    }
+
+    // ---- state ----
+
+    /// Saves the plugin's state in one stream that takes everything it is
+    /// given.
+    pub fn save_state(&mut self) -> Result<Vec<u8>, String> {
+        let state = self.extensions().state.ok_or("the plugin has no state extension")?;
+        let mut bytes = Vec::new();
+        state.save(&self.instance.plugin_handle(), &mut bytes).map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+
+    /// Saves the plugin's state through a stream that accepts at most
+    /// `max_per_call` bytes per write. Returns the bytes and the number of
+    /// write calls the plugin made.
+    pub fn save_state_chunked(&mut self, max_per_call: usize) -> Result<(Vec<u8>, usize), String> {
+        let state = self.extensions().state.ok_or("the plugin has no state extension")?;
+        let mut writer = ChunkedWriter::new(max_per_call);
+        state.save(&self.instance.plugin_handle(), &mut writer).map_err(|e| e.to_string())?;
+        let calls = writer.calls();
+        Ok((writer.into_bytes(), calls))
+    }
+
+    /// Loads a state in one stream that gives everything asked for.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let state = self.extensions().state.ok_or("the plugin has no state extension")?;
+        let mut reader = bytes;
+        state.load(&self.instance.plugin_handle(), &mut reader).map_err(|e| e.to_string())
+    }
+
+    /// Loads a state through a stream that gives at most `max_per_call`
+    /// bytes per read. Returns the number of read calls the plugin made.
+    pub fn load_state_chunked(&mut self, bytes: &[u8], max_per_call: usize) -> Result<usize, String> {
+        let state = self.extensions().state.ok_or("the plugin has no state extension")?;
+        let mut reader = ChunkedReader::new(bytes, max_per_call);
+        state.load(&self.instance.plugin_handle(), &mut reader).map_err(|e| e.to_string())?;
+        Ok(reader.calls())
+    }
+
+    // ---- parameters ----
+
+    pub fn param_count(&mut self) -> u32 {
+        match self.extensions().params {
+            Some(params) => params.count(&self.instance.plugin_handle()),
+            None => 0,
+        }
+    }
+
+    pub fn param_info(&mut self, index: u32) -> Option<ParamInfo> {
+        let params = self.extensions().params?;
+        let mut buffer = ParamInfoBuffer::new();
+        let info = params.get_info(&self.instance.plugin_handle(), index, &mut buffer)?;
+        Some(ParamInfo {
+            id: info.id.get(),
+            name: String::from_utf8_lossy(info.name).into_owned(),
+            module: String::from_utf8_lossy(info.module).into_owned(),
+            min: info.min_value,
+            max: info.max_value,
+            default: info.default_value,
+            flags: info.flags.bits(),
+        })
+    }
+
+    /// Every parameter, in the plugin's order.
+    pub fn params(&mut self) -> Vec<ParamInfo> {
+        (0..self.param_count()).filter_map(|i| self.param_info(i)).collect()
+    }
+
+    pub fn param_value(&mut self, id: u32) -> Option<f64> {
+        let params = self.extensions().params?;
+        params.get_value(&self.instance.plugin_handle(), ClapId::from_raw(id)?)
+    }
+
+    pub fn value_to_text(&mut self, id: u32, value: f64) -> Option<String> {
+        let params = self.extensions().params?;
+        let mut buffer = [0u8; 256];
+        let text =
+            params.value_to_text(&self.instance.plugin_handle(), ClapId::from_raw(id)?, value, &mut buffer).ok()?;
+        Some(String::from_utf8_lossy(text).into_owned())
+    }
+
+    pub fn text_to_value(&mut self, id: u32, text: &str) -> Option<f64> {
+        let params = self.extensions().params?;
+        let text = CString::new(text).ok()?;
+        params.text_to_value(&self.instance.plugin_handle(), ClapId::from_raw(id)?, &text)
+    }
+
+    /// Sends parameter changes through `params.flush` while the instance is
+    /// inactive (while active, send them with the processor's events) and
+    /// returns the parameter values the plugin sent back.
+    pub fn flush_params(&mut self, changes: &[ParamChange]) -> Vec<ParamChange> {
+        let Some(params) = self.extensions().params else { return Vec::new() };
+        if self.instance.is_active() {
+            return Vec::new();
+        }
+        // This flush answers any pending request_flush.
+        self.instance.access_shared_handler(|s| s.flush_pending.store(false, Ordering::Release));
+        let Some(mut handle) = self.instance.inactive_plugin_handle() else { return Vec::new() };
+        let mut input = EventBuffer::with_capacity(changes.len());
+        for c in changes {
+            let Some(id) = ClapId::from_raw(c.id) else { continue };
+            input.push(&ParamValueEvent::new(0, id, Pckn::match_all(), c.value));
+        }
+        let mut output = EventBuffer::with_capacity(64);
+        params.flush(&mut handle, &InputEvents::from_buffer(&input), &mut OutputEvents::from_buffer(&mut output));
+        crate::processor::param_values(&output).collect()
+    }
+
+    // ---- latency and ports ----
+
+    /// The plugin's latency in samples (0 without the latency extension).
+    /// CLAP allows the query only while active or being activated.
+    pub fn latency(&mut self) -> u32 {
+        match self.extensions().latency {
+            Some(latency) => latency.get(&self.instance.plugin_handle()),
+            None => 0,
+        }
+    }
+
+    /// The plugin's audio ports on one side (none without the extension).
+    pub fn audio_ports(&mut self, input: bool) -> Vec<PortInfo> {
+        let Some(ports) = self.extensions().audio_ports else { return Vec::new() };
+        let handle = self.instance.plugin_handle();
+        let mut out = Vec::new();
+        for index in 0..ports.count(&handle, input) {
+            let mut buffer = AudioPortInfoBuffer::new();
+            if let Some(info) = ports.get(&handle, index, input, &mut buffer) {
+                out.push(PortInfo {
+                    id: info.id.get(),
+                    name: String::from_utf8_lossy(info.name).into_owned(),
+                    channels: info.channel_count,
+                    flags: info.flags.bits(),
+                    in_place_pair: info.in_place_pair.map(|id| id.get()),
+                });
+            }
+        }
+        out
+    }
+
+    // ---- activation ----
+
+    /// Activates the plugin and returns its processor, with every buffer it
+    /// will use allocated here, on the main thread.
+    pub fn activate(&mut self, config: ActivateConfig) -> Result<Processor, String> {
+        let rate_ok = config.rate.is_finite() && config.rate > 0.0;
+        if config.min_frames == 0 || config.min_frames > config.max_frames || !rate_ok {
+            return Err(format!("invalid audio configuration {config:?}"));
+        }
+        let inputs = self.audio_ports(true);
+        let outputs = self.audio_ports(false);
+        Processor::check_layout(&inputs, &outputs)?;
+        if config.sample_type == SampleType::F64
+            && let Some(port) = inputs.iter().chain(&outputs).find(|p| !p.supports_64bit())
+        {
+            return Err(format!("port {:?} does not support 64-bit samples", port.name));
+        }
+        let params = self.extensions().params;
+        let stopped = self
+            .instance
+            .activate(
+                |_, _| (),
+                PluginAudioConfiguration {
+                    sample_rate: config.rate,
+                    min_frames_count: config.min_frames,
+                    max_frames_count: config.max_frames,
+                },
+            )
+            .map_err(|e| format!("activating the plugin: {e}"))?;
+        Ok(Processor::new(stopped, &inputs, &outputs, &config, params))
+    }
+
+    /// Deactivates the plugin, taking its processor back. Processing should
+    /// have been stopped on the audio thread ([`Processor::stop_processing`]);
+    /// if it was not, it is stopped here.
+    pub fn deactivate(&mut self, processor: Processor) {
+        self.instance.deactivate(processor.into_stopped());
+    }
+}

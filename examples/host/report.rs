@@ -1,0 +1,235 @@
+//! What a run measured, and its JSON form (`--json PATH`).
+//!
+//! Definitions:
+//!
+//! - `blocks`: process calls made, per instance.
+//! - `deadline_misses`: blocks, over all instances, whose process call
+//!   returned after the block's deadline (paced runs: block k of an instance
+//!   is due `(k + 1)` periods after the common start). Offline runs have no
+//!   deadlines: always 0.
+//! - `process_us`: the duration of each process call (only the plugin's
+//!   `process`, not the host's buffer work), over all instances, in µs.
+//! - `input_peak`: the largest magnitude of the test signal fed.
+//! - `output_peak`: the largest finite magnitude over every output channel
+//!   of every instance, from frame `latency_samples` on (what comes out
+//!   before the reported latency has passed is not the plugin's answer yet).
+//! - `nan_samples`: output samples that are not finite (NaN or ±inf),
+//!   anywhere in the run.
+//! - `latency_samples`: the latency the plugin reported after activation
+//!   (instance 0; `latency_changes` counts `latency.changed` calls).
+//! - `late_results`: a generic CLAP host cannot see a plugin's internal late
+//!   results (Outboard plays the dry input when a script's result is not back
+//!   in time, and the output still looks fine). The hook: if the plugin
+//!   exposes a read-only parameter named "late results" (case, spaces and
+//!   underscores ignored), its value at the end of the run is the instance's
+//!   count and `late_results` is the sum; otherwise `late_results` is 0 and
+//!   `late_results_source` says it was not observable.
+
+use std::path::PathBuf;
+
+use outboard_engine::histogram::Percentiles;
+use serde_json::{Value, json};
+
+use crate::handlers::CountersSnapshot;
+
+/// One instance's share of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceReport {
+    pub blocks: u64,
+    pub deadline_misses: u64,
+    pub process_errors: u64,
+    pub output_peak: f32,
+    pub nan_samples: u64,
+    pub late_results: Option<u64>,
+    /// Whether its thread got SCHED_FIFO (always false offline).
+    pub realtime: bool,
+    pub process_us: Percentiles,
+}
+
+/// A whole run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub plugin: PathBuf,
+    pub plugin_id: String,
+    pub instances: usize,
+    pub block: u32,
+    pub rate: u32,
+    pub seconds: f64,
+    pub offline: bool,
+    pub script: Option<PathBuf>,
+    pub memory_locked: bool,
+    pub latency_samples: u32,
+    pub input_peak: f32,
+    pub process_us: Percentiles,
+    pub per_instance: Vec<InstanceReport>,
+    /// What the plugins asked of the host, summed over instances.
+    pub host_callbacks: CountersSnapshot,
+}
+
+impl Report {
+    pub fn blocks(&self) -> Vec<u64> {
+        self.per_instance.iter().map(|i| i.blocks).collect()
+    }
+
+    pub fn deadline_misses(&self) -> u64 {
+        self.per_instance.iter().map(|i| i.deadline_misses).sum()
+    }
+
+    pub fn process_errors(&self) -> u64 {
+        self.per_instance.iter().map(|i| i.process_errors).sum()
+    }
+
+    pub fn nan_samples(&self) -> u64 {
+        self.per_instance.iter().map(|i| i.nan_samples).sum()
+    }
+
+    pub fn output_peak(&self) -> f32 {
+        self.per_instance.iter().fold(0.0, |p, i| p.max(i.output_peak))
+    }
+
+    /// The sum of the instances' late results, if every instance exposed
+    /// them (see the module docs).
+    pub fn late_results(&self) -> Option<u64> {
+        if self.per_instance.is_empty() {
+            return None;
+        }
+        self.per_instance.iter().map(|i| i.late_results).sum()
+    }
+
+    /// Whether every audio thread ran at SCHED_FIFO.
+    pub fn realtime(&self) -> bool {
+        !self.per_instance.is_empty() && self.per_instance.iter().all(|i| i.realtime)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let us = |p: &Percentiles| json!({ "p50": p.p50, "p99": p.p99, "p999": p.p999, "max": p.max });
+        let c = &self.host_callbacks;
+        json!({
+            "plugin": self.plugin.display().to_string(),
+            "plugin_id": self.plugin_id,
+            "instances": self.instances,
+            "block": self.block,
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "offline": self.offline,
+            "script": self.script.as_ref().map(|p| p.display().to_string()),
+            "realtime": self.realtime(),
+            "memory_locked": self.memory_locked,
+            "blocks": self.blocks(),
+            "deadline_misses": self.deadline_misses(),
+            "late_results": self.late_results().unwrap_or(0),
+            "late_results_source": if self.late_results().is_some() {
+                "plugin parameter \"late results\""
+            } else {
+                "not observable by a generic CLAP host"
+            },
+            "input_peak": self.input_peak,
+            "output_peak": self.output_peak(),
+            "nan_samples": self.nan_samples(),
+            "process_errors": self.process_errors(),
+            "process_us": us(&self.process_us),
+            "latency_samples": self.latency_samples,
+            "host_callbacks": {
+                "restart_requests": c.restart_requests,
+                "process_requests": c.process_requests,
+                "callback_requests": c.callback_requests,
+                "main_thread_callbacks": c.main_thread_callbacks,
+                "flush_requests": c.flush_requests,
+                "params_rescans": c.params_rescans,
+                "params_clears": c.params_clears,
+                "latency_changes": c.latency_changes,
+                "audio_ports_rescans": c.audio_ports_rescans,
+                "state_dirty_marks": c.state_dirty_marks,
+                "logs": c.logs,
+                "error_logs": c.error_logs,
+                "audio_thread_logs": c.audio_thread_logs,
+            },
+            "per_instance": self.per_instance.iter().map(|i| json!({
+                "blocks": i.blocks,
+                "deadline_misses": i.deadline_misses,
+                "process_errors": i.process_errors,
+                "output_peak": i.output_peak,
+                "nan_samples": i.nan_samples,
+                "late_results": i.late_results,
+                "realtime": i.realtime,
+                "process_us": us(&i.process_us),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_report() -> Report {
+        let p = Percentiles { count: 10, p50: 1.0, p99: 2.0, p999: 3.0, max: 4.0 };
+        Report {
+            plugin: "/x/outboard.clap".into(),
+            plugin_id: "org.example".into(),
+            instances: 2,
+            block: 64,
+            rate: 48_000,
+            seconds: 1.0,
+            process_us: p,
+            latency_samples: 128,
+            input_peak: 0.5,
+            per_instance: vec![
+                InstanceReport {
+                    blocks: 750,
+                    deadline_misses: 1,
+                    output_peak: 0.25,
+                    nan_samples: 3,
+                    ..Default::default()
+                },
+                InstanceReport { blocks: 750, deadline_misses: 2, output_peak: 0.5, ..Default::default() },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let v = sample_report().to_json();
+        for key in [
+            "plugin",
+            "instances",
+            "block",
+            "rate",
+            "blocks",
+            "deadline_misses",
+            "late_results",
+            "input_peak",
+            "output_peak",
+            "nan_samples",
+            "process_us",
+            "latency_samples",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}: {v}");
+        }
+        for key in ["p50", "p99", "p999", "max"] {
+            assert!(v["process_us"][key].is_number(), "process_us.{key}");
+        }
+        assert_eq!(v["plugin"], "/x/outboard.clap");
+        assert_eq!(v["instances"], 2);
+        assert_eq!(v["blocks"], json!([750, 750]));
+        assert_eq!(v["deadline_misses"], 3);
+        assert_eq!(v["nan_samples"], 3);
+        assert_eq!(v["output_peak"], 0.5);
+        assert_eq!(v["latency_samples"], 128);
+        assert_eq!(v["process_us"]["p999"], 3.0);
+    }
+
+    #[test]
+    fn late_results_are_zero_unless_every_instance_reports_them() {
+        let mut r = sample_report();
+        assert_eq!(r.late_results(), None);
+        assert_eq!(r.to_json()["late_results"], 0);
+        assert_eq!(r.to_json()["late_results_source"], "not observable by a generic CLAP host");
+        r.per_instance[0].late_results = Some(4);
+        assert_eq!(r.late_results(), None, "one instance unknown: unknown");
+        r.per_instance[1].late_results = Some(5);
+        assert_eq!(r.late_results(), Some(9));
+        assert_eq!(r.to_json()["late_results"], 9);
+    }
+}
