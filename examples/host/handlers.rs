@@ -23,6 +23,7 @@ use clack_extensions::log::{HostLog, HostLogImpl, LogSeverity};
 use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamRescanFlags, PluginParams,
 };
+use clack_extensions::render::PluginRender;
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
 use clack_host::prelude::*;
@@ -143,6 +144,7 @@ pub struct PluginExtensions {
     pub state: Option<PluginState>,
     pub latency: Option<PluginLatency>,
     pub audio_ports: Option<PluginAudioPorts>,
+    pub render: Option<PluginRender>,
 }
 
 /// The thread-safe half of the host handlers.
@@ -182,6 +184,7 @@ impl<'a> SharedHandler<'a> for HostShared {
             params: instance.get_extension(),
             state: instance.get_extension(),
             latency: instance.get_extension(),
+            render: instance.get_extension(),
             audio_ports: instance.get_extension(),
         });
     }

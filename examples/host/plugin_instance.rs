@@ -357,6 +357,17 @@ impl Instance {
         }
     }
 
+    /// Tells the plugin whether it renders offline (CLAP render extension):
+    /// offline, a plugin may take longer than real time (and may wait for
+    /// work it would otherwise skip). False if the plugin has no render
+    /// extension or refused the mode.
+    pub fn set_render_offline(&mut self, offline: bool) -> bool {
+        use clack_extensions::render::RenderMode;
+        let Some(render) = self.extensions().render else { return false };
+        let mode = if offline { RenderMode::Offline } else { RenderMode::Realtime };
+        render.set(&mut self.instance.plugin_handle(), mode).is_ok()
+    }
+
     /// The plugin's audio ports on one side (none without the extension).
     pub fn audio_ports(&mut self, input: bool) -> Vec<PortInfo> {
         let Some(ports) = self.extensions().audio_ports else { return Vec::new() };

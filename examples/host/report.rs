@@ -61,6 +61,10 @@ pub struct Report {
     pub latency_samples: u32,
     pub input_peak: f32,
     pub process_us: Percentiles,
+    /// The most process() calls ever under way at once, across instances.
+    pub max_concurrent_process: usize,
+    /// Child processes of the host while the instances were active.
+    pub child_processes: usize,
     pub per_instance: Vec<InstanceReport>,
     /// What the plugins asked of the host, summed over instances.
     pub host_callbacks: CountersSnapshot,
@@ -129,6 +133,8 @@ impl Report {
             "process_errors": self.process_errors(),
             "process_us": us(&self.process_us),
             "latency_samples": self.latency_samples,
+            "max_concurrent_process": self.max_concurrent_process,
+            "child_processes": self.child_processes,
             "host_callbacks": {
                 "restart_requests": c.restart_requests,
                 "process_requests": c.process_requests,
@@ -174,6 +180,8 @@ mod tests {
             process_us: p,
             latency_samples: 128,
             input_peak: 0.5,
+            max_concurrent_process: 2,
+            child_processes: 0,
             per_instance: vec![
                 InstanceReport {
                     blocks: 750,

@@ -22,6 +22,7 @@
 //! before the thread starts.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use outboard_engine::clock::monotonic_ns;
@@ -148,6 +149,10 @@ struct LaneResult {
 }
 
 struct Pacing {
+    /// process() calls under way now, and the most ever at once: proof that
+    /// the instances really ran in parallel.
+    in_process: AtomicUsize,
+    max_concurrent: AtomicUsize,
     offline: bool,
     block: u32,
     rate: u32,
@@ -210,7 +215,10 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
             lane.processor.write_input(0, c, &input);
         }
         let began = monotonic_ns();
+        let now = pacing.in_process.fetch_add(1, Ordering::Relaxed) + 1;
+        pacing.max_concurrent.fetch_max(now, Ordering::Relaxed);
         let status = lane.processor.process(pacing.block);
+        pacing.in_process.fetch_sub(1, Ordering::Relaxed);
         let ended = monotonic_ns();
         lane.histogram.record(ended - began);
         result.blocks += 1;
@@ -250,6 +258,16 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     }
     lane.processor.stop_processing();
     result
+}
+
+/// Live child processes of this process (any thread's), from /proc.
+pub fn count_child_processes() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .map(|children| children.split_whitespace().count())
+        .sum()
 }
 
 /// Whether locking all current and future memory cannot make later
@@ -304,6 +322,11 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         if let Some((name, source)) = &script {
             apply_script(&mut instance, name, source)?;
         }
+        if config.offline {
+            // A plugin with the render extension may then take longer than
+            // real time (Outboard waits for its scripts instead of playing dry).
+            instance.set_render_offline(true);
+        }
         instance.service_main_thread();
         instances.push(instance);
     }
@@ -320,6 +343,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     }
 
     let pacing = Pacing {
+        in_process: AtomicUsize::new(0),
+        max_concurrent: AtomicUsize::new(0),
         offline: config.offline,
         block: config.block,
         rate: config.rate,
@@ -355,6 +380,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
 
     // Main thread again: read what is left to read while active, then
     // deactivate and destroy.
+    // What the plugins started while active (Outboard: its script workers).
+    let child_processes = count_child_processes();
     let mut per_instance = Vec::with_capacity(results.len());
     let process_us = Histogram::new();
     let mut capture = None;
@@ -412,6 +439,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         latency_samples: latency,
         input_peak: signal::peak(frames, config.rate),
         process_us: process_us.percentiles(),
+        max_concurrent_process: pacing.max_concurrent.load(Ordering::Relaxed),
+        child_processes,
         per_instance,
         host_callbacks,
     };
