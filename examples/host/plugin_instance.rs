@@ -365,7 +365,7 @@ impl Instance {
         use clack_extensions::render::RenderMode;
         let Some(render) = self.extensions().render else { return false };
         let mode = if offline { RenderMode::Offline } else { RenderMode::Realtime };
-        render.set(&mut self.instance.plugin_handle(), mode).is_ok()
+        render.set(&self.instance.plugin_handle(), mode).is_ok()
     }
 
     /// The plugin's audio ports on one side (none without the extension).
