@@ -56,5 +56,6 @@ impl Drop for ScriptDir {
 }
 
 pub mod jack;
+pub mod plugin;
 pub mod realtime;
 pub mod rt_safety;

@@ -1,0 +1,143 @@
+//! outboard.clap driven by `outboard-host`, as a DAW would drive it: the
+//! bundle laid out as `cargo xtask bundle` makes it, instances on their own
+//! threads, the script applied through the plugin's state.
+
+use std::path::Path;
+use std::process::Command;
+
+use outboard_tests::plugin::{PluginBundle, read_wav};
+use outboard_tests::workspace_bin;
+use serde_json::Value;
+
+const HALF: &str = "def process(block, ctx):\n    block *= 0.5\n";
+
+/// Runs outboard-host; returns its JSON report and its stderr.
+fn host(bundle: &PluginBundle, args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
+    let json = bundle.file("report.json");
+    let mut command = Command::new(workspace_bin("outboard-host"));
+    command.arg(bundle.clap()).args(args).arg("--json").arg(&json).env_remove("OUTBOARD_SCRIPTS_HOST");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run outboard-host");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{}\n{stderr}", String::from_utf8_lossy(&output.stdout));
+    (serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report"), stderr)
+}
+
+/// Asserts out(t) = gain · in(t − latency) exactly, and silence before.
+fn assert_delayed(input: &Path, output: &Path, latency: usize, gain: f32) {
+    let (x, y) = (read_wav(input), read_wav(output));
+    assert_eq!(x.len(), 2);
+    assert_eq!(y.len(), 2);
+    for c in 0..2 {
+        assert!(y[c][..latency].iter().all(|s| *s == 0.0), "silence for the latency");
+        for t in latency..y[c].len() {
+            assert_eq!(y[c][t], gain * x[c][t - latency], "channel {c}, frame {t}");
+        }
+    }
+}
+
+#[test]
+fn the_output_is_the_script_applied_to_the_input_delayed_by_the_reported_latency() {
+    let bundle = PluginBundle::new("plugin-exact", true);
+    let script = bundle.write("half.py", HALF);
+    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    // 100 frames: not a multiple of the internal block, so calls straddle blocks.
+    let (report, _) = host(
+        &bundle,
+        &["--tracks", "2", "--block", "100", "--rate", "44100", "--seconds", "1.5", "--offline", "--script", &script]
+            .into_iter()
+            .chain(["--input-wav", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    for key in ["plugin", "instances", "block", "rate", "blocks", "deadline_misses", "late_results"] {
+        assert!(!report[key].is_null(), "{key} in {report}");
+    }
+    for key in ["input_peak", "output_peak", "nan_samples"] {
+        assert!(report[key].is_number(), "{key} in {report}");
+    }
+    for p in ["p50", "p99", "p999", "max"] {
+        assert!(report["process_us"][p].is_number(), "process_us.{p} in {report}");
+    }
+    assert_eq!(report["instances"], 2);
+    assert_eq!(report["blocks"].as_array().unwrap().len(), 2);
+    // Two 64-frame blocks cover a 100-frame call, plus one of margin.
+    let latency = report["latency_samples"].as_u64().unwrap() as usize;
+    assert_eq!(latency, 3 * 64);
+    assert_eq!(report["late_results"], 0, "offline, every result is waited for: {report}");
+    assert_eq!(report["nan_samples"], 0);
+    let (peak_in, peak_out) = (report["input_peak"].as_f64().unwrap(), report["output_peak"].as_f64().unwrap());
+    assert!((peak_out - 0.5 * peak_in).abs() < 1e-6, "{peak_in} -> {peak_out}");
+    assert_delayed(&input, &output, latency, 0.5);
+}
+
+#[test]
+fn many_instances_run_in_parallel_threads_and_share_one_set_of_workers() {
+    let bundle = PluginBundle::new("plugin-many", true);
+    let script = bundle.write("half.py", HALF);
+    let (report, _) =
+        host(&bundle, &["--tracks", "16", "--block", "64", "--seconds", "1", "--offline", "--script", &script], &[]);
+    assert_eq!(report["instances"], 16);
+    assert!(report["max_concurrent_process"].as_u64().unwrap() >= 2, "instances overlapped: {report}");
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let workers = report["child_processes"].as_u64().unwrap();
+    assert!((1..=2 * cores).contains(&workers), "{workers} worker processes for 16 instances on {cores} cores");
+    assert_eq!(report["late_results"], 0);
+    let (peak_in, peak_out) = (report["input_peak"].as_f64().unwrap(), report["output_peak"].as_f64().unwrap());
+    assert!((peak_out - 0.5 * peak_in).abs() < 1e-6, "every instance ran the script: {peak_in} -> {peak_out}");
+}
+
+#[test]
+fn paced_in_real_time_every_block_is_processed_and_reported() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let bundle = PluginBundle::new("plugin-paced", true);
+    let script = bundle.write("half.py", HALF);
+    let (report, _) = host(&bundle, &["--tracks", "4", "--block", "64", "--seconds", "2", "--script", &script], &[]);
+    // 2 s of 64-frame blocks at 48 kHz.
+    assert!(report["blocks"].as_array().unwrap().iter().all(|b| b == 1500), "{report}");
+    assert_eq!(report["nan_samples"], 0);
+    assert_eq!(report["process_errors"], 0);
+    assert!(report["deadline_misses"].is_u64() && report["late_results"].is_u64());
+    // Late results there may be (scripts start within the run), but once
+    // running, the script is heard.
+    let (peak_in, peak_out) = (report["input_peak"].as_f64().unwrap(), report["output_peak"].as_f64().unwrap());
+    assert!(peak_out <= peak_in + 1e-6);
+}
+
+#[test]
+fn without_its_scripts_host_the_plugin_passes_audio_dry_and_says_why_once() {
+    let bundle = PluginBundle::new("plugin-nosidecar", false);
+    let script = bundle.write("half.py", HALF);
+    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let args = [
+        "--tracks",
+        "3",
+        "--block",
+        "64",
+        "--seconds",
+        "0.5",
+        "--offline",
+        "--script",
+        &script,
+        "--input-wav",
+        input.to_str().unwrap(),
+        "--output-wav",
+        output.to_str().unwrap(),
+    ];
+    let (report, stderr) = host(&bundle, &args, &[]);
+    assert_eq!(stderr.matches("no scripts host").count(), 1, "said once for three instances:\n{stderr}");
+    assert!(stderr.contains("outboard-scripts-host"), "names what is missing:\n{stderr}");
+    assert_eq!(report["child_processes"], 0);
+    assert_eq!(report["late_results"], 0, "dry by design is not late");
+    let latency = report["latency_samples"].as_u64().unwrap() as usize;
+    assert_delayed(&input, &output, latency, 1.0);
+
+    // OUTBOARD_SCRIPTS_HOST points the same bundle at a scripts host elsewhere.
+    let sidecar = workspace_bin("outboard-scripts-host");
+    let (report, stderr) = host(&bundle, &args, &[("OUTBOARD_SCRIPTS_HOST", sidecar.to_str().unwrap())]);
+    assert!(!stderr.contains("no scripts host"), "{stderr}");
+    assert!(report["child_processes"].as_u64().unwrap() >= 1);
+    assert_delayed(&input, &output, latency, 0.5);
+}
