@@ -52,7 +52,7 @@ pub mod signal;
 pub mod stream;
 
 pub use handlers::{CountersSnapshot, HostCounters};
-pub use plugin_instance::{ActivateConfig, Bundle, Instance, ParamChange, ParamInfo, PortInfo};
+pub use plugin_instance::{ActivateConfig, Bundle, Descriptor, Instance, ParamChange, ParamInfo, PortInfo};
 pub use processor::{ProcessError, Processor, SampleType, Transport};
 pub use report::{InstanceReport, Report};
 pub use run::{RunConfig, run};

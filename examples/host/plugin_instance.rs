@@ -45,13 +45,26 @@ impl Bundle {
 
     /// (id, name) of every plugin in the factory, in factory order.
     pub fn plugins(&self) -> Vec<(String, String)> {
+        self.descriptors().into_iter().map(|d| (d.id, d.name)).collect()
+    }
+
+    /// Every plugin's descriptor, in factory order (plugins without an id,
+    /// which no host can create, are left out).
+    pub fn descriptors(&self) -> Vec<Descriptor> {
         let Some(factory) = self.entry.get_plugin_factory() else { return Vec::new() };
+        let text = |s: Option<&std::ffi::CStr>| s.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         factory
             .plugin_descriptors()
             .filter_map(|d| {
-                let id = d.id()?.to_string_lossy().into_owned();
-                let name = d.name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                Some((id, name))
+                Some(Descriptor {
+                    id: d.id()?.to_string_lossy().into_owned(),
+                    name: text(d.name()),
+                    vendor: text(d.vendor()),
+                    url: text(d.url()),
+                    version: text(d.version()),
+                    description: text(d.description()),
+                    features: d.features().map(|f| f.to_string_lossy().into_owned()).collect(),
+                })
             })
             .collect()
     }
@@ -87,6 +100,18 @@ impl Bundle {
         .map_err(|e| format!("{}: creating plugin {id:?}: {e}", self.path.display()))?;
         Ok(Instance { instance, counters, id: id.to_string() })
     }
+}
+
+/// A plugin's descriptor, as its factory gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub id: String,
+    pub name: String,
+    pub vendor: String,
+    pub url: String,
+    pub version: String,
+    pub description: String,
+    pub features: Vec<String>,
 }
 
 /// What [`Instance::activate`] needs to know.

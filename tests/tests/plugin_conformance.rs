@@ -1,0 +1,460 @@
+//! outboard.clap against the rules of the CLAP specification, each checked
+//! here ourselves through outboard-host's library (the same code the
+//! `outboard-host` binary runs). The rule each test checks is quoted from
+//! clap's headers (plugin.h, plugin-features.h, process.h, ext/params.h,
+//! ext/state.h, ext/latency.h, ext/audio-ports.h, ext/render.h).
+
+use outboard_host::{ActivateConfig, Bundle, Instance, ParamChange, Processor, SampleType, Transport};
+use outboard_plugin::state::PluginState;
+use outboard_tests::plugin::PluginBundle;
+
+const CLAP_PARAM_IS_STEPPED: u32 = 1 << 0;
+const CLAP_PARAM_IS_READONLY: u32 = 1 << 3;
+const CLAP_PARAM_IS_BYPASS: u32 = 1 << 4;
+const CLAP_PARAM_IS_AUTOMATABLE: u32 = 1 << 5;
+
+/// xorshift64*: reproducible pseudo-random numbers for fuzzing.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The test input: distinct, exactly representable values per frame and channel.
+fn signal(frame: usize, channel: usize) -> f32 {
+    ((frame * 13 + channel * 5) % 199) as f32 / 256.0 - 0.35
+}
+
+/// A bundle of its own for one test, loaded; the tests take turns (each
+/// starts worker processes, and one counts them).
+fn load(label: &str) -> (Loaded, Bundle) {
+    let turn = outboard_tests::realtime::one_at_a_time();
+    let files = PluginBundle::new(label, true);
+    let bundle = Bundle::load(&files.clap()).expect("load outboard.clap");
+    (Loaded { _files: files, _turn: turn }, bundle)
+}
+
+struct Loaded {
+    _files: PluginBundle,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+fn instance(bundle: &Bundle) -> Instance {
+    bundle.instantiate_with(outboard_plugin::PLUGIN_ID, false).expect("create an instance")
+}
+
+/// Feeds `sizes` blocks of [`signal`] (starting at frame `from`) with the
+/// events `events(block index, frames)` returns, and returns the output.
+fn run(
+    processor: &mut Processor,
+    from: usize,
+    sizes: &[u32],
+    mut events: impl FnMut(usize, u32, &mut Processor),
+) -> [Vec<f32>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    let mut at = from;
+    let mut scratch = vec![0.0f32; processor.max_frames()];
+    for (k, &n) in sizes.iter().enumerate() {
+        let n_usize = n as usize;
+        for (c, _) in out.iter().enumerate() {
+            let input: Vec<f32> = (at..at + n_usize).map(|f| signal(f, c)).collect();
+            assert!(processor.write_input(0, c, &input));
+        }
+        events(k, n, processor);
+        processor.process(n).expect("process");
+        for (c, channel) in out.iter_mut().enumerate() {
+            assert!(processor.read_output(0, c, &mut scratch[..n_usize]));
+            channel.extend_from_slice(&scratch[..n_usize]);
+        }
+        at += n_usize;
+    }
+    out
+}
+
+/// out(t) == gain · signal(t − latency) for every frame at or past the
+/// latency (counted from `from`), silence before it.
+fn assert_delayed(out: &[Vec<f32>; 2], latency: usize, gain: f32, what: &str) {
+    for (c, channel) in out.iter().enumerate() {
+        for (t, &y) in channel.iter().enumerate() {
+            let expected = if t < latency { 0.0 } else { gain * signal(t - latency, c) };
+            assert_eq!(y, expected, "{what}: channel {c}, frame {t}");
+        }
+    }
+}
+
+fn set_script(instance: &mut Instance, name: &str, source: &str) {
+    let mut state = PluginState::decode(&instance.save_state().unwrap()).unwrap();
+    state.script_name = name.into();
+    state.script = source.into();
+    instance.load_state(&state.encode()).expect("the plugin takes the script");
+}
+
+#[test]
+fn descriptor_and_features_follow_the_rules() {
+    let (_files, bundle) = load("conf-descriptor");
+    let descriptors = bundle.descriptors();
+    assert_eq!(descriptors.len(), 1);
+    let d = &descriptors[0];
+    assert_eq!(d.id, outboard_plugin::PLUGIN_ID);
+    // plugin.h: "id: eg: "com.u-he.diva", mandatory"; name, vendor, version.
+    assert!(d.id.contains('.') && !d.id.contains(char::is_whitespace), "{:?}", d.id);
+    for (what, value) in [("name", &d.name), ("vendor", &d.vendor), ("version", &d.version)] {
+        assert!(!value.trim().is_empty(), "{what} is empty");
+    }
+    // plugin-features.h: one main category; standard or "$namespace:$feature".
+    let main = ["instrument", "audio-effect", "note-effect", "note-detector", "analyzer"];
+    assert_eq!(d.features.iter().filter(|f| main.contains(&f.as_str())).count(), 1, "{:?}", d.features);
+    let mut unique = d.features.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), d.features.len(), "duplicate features {:?}", d.features);
+    let standard = [
+        "audio-effect",
+        "utility",
+        "stereo",
+        "mono",
+        "surround",
+        "ambisonic",
+        "filter",
+        "delay",
+        "reverb",
+        "mixing",
+        "mastering",
+    ];
+    for f in &d.features {
+        assert!(standard.contains(&f.as_str()) || f.contains(':'), "feature {f:?} is neither standard nor namespaced");
+    }
+    // plugin-factory.h: create_plugin with an unknown id returns NULL.
+    assert!(bundle.instantiate_with("dev.outboard.no-such-plugin", false).is_err());
+}
+
+#[test]
+fn audio_ports_are_one_stereo_main_pair_that_can_run_in_place() {
+    let (_files, bundle) = load("conf-ports");
+    let mut plugin = instance(&bundle);
+    for input in [true, false] {
+        let ports = plugin.audio_ports(input);
+        assert_eq!(ports.len(), 1);
+        let port = &ports[0];
+        assert_eq!(port.channels, 2);
+        assert!(port.is_main());
+        assert!(port.supports_64bit());
+        // audio-ports.h: in_place_pair names a port of the other direction.
+        let other = plugin.audio_ports(!input);
+        assert_eq!(port.in_place_pair, Some(other[0].id));
+    }
+}
+
+#[test]
+fn audio_is_exact_at_basic_random_and_varying_block_sizes_in_and_out_of_place_f32_and_f64() {
+    let (_files, bundle) = load("conf-audio");
+    let mut plugin = instance(&bundle);
+    let mut rng = Rng(0x5eed);
+    for (sample_type, in_place) in
+        [(SampleType::F32, false), (SampleType::F32, true), (SampleType::F64, false), (SampleType::F64, true)]
+    {
+        for max in [1u32, 64, 100, 512] {
+            let config = ActivateConfig {
+                min_frames: 1,
+                max_frames: max,
+                sample_type,
+                in_place,
+                ..ActivateConfig::new(48_000.0, max)
+            };
+            let mut processor = plugin.activate(config).expect("activate");
+            let latency = plugin.latency() as usize;
+            assert_eq!(latency, 64 * (max as usize).div_ceil(64) + 64, "latency for at most {max} frames");
+            assert_eq!(processor.in_place_channels() > 0, in_place);
+            processor.start_processing().unwrap();
+            // Basic: full blocks; random: any size up to the maximum, every call.
+            let full = vec![max; (4096 / max as usize).max(40)];
+            let random: Vec<u32> = (0..200).map(|_| 1 + rng.below(u64::from(max)) as u32).collect();
+            let mut sizes = full;
+            sizes.extend(random);
+            // The default script passes audio through: wet or dry (if a result
+            // is late), the output is the input delayed by the latency.
+            let out = run(&mut processor, 0, &sizes, |_, _, _| {});
+            assert_delayed(&out, latency, 1.0, &format!("{sample_type:?} in place {in_place} max {max}"));
+            processor.stop_processing();
+            plugin.deactivate(processor);
+        }
+    }
+}
+
+#[test]
+fn denormals_are_flushed_and_the_hosts_fpu_mode_is_left_alone() {
+    let (_files, bundle) = load("conf-denormals");
+    let mut plugin = instance(&bundle);
+    for sample_type in [SampleType::F32, SampleType::F64] {
+        let mut processor =
+            plugin.activate(ActivateConfig { sample_type, ..ActivateConfig::new(48_000.0, 64) }).unwrap();
+        processor.start_processing().unwrap();
+        let tiny = f32::MIN_POSITIVE / 8.0;
+        assert!(tiny.is_subnormal());
+        for _ in 0..50 {
+            for c in 0..2 {
+                match sample_type {
+                    SampleType::F32 => processor.input_f32_mut(0, c).unwrap().fill(tiny),
+                    SampleType::F64 => processor.input_f64_mut(0, c).unwrap().fill(1e-310),
+                }
+            }
+            processor.process(64).unwrap();
+            for c in 0..2 {
+                let mut out = [0.0f32; 64];
+                processor.read_output(0, c, &mut out);
+                assert!(out.iter().all(|s| s.is_finite() && !s.is_subnormal()), "{sample_type:?}: {out:?}");
+            }
+        }
+        // The plugin restores the host thread's floating-point mode.
+        let after = std::hint::black_box(tiny) * std::hint::black_box(1.0f32);
+        assert!(after.is_subnormal(), "flush-to-zero leaked out of process()");
+        processor.stop_processing();
+        plugin.deactivate(processor);
+    }
+}
+
+#[test]
+fn reactivation_at_other_rates_and_block_sizes_starts_clean_and_reports_the_new_latency() {
+    let (_files, bundle) = load("conf-reactivate");
+    let mut plugin = instance(&bundle);
+    let mut last_latency = None;
+    for (rate, max) in [(44_100.0, 64u32), (96_000.0, 512), (22_050.0, 32), (192_000.0, 256), (48_000.0, 64)] {
+        let changes_before = plugin.counters_snapshot().latency_changes;
+        let mut processor =
+            plugin.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(rate, max) }).unwrap();
+        let latency = plugin.latency() as usize;
+        // latency.h: the plugin tells the host in activate() when it changed.
+        if last_latency.is_some_and(|last| last != latency) {
+            assert!(plugin.counters_snapshot().latency_changes > changes_before, "latency change not announced");
+        }
+        last_latency = Some(latency);
+        processor.start_processing().unwrap();
+        let out = run(&mut processor, 0, &vec![max; 3000 / max as usize + 10], |_, _, _| {});
+        // No audio from the previous activation: silence, then this input.
+        assert_delayed(&out, latency, 1.0, &format!("{rate} Hz, {max} frames"));
+        processor.stop_processing();
+        plugin.deactivate(processor);
+    }
+}
+
+#[test]
+fn reset_forgets_audio_in_flight() {
+    let (_files, bundle) = load("conf-reset");
+    let mut plugin = instance(&bundle);
+    let mut processor = plugin.activate(ActivateConfig::new(48_000.0, 64)).unwrap();
+    let latency = plugin.latency() as usize;
+    processor.start_processing().unwrap();
+    run(&mut processor, 0, &[64; 20], |_, _, _| {});
+    processor.reset();
+    // After reset the pipeline is empty: silence for the latency, then the
+    // input from the reset on.
+    let out = run(&mut processor, 0, &[64; 20], |_, _, _| {});
+    assert_delayed(&out, latency, 1.0, "after reset");
+    processor.stop_processing();
+    plugin.deactivate(processor);
+}
+
+#[test]
+fn parameters_are_described_consistently_and_convert_to_text_and_back() {
+    let (_files, bundle) = load("conf-params");
+    let mut plugin = instance(&bundle);
+    let params = plugin.params();
+    assert_eq!(params.len() as u32, plugin.param_count());
+    let mut ids: Vec<u32> = params.iter().map(|p| p.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), params.len(), "parameter ids are unique");
+    for p in &params {
+        assert!(!p.name.is_empty());
+        assert!(p.min.is_finite() && p.max.is_finite() && p.min <= p.default && p.default <= p.max, "{p:?}");
+        let value = plugin.param_value(p.id).expect("every parameter has a value");
+        assert!((p.min..=p.max).contains(&value), "{p:?} = {value}");
+        if p.flags & CLAP_PARAM_IS_READONLY == 0 {
+            assert_eq!(value, p.default, "{} starts at its default", p.name);
+            assert!(p.flags & CLAP_PARAM_IS_AUTOMATABLE != 0);
+        }
+        // params.h: value_to_text / text_to_value, and they agree.
+        for step in 0..=10 {
+            let mut v = p.min + (p.max - p.min) * f64::from(step) / 10.0;
+            if p.flags & CLAP_PARAM_IS_STEPPED != 0 {
+                v = v.round();
+            }
+            let text = plugin.value_to_text(p.id, v).unwrap_or_else(|| panic!("{}: no text for {v}", p.name));
+            let back = plugin.text_to_value(p.id, &text).unwrap_or_else(|| panic!("{}: cannot parse {text:?}", p.name));
+            assert_eq!(plugin.value_to_text(p.id, back).as_deref(), Some(text.as_str()), "{}: {v}", p.name);
+        }
+        assert_eq!(plugin.text_to_value(p.id, "certainly not a number"), None);
+    }
+    let bypass: Vec<_> = params.iter().filter(|p| p.flags & CLAP_PARAM_IS_BYPASS != 0).collect();
+    assert_eq!(bypass.len(), 1, "one bypass parameter");
+    assert!(bypass[0].flags & CLAP_PARAM_IS_STEPPED != 0 && bypass[0].min == 0.0 && bypass[0].max == 1.0);
+    // Unknown ids: no value, no text.
+    assert_eq!(plugin.param_value(4242), None);
+    assert_eq!(plugin.value_to_text(4242, 0.0), None);
+    assert_eq!(plugin.text_to_value(4242, "0"), None);
+}
+
+#[test]
+fn parameter_and_transport_fuzzing_never_breaks_the_audio() {
+    let (_files, bundle) = load("conf-fuzz");
+    let mut plugin = instance(&bundle);
+    let params = plugin.params();
+    let mut rng = Rng(0xf00d);
+    let mut processor =
+        plugin.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(48_000.0, 256) }).unwrap();
+    processor.start_processing().unwrap();
+    let mut scratch = [0.0f32; 256];
+    for block in 0..400 {
+        let n = 1 + rng.below(256) as u32;
+        processor.set_transport(match rng.below(3) {
+            0 => None,
+            _ => Some(Transport { tempo: 20.0 + rng.unit() * 300.0, playing: rng.below(2) == 0 }),
+        });
+        for c in 0..2 {
+            let input: Vec<f32> = (0..n as usize).map(|i| signal(block * 256 + i, c)).collect();
+            processor.write_input(0, c, &input);
+        }
+        // Events at sorted random offsets, values anywhere in range, some
+        // past it, some not numbers, some for unknown or read-only params.
+        let mut offsets: Vec<u32> = (0..rng.below(8)).map(|_| rng.below(u64::from(n)) as u32).collect();
+        offsets.sort();
+        for offset in offsets {
+            let p = &params[rng.below(params.len() as u64) as usize];
+            let value = match rng.below(10) {
+                0 => f64::NAN,
+                1 => p.max * 10.0 + 1.0,
+                2 => -1e9,
+                _ => p.min + (p.max - p.min) * rng.unit(),
+            };
+            // Keep the DSP load modest: fuzzing, not a stress test.
+            let value = if p.name == "DSP load" { value.min(5_000.0) } else { value };
+            let id = if rng.below(20) == 0 { 9999 } else { p.id };
+            processor.push_param_value(offset, id, value);
+        }
+        processor.process(n).expect("process never fails");
+        for c in 0..2 {
+            processor.read_output(0, c, &mut scratch[..n as usize]);
+            assert!(scratch[..n as usize].iter().all(|s| s.is_finite()), "block {block}");
+        }
+    }
+    processor.stop_processing();
+    plugin.deactivate(processor);
+    for p in &params {
+        let value = plugin.param_value(p.id).unwrap();
+        assert!((p.min..=p.max).contains(&value), "{} = {value} after fuzzing", p.name);
+    }
+}
+
+#[test]
+fn mix_and_bypass_change_on_the_exact_sample_of_their_event() {
+    let (_files, bundle) = load("conf-sample-accurate");
+    let mut plugin = instance(&bundle);
+    set_script(&mut plugin, "half.py", "def process(block, ctx):\n    block *= 0.5\n");
+    // Offline (render extension): every script result is waited for, so
+    // the output is exact, not dry when a result is late.
+    assert!(plugin.set_render_offline(true));
+    let params = plugin.params();
+    let id = |name: &str| params.iter().find(|p| p.name == name).unwrap().id;
+    let (mix, bypass) = (id("Mix"), id("Bypass"));
+    let mut processor = plugin.activate(ActivateConfig::new(48_000.0, 256)).unwrap();
+    let latency = plugin.latency() as usize;
+    processor.start_processing().unwrap();
+    // Block 10, sample 37: Mix to 0 (dry). Block 20, sample 101: Mix back to
+    // 1. Block 30, sample 5: Bypass on. Block 40, sample 200: Bypass off.
+    let out = run(&mut processor, 0, &[256; 50], |k, _, p| {
+        let _ = match k {
+            10 => p.push_param_value(37, mix, 0.0),
+            20 => p.push_param_value(101, mix, 1.0),
+            30 => p.push_param_value(5, bypass, 1.0),
+            40 => p.push_param_value(200, bypass, 0.0),
+            _ => true,
+        };
+    });
+    let dry_spans = [(10 * 256 + 37, 20 * 256 + 101), (30 * 256 + 5, 40 * 256 + 200)];
+    for (c, channel) in out.iter().enumerate() {
+        for (t, &y) in channel.iter().enumerate().skip(latency) {
+            let dry = dry_spans.iter().any(|&(from, to)| (from..to).contains(&t));
+            let x = signal(t - latency, c);
+            assert_eq!(y, if dry { x } else { 0.5 * x }, "channel {c} frame {t} (dry expected: {dry})");
+        }
+    }
+    processor.stop_processing();
+    plugin.deactivate(processor);
+}
+
+#[test]
+fn state_round_trips_byte_for_byte_through_any_stream_and_bad_state_is_refused() {
+    let (_files, bundle) = load("conf-state");
+    let mut first = instance(&bundle);
+    // params.h flush while inactive, then state.h save.
+    let params = first.params();
+    let id = |name: &str| params.iter().find(|p| p.name == name).unwrap().id;
+    first.flush_params(&[
+        ParamChange { offset: 0, id: id("Mix"), value: 0.25 },
+        ParamChange { offset: 0, id: id("DSP load"), value: 1234.0 },
+        ParamChange { offset: 0, id: id("P2"), value: 0.75 },
+    ]);
+    set_script(&mut first, "tremolo.py", "def process(block, ctx):\n    block *= 0.25\n");
+    let saved = first.save_state().unwrap();
+    // state.h: streams may take or give any number of bytes per call.
+    for chunk in [1, 3, 7, 4096] {
+        assert_eq!(first.save_state_chunked(chunk).unwrap().0, saved, "saved through {chunk}-byte writes");
+        let mut second = instance(&bundle);
+        let rescans = second.counters_snapshot().params_rescans;
+        second.load_state_chunked(&saved, chunk).expect("load through small reads");
+        assert!(second.counters_snapshot().params_rescans > rescans, "loading state asks the host to rescan values");
+        assert_eq!(second.save_state().unwrap(), saved, "load-then-save is byte for byte ({chunk}-byte reads)");
+        for p in &params {
+            assert_eq!(second.param_value(p.id), first.param_value(p.id), "{} after load", p.name);
+        }
+    }
+    let decoded = PluginState::decode(&saved).unwrap();
+    assert_eq!(decoded.script_name, "tremolo.py");
+    assert!(decoded.params.contains(&(id("DSP load"), 1234.0)));
+
+    // Invalid: empty, short, foreign, random, truncated, damaged, from the future,
+    // out of range. Each is refused and changes nothing.
+    let mut rng = Rng(7);
+    let mut bad: Vec<Vec<u8>> = vec![Vec::new(), b"OUT".to_vec(), b"{\"mix\": 1}".to_vec()];
+    bad.push((0..300).map(|_| rng.next() as u8).collect());
+    bad.push(saved[..saved.len() / 2].to_vec());
+    bad.push(saved[..saved.len() - 1].to_vec());
+    let mut flipped = saved.clone();
+    flipped[40] ^= 0x55;
+    bad.push(flipped);
+    let mut future = saved.clone();
+    future[8] = 9;
+    bad.push(future);
+    let mut out_of_range = decoded.clone();
+    out_of_range.params[0].1 = 7.0;
+    bad.push(out_of_range.encode());
+    let mut unknown = decoded.clone();
+    unknown.params.push((4242, 0.0));
+    bad.push(unknown.encode());
+    for (i, bytes) in bad.iter().enumerate() {
+        assert!(first.load_state(bytes).is_err(), "bad state {i} was accepted");
+        assert_eq!(first.save_state().unwrap(), saved, "bad state {i} changed the instance");
+    }
+}
+
+#[test]
+fn scanning_starts_no_processes() {
+    let (_files, bundle) = load("conf-scan");
+    // A host scanning plugins creates, queries and destroys instances.
+    for _ in 0..5 {
+        let mut plugin = instance(&bundle);
+        let _ = (plugin.params(), plugin.audio_ports(true), plugin.save_state().unwrap());
+    }
+    assert_eq!(outboard_host::run::count_child_processes(), 0, "no worker was started by a scan");
+}
