@@ -39,6 +39,25 @@ impl Bundle {
         Ok(Bundle { entry, path: path.to_path_buf() })
     }
 
+    /// A plugin linked into this program rather than loaded from a file
+    /// (tests use it so that the plugin's allocations are this program's).
+    ///
+    /// # Safety
+    /// `entry` must be a CLAP entry that follows the CLAP ABI.
+    pub unsafe fn from_entry(
+        entry: &'static clack_host::entry::EntryDescriptor,
+        path: &Path,
+    ) -> Result<Bundle, String> {
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: the caller vouches for the entry.
+        let entry =
+            unsafe { PluginEntry::load_from_raw(entry, &c_path) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        if entry.get_plugin_factory().is_none() {
+            return Err(format!("{}: the CLAP entry has no plugin factory", path.display()));
+        }
+        Ok(Bundle { entry, path: path.to_path_buf() })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -94,10 +94,7 @@ fn assert_delayed(out: &[Vec<f32>; 2], latency: usize, gain: f32, what: &str) {
 }
 
 fn set_script(instance: &mut Instance, name: &str, source: &str) {
-    let mut state = PluginState::decode(&instance.save_state().unwrap()).unwrap();
-    state.script_name = name.into();
-    state.script = source.into();
-    instance.load_state(&state.encode()).expect("the plugin takes the script");
+    outboard_host::run::apply_script(instance, name, source).expect("the plugin takes the script");
 }
 
 #[test]

@@ -222,3 +222,135 @@ fn the_allocation_check_catches_an_allocation() {
     assert_no_alloc(|| std::hint::black_box(vec![1u8; 16]).len());
     assert!(violation_count() >= 1);
 }
+
+/// What the plugin scenario saw.
+struct PluginOutcome {
+    blocks: u64,
+    violations: u32,
+    wet_blocks: u64,
+    restarted: bool,
+}
+
+/// outboard.clap's `process`, called through the CLAP ABI by outboard-host's
+/// processor on a thread of its own, as a DAW's audio thread would: varying
+/// block sizes, parameter events, the worker killed half-way. The plugin is
+/// linked into this test binary (its `clap_entry`), so the allocation check
+/// sees its allocations too. With `seccomp`, the thread runs under the filter.
+fn plugin_scenario(seccomp: bool) -> PluginOutcome {
+    use outboard_host::{ActivateConfig, Bundle};
+    let dir = ScriptDir::new("rt-safety-plugin");
+    // SAFETY: this runs in a child process started for this scenario, before
+    // it starts any thread that could read the environment.
+    unsafe { std::env::set_var("OUTBOARD_SCRIPTS_HOST", workspace_bin("outboard-scripts-host")) };
+    // SAFETY: the entry is outboard.clap's own, linked in.
+    let bundle = unsafe { Bundle::from_entry(&outboard_plugin::clap_entry, &dir.path().join("outboard.clap")) }
+        .expect("the linked plugin");
+    let mut instance = bundle.instantiate_with(outboard_plugin::PLUGIN_ID, false).expect("an instance");
+    outboard_host::run::apply_script(&mut instance, "safe.py", SCRIPT).expect("script");
+    let mix = instance.params().iter().find(|p| p.name == "Mix").expect("Mix").id;
+    let mut processor =
+        instance.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(48_000.0, 128) }).expect("activate");
+    processor.start_processing().expect("start");
+
+    let blocks = 3000u64;
+    let done = Arc::new(AtomicBool::new(false));
+    let processed = Arc::new(AtomicU64::new(0));
+    let wet = Arc::new(AtomicU64::new(0));
+    let violations = Arc::new(AtomicU32::new(0));
+    let (t_done, t_processed, t_wet, t_violations) = (done.clone(), processed.clone(), wet.clone(), violations.clone());
+    std::thread::spawn(move || {
+        let input = [0.25f32; 128];
+        let mut output = [0.0f32; 128];
+        if seccomp {
+            forbid_syscalls_but_wake();
+        }
+        reset_violation_count();
+        let start = Instant::now();
+        let mut frames = 0u64;
+        for k in 0..blocks {
+            // 32, 64 or 96 frames: calls that straddle the internal blocks.
+            let n = 32 * (1 + k % 3) as u32;
+            while start.elapsed() < Duration::from_secs_f64(frames as f64 / 48_000.0) {
+                std::hint::spin_loop();
+            }
+            assert_no_alloc(|| {
+                processor.write_input(0, 0, &input[..n as usize]);
+                processor.write_input(0, 1, &input[..n as usize]);
+                if k % 100 == 50 {
+                    processor.push_param_value(n / 2, mix, if k % 200 == 50 { 0.9 } else { 1.0 });
+                }
+                processor.process(n).expect("process");
+                processor.read_output(0, 1, &mut output[..n as usize]);
+            });
+            frames += u64::from(n);
+            // Wet: the input halved (mixed 90 % or 100 %), not the dry 0.25.
+            if output[..n as usize].iter().any(|&s| s < 0.2 && s != 0.0) {
+                t_wet.fetch_add(1, Ordering::Relaxed);
+            }
+            t_processed.store(k + 1, Ordering::Release);
+        }
+        t_violations.store(violation_count(), Ordering::Release);
+        t_done.store(true, Ordering::Release);
+        if seccomp {
+            loop {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    while processed.load(Ordering::Acquire) < blocks / 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The plugin's own process-wide supervisor (this binary links the plugin).
+    let before = outboard_plugin::scripting::worker_pids();
+    for pid in &before {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(*pid as i32).expect("pid"),
+            rustix::process::Signal::KILL,
+        );
+    }
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = outboard_plugin::scripting::worker_pids();
+    PluginOutcome {
+        blocks: processed.load(Ordering::Acquire),
+        violations: violations.load(Ordering::Acquire),
+        wet_blocks: wet.load(Ordering::Relaxed),
+        restarted: !before.is_empty() && !after.is_empty() && before.iter().all(|p| !after.contains(p)),
+    }
+}
+
+fn check_plugin(outcome: &PluginOutcome) {
+    assert_eq!(outcome.blocks, 3000);
+    assert_eq!(outcome.violations, 0, "the plugin's process allocated or freed");
+    assert!(outcome.wet_blocks > 1000, "the script's output was played ({} blocks)", outcome.wet_blocks);
+    assert!(outcome.restarted, "the killed worker was replaced");
+}
+
+// Both plugin scenarios run in a child process: they set the environment
+// (where the scripts host is), which must not race other tests' threads.
+#[test]
+fn the_plugins_process_never_allocates() {
+    if scenario().as_deref() == Some("plugin-alloc") {
+        check_plugin(&plugin_scenario(false));
+        std::process::exit(0);
+    }
+    if scenario().is_some() {
+        return;
+    }
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    assert_child_ok(run_child("the_plugins_process_never_allocates", "plugin-alloc"), "the plugin's process");
+}
+
+#[test]
+fn the_plugins_process_makes_no_syscall_but_a_wake() {
+    if scenario().as_deref() == Some("plugin") {
+        check_plugin(&plugin_scenario(true));
+        std::process::exit(0);
+    }
+    if scenario().is_some() {
+        return;
+    }
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    assert_child_ok(run_child("the_plugins_process_makes_no_syscall_but_a_wake", "plugin"), "the plugin's process");
+}
