@@ -84,6 +84,34 @@ def process(block, ctx):
 "#;
 pub const DEFAULT_SCRIPT_NAME: &str = "passthrough.py";
 
+/// The environment variable naming the script new instances start with
+/// (a DAW has no other way to hand this GUI-less plugin a file).
+pub const DEFAULT_SCRIPT_ENV: &str = "OUTBOARD_DEFAULT_SCRIPT";
+
+/// The script a new instance starts with: `$OUTBOARD_DEFAULT_SCRIPT` if it
+/// names a readable file, else [`DEFAULT_SCRIPT`].
+fn initial_script() -> (String, String) {
+    let passthrough = (DEFAULT_SCRIPT_NAME.to_string(), DEFAULT_SCRIPT.to_string());
+    let Some(path) = std::env::var_os(DEFAULT_SCRIPT_ENV).map(PathBuf::from) else { return passthrough };
+    match std::fs::read_to_string(&path) {
+        Ok(source) if source.len() <= state::MAX_SCRIPT_BYTES => {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (name, source)
+        }
+        Ok(_) => {
+            eprintln!(
+                "outboard.clap: {} is longer than a script may be; starting with the pass-through",
+                path.display()
+            );
+            passthrough
+        }
+        Err(e) => {
+            eprintln!("outboard.clap: cannot read {DEFAULT_SCRIPT_ENV}={}: {e}", path.display());
+            passthrough
+        }
+    }
+}
+
 pub struct OutboardPlugin;
 
 impl Plugin for OutboardPlugin {
@@ -122,11 +150,12 @@ impl DefaultPluginFactory for OutboardPlugin {
     ) -> Result<OutboardMainThread<'a>, PluginError> {
         // Counts the instance in; starts nothing (a scan must stay fast).
         scripting::enter();
+        let (script_name, script) = initial_script();
         Ok(OutboardMainThread {
             shared,
             host,
-            script_name: RefCell::new(DEFAULT_SCRIPT_NAME.to_string()),
-            script: RefCell::new(DEFAULT_SCRIPT.to_string()),
+            script_name: RefCell::new(script_name),
+            script: RefCell::new(script),
             latency: Cell::new((processor::latency_blocks(scripting::BLOCK as u32) * scripting::BLOCK) as u32),
             active_script: RefCell::new(None),
         })

@@ -141,3 +141,17 @@ fn without_its_scripts_host_the_plugin_passes_audio_dry_and_says_why_once() {
     assert!(report["child_processes"].as_u64().unwrap() >= 1);
     assert_delayed(&input, &output, latency, 0.5);
 }
+
+#[test]
+fn new_instances_start_with_the_script_named_by_outboard_default_script() {
+    let bundle = PluginBundle::new("plugin-default-script", true);
+    let script = bundle.write("half.py", HALF);
+    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let args = ["--seconds", "0.5", "--offline", "--input-wav", input.to_str().unwrap()];
+    let args: Vec<&str> = args.into_iter().chain(["--output-wav", output.to_str().unwrap()]).collect();
+    let (report, _) = host(&bundle, &args, &[("OUTBOARD_DEFAULT_SCRIPT", &script)]);
+    assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
+    // Unset: the pass-through.
+    let (report, _) = host(&bundle, &args, &[]);
+    assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 1.0);
+}
