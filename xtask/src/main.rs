@@ -4,7 +4,8 @@
 //!   JACK headers, pkg-config, the JACK server, numpy for the Python pyo3 links)
 //!   and says what it installs; fails with the exact command when it cannot.
 //! - `cargo xtask test`: setup, then the whole test suite: unit and
-//!   cross-process tests, then the loom model of the ring.
+//!   cross-process tests, the loom model of the ring, and the release bundle
+//!   of the plugin loaded by `outboard-host`.
 //! - `cargo xtask demo [ARGS]`: setup, then `outboard-demo` in release mode,
 //!   through a running JACK server, else the sound card, else a private JACK
 //!   server with the dummy driver that it starts and stops; the master output
@@ -183,6 +184,14 @@ fn test() -> Result {
         .arg(root().join("target/loom"))
         .arg("loom")
         .env("RUSTFLAGS", "--cfg loom"))?;
+    eprintln!("xtask: the release bundle, loaded by outboard-host");
+    let bundled = bundle()?;
+    run(Command::new(root().join("target/debug/outboard-host"))
+        .arg(bundled.join("outboard.clap"))
+        .args(["--tracks", "2", "--seconds", "1", "--offline", "--script"])
+        .arg(root().join("examples/scripts/gain.py"))
+        .arg("--json")
+        .arg(bundled.join("smoke.json")))?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
