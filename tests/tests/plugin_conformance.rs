@@ -455,3 +455,37 @@ fn scanning_starts_no_processes() {
     }
     assert_eq!(outboard_host::run::count_child_processes(), 0, "no worker was started by a scan");
 }
+
+#[test]
+fn a_state_loaded_while_active_brings_its_script_in_without_a_restart() {
+    let (_files, bundle) = load("conf-live-state");
+    let mut plugin = instance(&bundle);
+    set_script(&mut plugin, "half.py", "def process(block, ctx):\n    block *= 0.5\n");
+    assert!(plugin.set_render_offline(true));
+    let mut processor = plugin.activate(ActivateConfig::new(48_000.0, 64)).unwrap();
+    let latency = plugin.latency() as usize;
+    processor.start_processing().unwrap();
+    let out = run(&mut processor, 0, &[64; 100], |_, _, _| {});
+    assert_delayed(&out, latency, 0.5, "before");
+    // Main thread, while the processor is active (a preset recalled in a DAW).
+    set_script(&mut plugin, "quarter.py", "def process(block, ctx):\n    block *= 0.25\n");
+    let mut frame = 6400;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let switched = loop {
+        let out = run(&mut processor, frame, &[64; 10], |_, _, _| {});
+        frame += 640;
+        let last = out[0][639];
+        if last == 0.25 * signal(frame - 1 - latency, 0) {
+            break true;
+        }
+        assert_eq!(last, 0.5 * signal(frame - 1 - latency, 0), "old script until the new one is in");
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(switched, "the new script never took over");
+    processor.stop_processing();
+    plugin.deactivate(processor);
+    assert_eq!(PluginState::decode(&plugin.save_state().unwrap()).unwrap().script_name, "quarter.py");
+}
