@@ -73,3 +73,18 @@ pub mod track;
 pub mod voice;
 #[cfg(not(loom))]
 pub mod workers;
+
+/// Settings shared by the property tests of what the engine reads from shared
+/// memory (`proptests` modules beside the code they test).
+#[cfg(all(test, not(loom)))]
+mod proptest_config {
+    /// `PROPTEST_CASES` if set, else `default`: expensive properties (a memfd
+    /// per case, a whole track) run fewer cases than proptest's 256.
+    pub(crate) fn cases(default: u32) -> proptest::test_runner::Config {
+        let mut config = proptest::test_runner::Config::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = default;
+        }
+        config
+    }
+}
