@@ -405,7 +405,14 @@ mod proptests {
         fn events_decode_to_playable_values_or_nothing(
             bytes in prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..40),
-                (any::<u64>(), 0..4u32, prop_oneof![0..10u32, any::<u32>()], any::<f32>(), any::<f32>())
+                (
+                    any::<u64>(),
+                    0..4u32,
+                    // A parameter index, or a pitch's bits.
+                    prop_oneof![0..10u32, any::<u32>(), proptest::num::f32::ANY.prop_map(f32::to_bits)],
+                    proptest::num::f32::ANY,
+                    proptest::num::f32::ANY,
+                )
                     .prop_map(|(time, kind, a, b, c)| {
                         let mut v = time.to_le_bytes().to_vec();
                         for w in [kind, a, b.to_bits(), c.to_bits()] {
