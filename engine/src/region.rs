@@ -259,16 +259,20 @@ impl Region {
         self.mapping.fd.as_fd()
     }
 
-    /// Arranges for `command`'s child to inherit this region's memfd, and only
-    /// it, and to be killed when this process dies. Returns the descriptor
-    /// number the child will find it under.
+    /// Arranges for `command`'s child to inherit this region's memfd, and no
+    /// other descriptor but its standard streams, and to be killed when this
+    /// process dies. Returns the descriptor number the child will find it under.
     pub fn pass_to_child(&self, command: &mut Command) -> RawFd {
         let fd = self.mapping.fd.as_raw_fd();
         // SAFETY: the closure runs in the child between fork and exec and makes
-        // only async-signal-safe syscalls (fcntl, prctl), touching no memory of
-        // the parent's but the integer `fd`.
+        // only async-signal-safe syscalls (close_range or fcntl, getrlimit,
+        // prctl), touching no memory of the parent's but the integer `fd`.
         unsafe {
             command.pre_exec(move || {
+                // Nothing but the standard streams and this descriptor crosses
+                // exec: a host (a DAW, a test harness) may hold descriptors
+                // opened without close-on-exec, and they are not the worker's.
+                close_on_exec_from(3);
                 // Let exactly this descriptor survive exec (the parent's copy
                 // keeps FD_CLOEXEC, so no other child inherits it).
                 let fd = BorrowedFd::borrow_raw(fd);
@@ -358,6 +362,24 @@ impl Region {
     #[doc(hidden)]
     pub fn ring_offset(&self, index: usize) -> usize {
         self.rings[index].offset
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec. For a forked child
+/// before exec: async-signal-safe, no allocation.
+fn close_on_exec_from(first: RawFd) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor flags
+    // (Linux 5.11 and later); it reads and writes no memory of ours.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0;
+    if done {
+        return;
+    }
+    // Older kernels: every descriptor number the process may have open.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16).min(1 << 16);
+    for fd in first..limit as RawFd {
+        // SAFETY: fcntl on a plain integer; on a number not open it fails
+        // with EBADF and changes nothing.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 
