@@ -20,7 +20,7 @@
 //! for `Result`, the samples; for `Events`, `count` [`Event`]s of 24 bytes.
 //! Samples are f32, planar (channel 0's frames, then channel 1's).
 //!
-//! [`BlockHeader::decode`] checks every field against what the reader expects
+//! [`BlockHeader::decode_reply`] checks every field against what the reader expects
 //! and the bytes it holds; a message that fails is a fault of the peer.
 
 /// Bytes of the header.

@@ -36,9 +36,11 @@
 //! ## What it assumes
 //!
 //! The worker process is untrusted: every byte read back from shared memory is
-//! validated (header at attach, positions at every read, lengths per slot,
-//! messages as they are reassembled) and a bad value faults the ring or fails
-//! the job; it never panics the host or reads out of bounds.
+//! validated (header at attach, positions when an endpoint is made and at
+//! every read, lengths per slot, messages as they are reassembled) and a bad
+//! value faults the ring or fails the job; it never panics the host or reads
+//! out of bounds. Property tests (`proptests` modules, `PROPTEST_CASES` to run
+//! more cases) feed every such reader arbitrary bytes.
 //!
 //! Linux only (memfd, futex, parent-death signal). Model-checked with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p outboard-engine --release --lib loom`

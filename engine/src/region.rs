@@ -277,7 +277,9 @@ impl Region {
                 // keeps FD_CLOEXEC, so no other child inherits it).
                 let fd = BorrowedFd::borrow_raw(fd);
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-                // Die with the host: no orphaned workers.
+                // Die with the host: no orphaned workers. Linux sends it when
+                // the *thread* that spawned us ends, so spawn from a thread
+                // that lives as long as the worker should.
                 rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
                 Ok(())
             });
