@@ -20,7 +20,7 @@
 //! for `Result`, the samples; for `Events`, `count` [`Event`]s of 24 bytes.
 //! Samples are f32, planar (channel 0's frames, then channel 1's).
 //!
-//! [`BlockHeader::decode`] checks every field against what the reader expects
+//! [`BlockHeader::decode_reply`] checks every field against what the reader expects
 //! and the bytes it holds; a message that fails is a fault of the peer.
 
 /// Bytes of the header.
@@ -197,14 +197,17 @@ impl Event {
         out[20..24].copy_from_slice(&c.to_le_bytes());
     }
 
-    /// Decodes an event; `None` for an unknown kind, a parameter index out of
-    /// range or a non-finite number (a script's bad event is dropped, not played).
+    /// Decodes an event; `None` for fewer than [`EVENT_BYTES`] bytes, an unknown
+    /// kind, a parameter index out of range or a non-finite number (a script's
+    /// bad event is dropped, not played).
     pub fn decode(bytes: &[u8]) -> Option<Event> {
-        let time = u64::from_le_bytes(bytes[0..8].try_into().ok()?);
-        let kind = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
-        let a = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
-        let b = f32::from_le_bytes(bytes[16..20].try_into().ok()?);
-        let c = f32::from_le_bytes(bytes[20..24].try_into().ok()?);
+        let bytes: &[u8; EVENT_BYTES] = bytes.get(..EVENT_BYTES)?.try_into().ok()?;
+        let word = |i: usize| [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
+        let time = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let kind = u32::from_le_bytes(word(8));
+        let a = u32::from_le_bytes(word(12));
+        let b = f32::from_le_bytes(word(16));
+        let c = f32::from_le_bytes(word(20));
         let action = match kind {
             1 => {
                 let pitch = f32::from_bits(a);
@@ -280,5 +283,167 @@ mod tests {
         let nan = Event { time: 0, action: EventAction::Note { pitch: f32::NAN, velocity: 1.0, duration: 1.0 } };
         nan.encode(&mut bytes);
         assert_eq!(Event::decode(&bytes), None);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Whatever bytes a script's worker puts in a reply, decoding returns an
+    //! error or a header that matches the reader's expectations and the bytes
+    //! it has: never a panic, never a length that reads past the message.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Track shape the reader expects: id, frames, channels, events per reply.
+    fn expectation() -> impl Strategy<Value = (u32, usize, usize, usize)> {
+        (0..4u32, 1..=64usize, 1..=8usize, 0..=40usize)
+    }
+
+    /// A reply close to what the reader expects, often exactly right, else
+    /// with fields off, and a body of about the right length (arbitrary bytes:
+    /// samples may be NaN).
+    fn reply(e: (u32, usize, usize, usize)) -> impl Strategy<Value = Vec<u8>> {
+        let (track, frames, channels, max_events) = e;
+        let near = |v: u32| prop_oneof![6 => Just(v), 1 => v.saturating_sub(1)..=v + 1, 1 => any::<u32>()];
+        let fields = (
+            any::<bool>(),
+            prop_oneof![6 => Just(None), 1 => (0..5u32).prop_map(Some), 1 => any::<u32>().prop_map(Some)],
+            near(track),
+            near(frames as u32),
+            near(channels as u32),
+            prop_oneof![6 => 0..=2u32, 1 => any::<u32>()],
+            prop_oneof![6 => 0..=max_events as u32 + 1, 1 => any::<u32>()],
+            prop_oneof![6 => Just(0isize), 1 => -2..=2isize],
+        );
+        (fields, any::<u64>()).prop_flat_map(
+            move |((events, kind, track, frames, channels, status, count, off), seq)| {
+                let kind = kind.unwrap_or(if events { BlockKind::Events } else { BlockKind::Result } as u32);
+                let h = BlockHeader { kind, track, seq, frames, channels, status, count, ..Default::default() };
+                let body = if events {
+                    (count as usize).saturating_mul(EVENT_BYTES)
+                } else {
+                    (frames as usize).saturating_mul(channels as usize).saturating_mul(4)
+                };
+                let len = (HEADER_BYTES + body.min(1 << 16)).saturating_add_signed(off);
+                prop::collection::vec(any::<u8>(), len).prop_map(move |mut msg| {
+                    if msg.len() >= HEADER_BYTES {
+                        h.encode(&mut msg);
+                    }
+                    msg
+                })
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(256))]
+
+        #[test]
+        fn any_bytes_read_as_a_header_or_too_short(msg in prop::collection::vec(any::<u8>(), 0..80)) {
+            match BlockHeader::read(&msg) {
+                Ok(h) => {
+                    prop_assert!(msg.len() >= HEADER_BYTES);
+                    let mut again = [0u8; HEADER_BYTES];
+                    h.encode(&mut again);
+                    prop_assert_eq!(&again[..], &msg[..HEADER_BYTES]);
+                }
+                Err(e) => prop_assert!(e == BlockError::TooShort && msg.len() < HEADER_BYTES),
+            }
+        }
+
+        /// decode_reply accepts exactly the well-formed replies, and what it
+        /// accepts can be read without leaving the message.
+        #[test]
+        fn replies_are_accepted_exactly_when_well_formed(
+            (e, msg) in expectation().prop_flat_map(|e| (Just(e), reply(e)))
+        ) {
+            let (track, frames, channels, max_events) = e;
+            let decoded = BlockHeader::decode_reply(&msg, track, frames, channels, max_events);
+            let well_formed = BlockHeader::read(&msg).is_ok_and(|h| {
+                h.track == track
+                    && match h.kind {
+                        2 => {
+                            h.frames as usize == frames
+                                && h.channels as usize == channels
+                                && h.status <= 2
+                                && msg.len() == HEADER_BYTES + frames * channels * 4
+                        }
+                        3 => h.count as usize <= max_events && msg.len() == HEADER_BYTES + h.count as usize * EVENT_BYTES,
+                        _ => false,
+                    }
+            });
+            prop_assert_eq!(decoded.is_ok(), well_formed, "{:?}", decoded);
+            if let Ok(h) = decoded {
+                if h.kind == BlockKind::Result as u32 {
+                    let mut samples = vec![0.0f32; frames * channels];
+                    read_samples(&msg, HEADER_BYTES, &mut samples);
+                } else {
+                    for i in 0..h.count as usize {
+                        let at = HEADER_BYTES + i * EVENT_BYTES;
+                        let _ = Event::decode(&msg[at..at + EVENT_BYTES]);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn headers_round_trip(
+            h in (any::<[u32; 6]>(), any::<[u64; 4]>()).prop_map(|(a, b)| BlockHeader {
+                kind: a[0], track: a[1], frames: a[2], channels: a[3], status: a[4], count: a[5],
+                seq: b[0], sample_time: b[1], sent_ns: b[2], done_ns: b[3],
+            })
+        ) {
+            let mut msg = [0u8; HEADER_BYTES];
+            h.encode(&mut msg);
+            prop_assert_eq!(BlockHeader::read(&msg), Ok(h));
+        }
+
+        /// Any bytes decode to no event or to one that is safe to play, and
+        /// that survives re-encoding unchanged.
+        #[test]
+        fn events_decode_to_playable_values_or_nothing(
+            bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..40),
+                (
+                    any::<u64>(),
+                    0..4u32,
+                    // A parameter index, or a pitch's bits.
+                    prop_oneof![0..10u32, any::<u32>(), proptest::num::f32::ANY.prop_map(f32::to_bits)],
+                    proptest::num::f32::ANY,
+                    proptest::num::f32::ANY,
+                )
+                    .prop_map(|(time, kind, a, b, c)| {
+                        let mut v = time.to_le_bytes().to_vec();
+                        for w in [kind, a, b.to_bits(), c.to_bits()] {
+                            v.extend_from_slice(&w.to_le_bytes());
+                        }
+                        v
+                    }),
+            ]
+        ) {
+            let Some(event) = Event::decode(&bytes) else { return Ok(()) };
+            prop_assert!(bytes.len() >= EVENT_BYTES);
+            match event.action {
+                EventAction::Note { pitch, velocity, duration } => {
+                    prop_assert!(pitch.is_finite() && (0.0..=1.0).contains(&velocity));
+                    prop_assert!((0.0..=1000.0).contains(&duration));
+                }
+                EventAction::SetParam { index, value } => {
+                    prop_assert!((index as usize) < MAX_PARAMS && value.is_finite());
+                }
+            }
+            let mut again = [0u8; EVENT_BYTES];
+            event.encode(&mut again);
+            prop_assert_eq!(Event::decode(&again), Some(event));
+        }
+    }
+
+    /// Regression: fewer than EVENT_BYTES bytes panicked on slicing.
+    #[test]
+    fn short_events_are_refused() {
+        for len in 0..EVENT_BYTES {
+            assert_eq!(Event::decode(&[1; EVENT_BYTES][..len]), None);
+        }
     }
 }

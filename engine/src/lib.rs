@@ -36,9 +36,11 @@
 //! ## What it assumes
 //!
 //! The worker process is untrusted: every byte read back from shared memory is
-//! validated (header at attach, positions at every read, lengths per slot,
-//! messages as they are reassembled) and a bad value faults the ring or fails
-//! the job; it never panics the host or reads out of bounds.
+//! validated (header at attach, positions when an endpoint is made and at
+//! every read, lengths per slot, messages as they are reassembled) and a bad
+//! value faults the ring or fails the job; it never panics the host or reads
+//! out of bounds. Property tests (`proptests` modules, `PROPTEST_CASES` to run
+//! more cases) feed every such reader arbitrary bytes.
 //!
 //! Linux only (memfd, futex, parent-death signal). Model-checked with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p outboard-engine --release --lib loom`
@@ -73,3 +75,18 @@ pub mod track;
 pub mod voice;
 #[cfg(not(loom))]
 pub mod workers;
+
+/// Settings shared by the property tests of what the engine reads from shared
+/// memory (`proptests` modules beside the code they test).
+#[cfg(all(test, not(loom)))]
+mod proptest_config {
+    /// `PROPTEST_CASES` if set, else `default`: expensive properties (a memfd
+    /// per case, a whole track) run fewer cases than proptest's 256.
+    pub(crate) fn cases(default: u32) -> proptest::test_runner::Config {
+        let mut config = proptest::test_runner::Config::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = default;
+        }
+        config
+    }
+}

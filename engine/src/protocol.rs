@@ -375,3 +375,225 @@ mod tests {
         assert!(JobRequest::from_json(b"[1]").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Whatever fragments a worker sends, in whatever order, the reassembler
+    //! returns errors or messages made of one message's fragments only, and
+    //! the JSON bodies parse to a value or an error: never a panic.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KINDS: [Kind; 6] =
+        [Kind::JobRequest, Kind::JobReply, Kind::Shutdown, Kind::LoadScript, Kind::UnloadScript, Kind::ScriptLoaded];
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop::sample::select(KINDS.to_vec())
+    }
+
+    /// What a fragment claims: kind, id, and whether more follow.
+    fn parse(fragment: &[u8]) -> Option<(Kind, u64, bool)> {
+        let header = fragment.get(..FRAGMENT_HEADER)?;
+        let kind = Kind::from_u16(u16::from_le_bytes([header[0], header[1]]))?;
+        let more = u16::from_le_bytes([header[2], header[3]]) & FLAG_MORE != 0;
+        Some((kind, u64::from_le_bytes(header[8..16].try_into().unwrap()), more))
+    }
+
+    /// JSON values of every type, nested a few levels (no floats: serde_json
+    /// does not promise to read every float back bit for bit).
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON object with the keys the parsers look for, holding values of any type.
+    fn body_with_keys(keys: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        let value = prop_oneof![
+            json(),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            (0u64..=u32::MAX as u64 + 1).prop_map(Value::from),
+            (-2i64..3).prop_map(Value::from),
+        ];
+        prop::collection::vec(prop::option::of(value), keys.len()).prop_map(move |values| {
+            let map = keys.iter().zip(values).filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+            Value::Object(map).to_string().into_bytes()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(256))]
+
+        #[test]
+        fn fragments_reassemble_to_the_message(
+            kind in kind(),
+            id in any::<u64>(),
+            body in prop::collection::vec(any::<u8>(), 0..3000),
+            payload in FRAGMENT_HEADER + 1..300,
+        ) {
+            let frags = fragments(kind, id, &body, payload);
+            let mut reader = Reassembler::default();
+            let last = frags.len() - 1;
+            for (i, f) in frags.iter().enumerate() {
+                prop_assert!(f.len() <= payload);
+                let out = reader.push(f).unwrap();
+                if i < last {
+                    prop_assert!(out.is_none());
+                } else {
+                    prop_assert_eq!(out, Some(Message { kind, id, body: body.clone() }));
+                }
+            }
+        }
+
+        /// Fragments of several messages (distinct ids) interleaved, with
+        /// garbage between: every message returned is one message's run of
+        /// consecutive fragments, never a mix; without interleaving or
+        /// garbage, every message comes out whole and nothing is an error.
+        #[test]
+        fn interleaved_and_garbage_fragments_never_mix_messages(
+            messages in prop::collection::vec((kind(), prop::collection::vec(any::<u8>(), 0..200)), 1..4),
+            payload in FRAGMENT_HEADER + 1..64,
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..40),
+            garbage in prop::collection::vec(
+                prop::option::weighted(0.15, prop::collection::vec(any::<u8>(), 0..40)), 0..40),
+            contiguous in any::<bool>(),
+        ) {
+            let messages: Vec<(Kind, u64, Vec<u8>)> =
+                messages.into_iter().enumerate().map(|(id, (kind, body))| (kind, id as u64, body)).collect();
+            let mut queues: Vec<std::collections::VecDeque<Vec<u8>>> = messages
+                .iter()
+                .map(|(kind, id, body)| fragments(*kind, *id, body, payload).into())
+                .collect();
+            let mut feed: Vec<Vec<u8>> = Vec::new();
+            if contiguous {
+                feed = queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+            } else {
+                for (pick, junk) in order.iter().zip(garbage.iter().chain(std::iter::repeat(&None))) {
+                    if let Some(junk) = junk {
+                        feed.push(junk.clone());
+                    }
+                    let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
+                    if live.is_empty() {
+                        break;
+                    }
+                    let q = live[pick.index(live.len())];
+                    feed.push(queues[q].pop_front().unwrap());
+                }
+            }
+            let mut reader = Reassembler::default();
+            let mut whole = Vec::new();
+            for (i, fragment) in feed.iter().enumerate() {
+                match reader.push(fragment) {
+                    Ok(None) => {}
+                    Ok(Some(m)) => {
+                        prop_assert!(m.body.len() <= MAX_MESSAGE_BYTES);
+                        // Fragments up to i of this kind and id (all but i saying
+                        // more follow; fragments too short or of no known kind
+                        // are refused without disturbing a message in progress):
+                        // the body is one such run's bodies.
+                        let same = |f: &Vec<u8>| parse(f).is_some_and(|(k, id, _)| k == m.kind && id == m.id);
+                        prop_assert!(same(fragment) && !parse(fragment).unwrap().2);
+                        let known: Vec<&Vec<u8>> = feed[..i].iter().filter(|f| parse(f).is_some()).collect();
+                        let mut run = vec![fragment];
+                        for f in known.iter().rev().take_while(|f| same(f) && parse(f).unwrap().2) {
+                            run.insert(0, f);
+                        }
+                        let body = |s: usize| run[s..].iter().flat_map(|f| f[FRAGMENT_HEADER..].iter().copied());
+                        prop_assert!((0..run.len()).any(|s| body(s).eq(m.body.iter().copied())), "mixed message");
+                        whole.push((m.kind, m.id, m.body));
+                    }
+                    Err(e) => prop_assert!(!contiguous, "{}", e),
+                }
+            }
+            if contiguous {
+                prop_assert_eq!(whole, messages);
+            }
+        }
+
+        #[test]
+        fn any_bytes_are_a_fragment_or_an_error(
+            fragments in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..20)
+        ) {
+            let mut reader = Reassembler::default();
+            for fragment in &fragments {
+                if let Ok(Some(m)) = reader.push(fragment) {
+                    prop_assert!(parse(fragment).is_some_and(|(k, id, more)| k == m.kind && id == m.id && !more));
+                }
+            }
+        }
+
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = JobRequest::from_json(&body);
+            let _ = JobReply::from_json(&body);
+            let _ = ScriptSpec::from_json(&body);
+        }
+
+        #[test]
+        fn any_json_parses_or_fails_cleanly(value in json()) {
+            let body = value.to_string().into_bytes();
+            let _ = JobRequest::from_json(&body);
+            let _ = JobReply::from_json(&body);
+            let _ = ScriptSpec::from_json(&body);
+        }
+
+        /// Replies with the right keys holding values of any type: what parses
+        /// holds only sane values.
+        #[test]
+        fn job_replies_hold_sane_values(
+            body in body_with_keys(&["ok", "value", "seconds", "kind", "message", "file", "line", "traceback"])
+        ) {
+            if let Ok(reply) = JobReply::from_json(&body) {
+                prop_assert!(reply.seconds.is_finite() && reply.seconds >= 0.0);
+            }
+        }
+
+        #[test]
+        fn script_specs_and_requests_hold_sane_values(
+            spec in body_with_keys(&["slot", "track", "name", "path", "channels", "frames", "rate", "latency_blocks", "params"]),
+            request in body_with_keys(&["file", "function", "args"]),
+        ) {
+            let _ = ScriptSpec::from_json(&spec);
+            let _ = JobRequest::from_json(&request);
+        }
+
+        #[test]
+        fn job_bodies_round_trip(
+            file in ".{0,20}",
+            function in ".{0,12}",
+            args in prop::collection::vec(json(), 0..4),
+            value in json(),
+            error in prop::option::of((".{0,8}", ".{0,20}", prop::option::of(".{0,10}"), prop::option::of(any::<u32>()), ".{0,30}")),
+            seconds in prop_oneof![Just(0.0), Just(0.25), Just(1.5)],
+        ) {
+            let request = JobRequest::new(file, function, args);
+            prop_assert_eq!(JobRequest::from_json(&request.to_json()).unwrap(), request);
+            let result = match error {
+                None => Ok(value),
+                Some((kind, message, file, line, traceback)) => Err(JobError { kind, message, file, line, traceback }),
+            };
+            let reply = JobReply { result, seconds };
+            prop_assert_eq!(JobReply::from_json(&reply.to_json()).unwrap(), reply);
+        }
+    }
+
+    /// JSON nested past serde_json's recursion limit is an error, not a stack overflow.
+    #[test]
+    fn deeply_nested_json_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(JobReply::from_json(deep.as_bytes()).is_err());
+        let deep = format!("{{\"ok\": true, \"value\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(JobReply::from_json(deep.as_bytes()).is_err());
+    }
+}

@@ -259,21 +259,27 @@ impl Region {
         self.mapping.fd.as_fd()
     }
 
-    /// Arranges for `command`'s child to inherit this region's memfd, and only
-    /// it, and to be killed when this process dies. Returns the descriptor
-    /// number the child will find it under.
+    /// Arranges for `command`'s child to inherit this region's memfd, and no
+    /// other descriptor but its standard streams, and to be killed when this
+    /// process dies. Returns the descriptor number the child will find it under.
     pub fn pass_to_child(&self, command: &mut Command) -> RawFd {
         let fd = self.mapping.fd.as_raw_fd();
         // SAFETY: the closure runs in the child between fork and exec and makes
-        // only async-signal-safe syscalls (fcntl, prctl), touching no memory of
-        // the parent's but the integer `fd`.
+        // only async-signal-safe syscalls (close_range or fcntl, getrlimit,
+        // prctl), touching no memory of the parent's but the integer `fd`.
         unsafe {
             command.pre_exec(move || {
+                // Nothing but the standard streams and this descriptor crosses
+                // exec: a host (a DAW, a test harness) may hold descriptors
+                // opened without close-on-exec, and they are not the worker's.
+                close_on_exec_from(3);
                 // Let exactly this descriptor survive exec (the parent's copy
                 // keeps FD_CLOEXEC, so no other child inherits it).
                 let fd = BorrowedFd::borrow_raw(fd);
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-                // Die with the host: no orphaned workers.
+                // Die with the host: no orphaned workers. Linux sends it when
+                // the *thread* that spawned us ends, so spawn from a thread
+                // that lives as long as the worker should.
                 rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
                 Ok(())
             });
@@ -343,10 +349,39 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mapping.at(offset).as_ptr(), bytes.len()) };
     }
 
+    /// Reads raw bytes of the region, as a peer sees them. For tests.
+    #[doc(hidden)]
+    pub fn peek(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(offset + len <= self.mapping.len);
+        // Through the memfd rather than the mapping: the same pages, no unsafe.
+        let mut bytes = vec![0u8; len];
+        let read = rustix::io::pread(&self.mapping.fd, &mut bytes, offset as u64).expect("pread of our own memfd");
+        assert_eq!(read, len, "short read of our own memfd");
+        bytes
+    }
+
     /// Byte offset of ring `index`'s control block, for tests that play a hostile peer.
     #[doc(hidden)]
     pub fn ring_offset(&self, index: usize) -> usize {
         self.rings[index].offset
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec. For a forked child
+/// before exec: async-signal-safe, no allocation.
+fn close_on_exec_from(first: RawFd) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor flags
+    // (Linux 5.11 and later); it reads and writes no memory of ours.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0;
+    if done {
+        return;
+    }
+    // Older kernels: every descriptor number the process may have open.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16).min(1 << 16);
+    for fd in first..limit as RawFd {
+        // SAFETY: fcntl on a plain integer; on a number not open it fails
+        // with EBADF and changes nothing.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 
@@ -510,5 +545,216 @@ mod tests {
     fn the_region_cannot_be_shrunk_by_a_peer() {
         let host = Region::create(&SHAPES).unwrap();
         assert!(rustix::fs::ftruncate(host.fd(), 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Whatever header a peer leaves in a region (any bytes, any memfd size),
+    //! attaching returns an error or rings that lie inside the mapping, apart
+    //! from each other: never a panic, never an access out of bounds.
+    use std::os::fd::OwnedFd;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ring::{MAX_CAPACITY, MAX_PAYLOAD, PushError};
+
+    /// Layouts the host could have made: up to 5 small rings.
+    fn specs() -> impl Strategy<Value = Vec<(RingShape, Wake)>> {
+        let ring = (1..=8usize, 0..=600usize, any::<bool>()).prop_map(|(capacity, payload, worker)| {
+            (RingShape { capacity, payload }, if worker { Wake::Worker } else { Wake::Own })
+        });
+        prop::collection::vec(ring, 0..=5)
+    }
+
+    fn header_of(specs: &[(RingShape, Wake)]) -> (Header, u64) {
+        let region = Region::create_with(specs, 1).unwrap();
+        let bytes = region.peek(0, std::mem::size_of::<Header>());
+        // SAFETY: Header is plain integers (any bytes are a valid value) and
+        // `bytes` holds exactly size_of::<Header>() of them.
+        let header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Header>()) };
+        (header, region.mapping.len as u64)
+    }
+
+    /// A new value for one field: an arbitrary or edge value, or a step away
+    /// from the valid one.
+    #[derive(Clone, Copy, Debug)]
+    enum Value {
+        Abs(u64),
+        Rel(i64),
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let edges = prop::sample::select(vec![
+            0,
+            1,
+            RINGS_OFFSET as u64,
+            MAX_CAPACITY as u64,
+            MAX_CAPACITY as u64 + 1,
+            MAX_PAYLOAD as u64 + 1,
+            u32::MAX as u64,
+            MAX_REGION_BYTES,
+            u64::MAX,
+        ]);
+        prop_oneof![
+            any::<u64>().prop_map(Value::Abs),
+            edges.prop_map(Value::Abs),
+            (-4..=4i64).prop_map(|k| Value::Rel(k * 64)),
+            (-2..=2i64).prop_map(Value::Rel),
+        ]
+    }
+
+    fn apply(field: &mut u64, value: Value) {
+        *field = match value {
+            Value::Abs(v) => v,
+            Value::Rel(d) => field.wrapping_add_signed(d),
+        };
+    }
+
+    fn apply32(field: &mut u32, value: Value) {
+        let mut wide = *field as u64;
+        apply(&mut wide, value);
+        *field = wide as u32;
+    }
+
+    /// A valid header and memfd size, with a few fields (the size among them)
+    /// given other values.
+    fn hostile_header() -> impl Strategy<Value = (Header, u64)> {
+        let fields = 7 + 4 * MAX_RINGS;
+        (specs(), prop::collection::vec((0..fields, value()), 1..=3)).prop_map(move |(specs, changes)| {
+            let (mut h, mut actual) = header_of(&specs);
+            for (field, v) in changes {
+                match field {
+                    0 => {
+                        let mut magic = u64::from_le_bytes(h.magic);
+                        apply(&mut magic, v);
+                        h.magic = magic.to_le_bytes();
+                    }
+                    1 => apply32(&mut h.version, v),
+                    2 => apply32(&mut h.header_bytes, v),
+                    3 => apply(&mut h.region_bytes, v),
+                    4 => apply32(&mut h.control_bytes, v),
+                    5 => apply32(&mut h.ring_count, v),
+                    6 => apply(&mut actual, v),
+                    n => {
+                        // Mostly the rings in use.
+                        let (ring, part) = ((n - 7) / 4, (n - 7) % 4);
+                        let d = &mut h.rings[ring % (h.ring_count as usize + 1).min(MAX_RINGS)];
+                        match part {
+                            0 => apply(&mut d.offset, v),
+                            1 => apply32(&mut d.capacity, v),
+                            2 => apply32(&mut d.payload, v),
+                            _ => apply32(&mut d.wake, v),
+                        }
+                    }
+                }
+            }
+            (h, actual)
+        })
+    }
+
+    fn as_bytes(header: &Header) -> Vec<u8> {
+        // SAFETY: Header is repr(C) plain integers with no padding (checked in
+        // `the_header_has_no_padding`), so all its bytes are initialised.
+        unsafe { std::slice::from_raw_parts((header as *const Header).cast::<u8>(), std::mem::size_of::<Header>()) }
+            .to_vec()
+    }
+
+    /// A memfd of `len` bytes starting with `header`, as a peer could hand us.
+    fn memfd(header: &[u8], len: u64) -> OwnedFd {
+        let fd = rustix::fs::memfd_create("outboard-proptest", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, len).unwrap();
+        let n = header.len().min(len as usize);
+        assert_eq!(rustix::io::pwrite(&fd, &header[..n], 0).unwrap(), n);
+        fd
+    }
+
+    /// Every ring of an attached region is usable end to end, and no two share
+    /// a byte: fill each with messages naming it, then read them all back.
+    fn exercise(region: &mut Region) -> Result<(), TestCaseError> {
+        let n = region.ring_count();
+        let mut producers: Vec<Producer> = (0..n).map(|i| region.producer(i).unwrap()).collect();
+        let mut consumers: Vec<Consumer> = (0..n).map(|i| region.consumer(i).unwrap()).collect();
+        for (i, tx) in producers.iter_mut().enumerate() {
+            let shape = tx.shape();
+            for slot in 0..shape.capacity {
+                let msg: Vec<u8> = (0..shape.payload).map(|b| (i * 31 + slot * 7 + b) as u8).collect();
+                prop_assert_eq!(tx.try_push(&msg), Ok(()));
+            }
+            prop_assert_eq!(tx.try_push(&[]), Err(PushError::Full));
+        }
+        for (i, rx) in consumers.iter_mut().enumerate() {
+            let shape = rx.shape();
+            let mut out = vec![0u8; shape.payload];
+            for slot in 0..shape.capacity {
+                prop_assert_eq!(rx.try_pop(&mut out), Ok(shape.payload));
+                prop_assert!(out.iter().enumerate().all(|(b, &v)| v == (i * 31 + slot * 7 + b) as u8), "ring {}", i);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_header_has_no_padding() {
+        let fields = 8 + 4 + 4 + 8 + 4 + 4 + MAX_RINGS * std::mem::size_of::<RingDescriptor>();
+        assert_eq!(std::mem::size_of::<Header>(), fields);
+        assert_eq!(std::mem::size_of::<RingDescriptor>(), 8 + 4 + 4 + 4 + 4);
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(256))]
+
+        /// The validator alone, on headers of every kind of wrong.
+        #[test]
+        fn validated_rings_lie_inside_the_region_and_apart((header, actual) in hostile_header()) {
+            let Ok(places) = validate_header(&header, actual) else { return Ok(()) };
+            prop_assert!(actual >= RINGS_OFFSET as u64 && actual <= MAX_REGION_BYTES || places.is_empty());
+            prop_assert!(places.len() <= MAX_RINGS);
+            let mut spans: Vec<(usize, usize)> = Vec::new();
+            for p in &places {
+                prop_assert!(p.shape.is_valid());
+                prop_assert!(p.offset >= RINGS_OFFSET && p.offset % RING_ALIGN as usize == 0);
+                prop_assert!(p.offset as u64 + p.shape.bytes() as u64 <= actual);
+                spans.push((p.offset, p.offset + p.shape.bytes()));
+            }
+            spans.sort();
+            prop_assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "overlap in {:?}", spans);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(64))]
+
+        /// Attaching a real memfd whose header was tampered with field by field.
+        #[test]
+        fn attach_refuses_or_yields_usable_rings((header, actual) in hostile_header()) {
+            let fd = memfd(&as_bytes(&header), actual.min(1 << 20));
+            if let Ok(mut region) = Region::attach(fd) {
+                exercise(&mut region)?;
+            }
+        }
+
+        /// Attaching a memfd of any size holding a valid header with any bytes
+        /// patched.
+        #[test]
+        fn attach_survives_any_patched_bytes(
+            specs in specs(),
+            patches in prop::collection::vec((0..std::mem::size_of::<Header>(), prop::collection::vec(any::<u8>(), 1..9)), 0..6),
+            size in prop::option::weighted(0.3, 0..(64u64 << 10)),
+        ) {
+            let (header, len) = header_of(&specs);
+            let mut bytes = as_bytes(&header);
+            for (at, patch) in &patches {
+                let end = (at + patch.len()).min(bytes.len());
+                bytes[*at..end].copy_from_slice(&patch[..end - at]);
+            }
+            let fd = memfd(&bytes, size.unwrap_or(len));
+            match Region::attach(fd) {
+                Ok(mut region) => exercise(&mut region)?,
+                Err(AttachError::Invalid(_)) => {}
+                Err(AttachError::Io(e)) => prop_assert!(false, "{}", e),
+            }
+        }
     }
 }

@@ -57,6 +57,11 @@ const SLOT_ALIGN: usize = 64;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Largest number of slots in one ring.
 pub const MAX_CAPACITY: usize = 1 << 16;
+/// Largest position an endpoint resumes at. Positions count from 0 and never
+/// get near 2^63 (millions of years of blocks), so a larger one found in shared
+/// memory was written by a hostile peer; resuming there would let the next
+/// push or pop overflow the position.
+const MAX_START: u64 = 1 << 63;
 
 /// The ring's shared control words, at the start of the ring's memory.
 ///
@@ -189,9 +194,11 @@ impl RingShape {
 /// Why an endpoint stopped using its ring. Sticky: once faulted, always faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingFault {
-    /// The consumer's `head` moved backwards or past our `tail`.
+    /// The consumer's `head` moved backwards or past our `tail`, or was past
+    /// 2^63 when the consumer was made.
     HeadOutOfRange { seen: u64, low: u64, high: u64 },
-    /// The producer's `tail` moved backwards or more than a ring ahead of our `head`.
+    /// The producer's `tail` moved backwards or more than a ring ahead of our
+    /// `head`, or was past 2^63 when the producer was made.
     TailOutOfRange { seen: u64, low: u64, high: u64 },
     /// A slot claimed a payload longer than a slot holds.
     SlotLengthOutOfRange { seen: u32, max: usize },
@@ -201,10 +208,10 @@ impl fmt::Display for RingFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             RingFault::HeadOutOfRange { seen, low, high } => {
-                write!(f, "peer's head {seen} outside [{low}, {high}]")
+                write!(f, "head {seen} outside [{low}, {high}]")
             }
             RingFault::TailOutOfRange { seen, low, high } => {
-                write!(f, "peer's tail {seen} outside [{low}, {high}]")
+                write!(f, "tail {seen} outside [{low}, {high}]")
             }
             RingFault::SlotLengthOutOfRange { seen, max } => {
                 write!(f, "slot length {seen} exceeds the slot's {max} bytes")
@@ -299,7 +306,8 @@ unsafe impl Send for Producer {}
 unsafe impl Send for Consumer {}
 
 impl Producer {
-    /// Makes the producer of the ring at `ctrl`, resuming at the `tail` found there.
+    /// Makes the producer of the ring at `ctrl`, resuming at the `tail` found there
+    /// (faulted from the start if no well-behaved peer could have left it there).
     ///
     /// # Safety
     /// `ctrl` must point to a `RingControl` followed (at `slots`) by
@@ -315,6 +323,12 @@ impl Producer {
     ) -> Producer {
         let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
         let tail = ring.ctrl().tail.load(Ordering::Acquire);
+        if tail > MAX_START {
+            // Our own word, but the peer can write it too (the host takes a
+            // ring's endpoints after its worker is running).
+            let fault = RingFault::TailOutOfRange { seen: tail, low: 0, high: MAX_START };
+            return Producer { ring, tail: 0, head_cache: 0, fault: Some(fault) };
+        }
         let head = ring.ctrl().head.load(Ordering::Acquire);
         let low = tail.saturating_sub(shape.capacity as u64);
         let mut producer = Producer { ring, tail, head_cache: low, fault: None };
@@ -339,7 +353,9 @@ impl Producer {
             return 0;
         }
         let head = self.ring.ctrl().head.load(Ordering::Acquire);
-        self.accept_head(head);
+        if !self.accept_head(head) {
+            return 0;
+        }
         self.ring.shape.capacity - (self.tail - self.head_cache) as usize
     }
 
@@ -393,7 +409,8 @@ impl Producer {
 }
 
 impl Consumer {
-    /// Makes the consumer of the ring at `ctrl`, resuming at the `head` found there.
+    /// Makes the consumer of the ring at `ctrl`, resuming at the `head` found there
+    /// (faulted from the start if no well-behaved peer could have left it there).
     ///
     /// # Safety
     /// As for [`Producer::new`], with "no other consumer" in place of "no other producer".
@@ -406,6 +423,11 @@ impl Consumer {
     ) -> Consumer {
         let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
         let head = ring.ctrl().head.load(Ordering::Acquire);
+        if head > MAX_START {
+            // As in Producer::new: the peer can have written our own word.
+            let fault = RingFault::HeadOutOfRange { seen: head, low: 0, high: MAX_START };
+            return Consumer { ring, head: 0, tail_cache: 0, fault: Some(fault) };
+        }
         Consumer { ring, head, tail_cache: head, fault: None }
     }
 
@@ -714,5 +736,277 @@ mod loom_tests {
             assert_eq!(got, vec![vec![0], vec![1]]);
             writer.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod proptests {
+    //! Whatever a hostile peer writes into a ring's shared words and slots, at
+    //! any moment, both endpoints hand back valid data or an error: no panic,
+    //! no access outside the ring, and a faulted endpoint stays faulted. While
+    //! nobody has scribbled, the ring is exactly a bounded FIFO.
+    use std::collections::VecDeque;
+    use std::mem::offset_of;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::region::Region;
+
+    /// Bytes around the ring under test that nothing may touch.
+    const GUARD: RingShape = RingShape { capacity: 2, payload: 56 };
+    const GUARD_BYTE: u8 = 0xA5;
+    const TAIL: usize = offset_of!(RingControl, tail);
+    const HEAD: usize = offset_of!(RingControl, head);
+    const ASLEEP: usize = offset_of!(RingControl, wake) + offset_of!(Doorbell, asleep);
+
+    /// A position a hostile peer writes: absolute, or relative to the word's current value.
+    #[derive(Clone, Debug)]
+    enum Pos {
+        Abs(u64),
+        Rel(i8),
+    }
+
+    fn pos() -> impl Strategy<Value = Pos> {
+        let extreme =
+            prop_oneof![any::<u64>(), 0..64u64, u64::MAX - 64..=u64::MAX, (1u64 << 63) - 32..(1u64 << 63) + 32,];
+        prop_oneof![3 => any::<i8>().prop_map(Pos::Rel), 1 => extreme.prop_map(Pos::Abs)]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The producer pushes a message of this many bytes.
+        Push(usize),
+        /// The consumer pops into a buffer of this many bytes.
+        Pop(usize),
+        HasMessage,
+        FreeSlots,
+        /// The peer overwrites the tail, or the head, word.
+        Tail(Pos),
+        Head(Pos),
+        /// The peer overwrites a slot's length prefix.
+        SlotLength(usize, u32),
+        /// The peer overwrites bytes somewhere in a slot.
+        SlotBytes(usize, usize, Vec<u8>),
+        /// The peer claims to be asleep (so the producer rings a futex).
+        Asleep(u32),
+    }
+
+    fn op(payload: usize) -> impl Strategy<Value = Op> {
+        let len = 0..=payload + 8;
+        prop_oneof![
+            6 => len.clone().prop_map(Op::Push),
+            6 => len.prop_map(Op::Pop),
+            1 => Just(Op::HasMessage),
+            1 => Just(Op::FreeSlots),
+            1 => pos().prop_map(Op::Tail),
+            1 => pos().prop_map(Op::Head),
+            1 => (any::<usize>(), prop_oneof![Just(0u32), Just(payload as u32), Just(payload as u32 + 1), any::<u32>()])
+                .prop_map(|(slot, len)| Op::SlotLength(slot, len)),
+            1 => (any::<usize>(), any::<usize>(), prop::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(slot, at, bytes)| Op::SlotBytes(slot, at, bytes)),
+            1 => any::<u32>().prop_map(Op::Asleep),
+        ]
+    }
+
+    /// A ring shape, the positions a peer leaves before the endpoints are
+    /// made, and what happens next. One case in four has no hostile peer.
+    fn case() -> impl Strategy<Value = (RingShape, Option<Pos>, Option<Pos>, Vec<Op>)> {
+        (1..=6usize, 0..=200usize, prop::bool::weighted(0.75)).prop_flat_map(|(capacity, payload, hostile)| {
+            let start = move || prop::option::weighted(0.5, pos()).prop_map(move |p| p.filter(|_| hostile));
+            let ops = prop::collection::vec(op(payload), 1..80).prop_map(move |ops| {
+                let peer = |op: &Op| matches!(op, Op::Tail(_) | Op::Head(_) | Op::SlotLength(..) | Op::SlotBytes(..));
+                ops.into_iter().filter(|op| hostile || !peer(op)).collect::<Vec<_>>()
+            });
+            (Just(RingShape { capacity, payload }), start(), start(), ops)
+        })
+    }
+
+    fn ring(shape: RingShape) -> Region {
+        Region::create(&[GUARD, shape, GUARD]).unwrap()
+    }
+
+    /// Regression: a consumer made over a head of u64::MAX (left by the peer)
+    /// overflowed on its first pop; a producer over a tail of u64::MAX on its
+    /// first push. Both now start faulted.
+    #[test]
+    fn endpoints_made_over_hostile_positions_start_faulted() {
+        let shape = RingShape { capacity: 3, payload: 8 };
+        let mut region = ring(shape);
+        let at = region.ring_offset(1);
+        region.scribble(at + TAIL, &u64::MAX.to_le_bytes());
+        region.scribble(at + HEAD, &u64::MAX.to_le_bytes());
+        let mut tx = region.producer(1).unwrap();
+        let mut rx = region.consumer(1).unwrap();
+        assert!(matches!(tx.try_push(&[1]), Err(PushError::Faulted(RingFault::TailOutOfRange { seen: u64::MAX, .. }))));
+        assert!(matches!(rx.try_pop(&mut [0; 8]), Err(PopError::Faulted(RingFault::HeadOutOfRange { .. }))));
+        // Anywhere up to 2^63 is a position a peer could have reached: resumed.
+        let mut region = ring(shape);
+        let at = region.ring_offset(1);
+        region.scribble(at + TAIL, &MAX_START.to_le_bytes());
+        region.scribble(at + HEAD, &MAX_START.to_le_bytes());
+        let mut tx = region.producer(1).unwrap();
+        let mut rx = region.consumer(1).unwrap();
+        tx.try_push(&[7]).unwrap();
+        let mut out = [0u8; 8];
+        assert_eq!(rx.try_pop(&mut out), Ok(1));
+        assert_eq!(out[0], 7);
+    }
+
+    /// Regression: `free_slots` reported room in the very call that faulted.
+    #[test]
+    fn a_producer_that_faults_offers_no_room() {
+        let mut region = ring(RingShape { capacity: 1, payload: 0 });
+        let mut tx = region.producer(1).unwrap();
+        region.scribble(region.ring_offset(1) + HEAD, &u64::MAX.to_le_bytes());
+        assert_eq!(tx.free_slots(), 0);
+        assert!(tx.fault().is_some());
+    }
+
+    struct Peer<'a> {
+        region: &'a Region,
+        ring: usize,
+    }
+
+    impl Peer<'_> {
+        fn word(&self, at: usize) -> u64 {
+            u64::from_le_bytes(self.region.peek(self.ring + at, 8).try_into().unwrap())
+        }
+
+        fn write(&self, at: usize, pos: &Pos) {
+            let value = match *pos {
+                Pos::Abs(v) => v,
+                Pos::Rel(d) => self.word(at).wrapping_add_signed(d as i64),
+            };
+            self.region.scribble(self.ring + at, &value.to_le_bytes());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(256))]
+
+        #[test]
+        fn hostile_positions_and_slots_never_break_an_endpoint((shape, start_tail, start_head, ops) in case()) {
+            let mut region = ring(shape);
+            for guard in [0, 2] {
+                let bytes = region.ring_shape(guard).unwrap().bytes();
+                region.scribble(region.ring_offset(guard), &vec![GUARD_BYTE; bytes]);
+            }
+            let peer = Peer { region: &region, ring: region.ring_offset(1) };
+            // Positions found when the endpoints are made are the peer's to write too.
+            if let Some(p) = &start_tail {
+                peer.write(TAIL, p);
+            }
+            if let Some(p) = &start_head {
+                peer.write(HEAD, p);
+            }
+            let mut scribbled = start_tail.is_some() || start_head.is_some();
+            let mut tx = region.producer(1).unwrap();
+            let mut rx = region.consumer(1).unwrap();
+            let peer = Peer { region: &region, ring: region.ring_offset(1) };
+            let (capacity, payload, stride) = (shape.capacity, shape.payload, shape.stride());
+            let mut fifo: VecDeque<Vec<u8>> = VecDeque::new();
+            let (mut tx_fault, mut rx_fault) = (tx.fault(), rx.fault());
+            for (n, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Push(len) => {
+                        let msg: Vec<u8> = (0..*len).map(|i| (n + i) as u8).collect();
+                        let result = tx.try_push(&msg);
+                        if let Some(fault) = tx_fault {
+                            prop_assert_eq!(result, Err(PushError::Faulted(fault)), "faults are sticky");
+                        }
+                        match result {
+                            Ok(()) => {
+                                prop_assert!(*len <= payload);
+                                if !scribbled {
+                                    prop_assert!(fifo.len() < capacity);
+                                    fifo.push_back(msg);
+                                }
+                            }
+                            Err(PushError::Full) => prop_assert!(scribbled || fifo.len() == capacity),
+                            Err(PushError::TooLarge { len: l, max }) => {
+                                prop_assert!(l == *len && max == payload && l > payload);
+                            }
+                            Err(PushError::Faulted(fault)) => {
+                                prop_assert!(scribbled, "faulted with no hostile write: {:?}", fault);
+                                tx_fault = Some(fault);
+                            }
+                        }
+                        prop_assert_eq!(tx.fault(), tx_fault);
+                    }
+                    Op::Pop(len) => {
+                        let mut out = vec![0xEEu8; *len];
+                        let result = rx.try_pop(&mut out);
+                        if let Some(fault) = rx_fault {
+                            prop_assert_eq!(result, Err(PopError::Faulted(fault)), "faults are sticky");
+                        }
+                        let written = match result {
+                            Ok(got) => {
+                                prop_assert!(got <= payload && got <= *len);
+                                if !scribbled {
+                                    let expected = fifo.pop_front();
+                                    prop_assert_eq!(Some(&out[..got]), expected.as_deref());
+                                }
+                                got
+                            }
+                            Err(PopError::Empty) => {
+                                prop_assert!(scribbled || fifo.is_empty());
+                                0
+                            }
+                            Err(PopError::BufferTooSmall { needed }) => {
+                                prop_assert!(needed > *len && needed <= payload);
+                                prop_assert!(scribbled || fifo.front().map(Vec::len) == Some(needed));
+                                0
+                            }
+                            Err(PopError::Faulted(fault)) => {
+                                prop_assert!(scribbled, "faulted with no hostile write: {:?}", fault);
+                                rx_fault = Some(fault);
+                                0
+                            }
+                        };
+                        prop_assert!(out[written..].iter().all(|&b| b == 0xEE), "wrote past the message");
+                        prop_assert_eq!(rx.fault(), rx_fault);
+                    }
+                    Op::HasMessage => {
+                        let has = rx.has_message();
+                        rx_fault = rx_fault.or(rx.fault());
+                        prop_assert!(!(has && rx_fault.is_some()));
+                        prop_assert!(scribbled || has != fifo.is_empty());
+                    }
+                    Op::FreeSlots => {
+                        let free = tx.free_slots();
+                        tx_fault = tx_fault.or(tx.fault());
+                        prop_assert!(free <= capacity);
+                        prop_assert!(tx_fault.is_none() || free == 0);
+                        prop_assert!(scribbled || free == capacity - fifo.len());
+                    }
+                    Op::Tail(p) => {
+                        peer.write(TAIL, p);
+                        scribbled = true;
+                    }
+                    Op::Head(p) => {
+                        peer.write(HEAD, p);
+                        scribbled = true;
+                    }
+                    Op::SlotLength(slot, len) => {
+                        let at = RingControl::BYTES + (slot % capacity) * stride;
+                        region.scribble(peer.ring + at, &len.to_le_bytes());
+                        scribbled = true;
+                    }
+                    Op::SlotBytes(slot, offset, bytes) => {
+                        let offset = offset % (stride - bytes.len().min(stride));
+                        let at = RingControl::BYTES + (slot % capacity) * stride + offset;
+                        region.scribble(peer.ring + at, &bytes[..bytes.len().min(stride)]);
+                        scribbled = true;
+                    }
+                    Op::Asleep(value) => region.scribble(peer.ring + ASLEEP, &value.to_le_bytes()),
+                }
+            }
+            for guard in [0, 2] {
+                let bytes = region.ring_shape(guard).unwrap().bytes();
+                let seen = region.peek(region.ring_offset(guard), bytes);
+                prop_assert!(seen.iter().all(|&b| b == GUARD_BYTE), "ring {} was written", guard);
+            }
+        }
     }
 }

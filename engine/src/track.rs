@@ -878,3 +878,298 @@ mod tests {
         assert_eq!(port.collect_garbage(), 1);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! A hostile worker writes anything into a track's from-script ring (bytes,
+    //! replies with fields off, NaN samples, lies about sequence numbers, bad
+    //! events) and scribbles over both rings' positions. The track never
+    //! panics, its output is always finite, every output block is exactly the
+    //! dry input delayed by L blocks or exactly a well-formed processed reply
+    //! for that block, and it faults its link exactly when it read something
+    //! malformed.
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::region::Region;
+
+    const ID: u32 = 5;
+
+    #[derive(Clone, Debug)]
+    enum Hostile {
+        /// Arbitrary bytes.
+        Bytes(Vec<u8>),
+        /// A processed block, with fields possibly off.
+        Result {
+            kind: u32,
+            track: u32,
+            /// The reply's block number, counted back from the block about to play.
+            seq_back: i64,
+            frames_off: u32,
+            channels_off: u32,
+            status: u32,
+            len_off: isize,
+            samples: Vec<f32>,
+        },
+        /// Events from `tick`, possibly malformed.
+        Events {
+            track: u32,
+            count: u32,
+            len_off: isize,
+            events: Vec<(u64, u32, u32, f32, f32)>,
+        },
+        /// The worker overwrites the from-script ring's tail (a step from its
+        /// value), or the to-script ring's head.
+        Tail(i8),
+        Head(i8),
+    }
+
+    /// `good`, or with probability `rate` a value from `bad`.
+    fn sometimes<T: Clone + std::fmt::Debug + 'static>(
+        rate: f64,
+        good: T,
+        bad: impl Strategy<Value = T> + 'static,
+    ) -> BoxedStrategy<T> {
+        (prop::bool::weighted(rate), bad).prop_map(move |(off, v)| if off { v } else { good.clone() }).boxed()
+    }
+
+    /// What the worker sends: well-formed replies with each field off with
+    /// probability `rate`, garbage and scribbles in proportion.
+    fn hostile(rate: f64) -> impl Strategy<Value = Hostile> {
+        let off = move || sometimes(rate, 0u32, prop_oneof![Just(1u32), any::<u32>()]);
+        let len_off = move || sometimes(rate, 0isize, -5..=5isize);
+        let result = (
+            sometimes(rate, BlockKind::Result as u32, prop_oneof![0..5u32, any::<u32>()]),
+            sometimes(rate, ID, any::<u32>()),
+            sometimes(rate, 1..=4i64, prop_oneof![(-2..=0i64).prop_map(|b| b..=b), any::<i64>().prop_map(|b| b..=b)])
+                .prop_flat_map(|r| r),
+            off(),
+            off(),
+            prop_oneof![6 => Just(0u32), 2 => 1..=2u32],
+            sometimes(rate, None, any::<u32>().prop_map(Some)),
+            len_off(),
+            prop::collection::vec(prop_oneof![8 => -2.0f32..2.0, 1 => proptest::num::f32::ANY], 32),
+        )
+            .prop_map(
+                |(kind, track, seq_back, frames_off, channels_off, status, bad_status, len_off, samples)| {
+                    Hostile::Result {
+                        kind,
+                        track,
+                        seq_back,
+                        frames_off,
+                        channels_off,
+                        status: bad_status.unwrap_or(status),
+                        len_off,
+                        samples,
+                    }
+                },
+            );
+        // Any event but one setting the mix (parameter 0), which would make
+        // the output a blend rather than exactly wet or dry.
+        let event = (
+            any::<u64>(),
+            prop_oneof![0..4u32, any::<u32>()],
+            // A parameter index, or a pitch's bits.
+            prop_oneof![1..10u32, 1..u32::MAX, proptest::num::f32::ANY.prop_map(|p| p.to_bits().max(1))],
+            proptest::num::f32::ANY,
+            proptest::num::f32::ANY,
+        );
+        let events = (
+            sometimes(rate, ID, any::<u32>()),
+            (0..=MAX_EVENTS_PER_REPLY as u32, sometimes(rate, None, any::<u32>().prop_map(Some)))
+                .prop_map(|(count, bad)| bad.unwrap_or(count)),
+            len_off(),
+            prop::collection::vec(event, MAX_EVENTS_PER_REPLY + 1),
+        )
+            .prop_map(|(track, count, len_off, events)| Hostile::Events { track, count, len_off, events });
+        // Garbage and scribbles in proportion to the rate (none at rate 0).
+        let weight = (rate * 1000.0) as u32;
+        prop_oneof![
+            weight => prop::collection::vec(any::<u8>(), 0..200).prop_map(Hostile::Bytes),
+            8000 => result,
+            2000 => events,
+            weight => any::<i8>().prop_map(Hostile::Tail),
+            weight => any::<i8>().prop_map(Hostile::Head),
+        ]
+    }
+
+    /// A track's shape, its voice if it has one, and, per block, what the
+    /// worker does before it: one case in four well-behaved, the others
+    /// hostile at some rate.
+    fn case() -> impl Strategy<Value = (usize, usize, usize, Option<Waveform>, Vec<Vec<Hostile>>)> {
+        let steps = prop::sample::select(vec![0.0, 0.01, 0.05, 0.3])
+            .prop_flat_map(|rate| prop::collection::vec(prop::collection::vec(hostile(rate), 0..3), 1..24));
+        let voice = prop::option::weighted(
+            0.2,
+            prop::sample::select(vec![Waveform::Sine, Waveform::Saw, Waveform::Noise, Waveform::Pluck]),
+        );
+        (1..=2usize, 1..=16usize, 1..=3usize, voice, steps)
+    }
+
+    fn encode(h: &Hostile, k: u64, cfg: &TrackConfig) -> Vec<u8> {
+        match h {
+            Hostile::Bytes(bytes) => bytes.clone(),
+            Hostile::Result { kind, track, seq_back, frames_off, channels_off, status, len_off, samples } => {
+                let n = cfg.block_samples();
+                let len = (HEADER_BYTES + n * 4).saturating_add_signed(*len_off);
+                let mut msg = vec![0u8; len.max(HEADER_BYTES)];
+                let header = BlockHeader {
+                    kind: *kind,
+                    track: *track,
+                    seq: (k as i64).wrapping_sub(*seq_back) as u64,
+                    frames: (cfg.block as u32).wrapping_add(*frames_off),
+                    channels: (cfg.channels as u32).wrapping_add(*channels_off),
+                    status: *status,
+                    ..Default::default()
+                };
+                header.encode(&mut msg);
+                let room = (len.max(HEADER_BYTES) - HEADER_BYTES) / 4;
+                block::write_samples(&mut msg, HEADER_BYTES, &samples[..n.min(room)]);
+                msg.truncate(len);
+                msg
+            }
+            Hostile::Events { track, count, len_off, events } => {
+                let shown = (*count as usize).min(events.len());
+                let len = (HEADER_BYTES + shown * EVENT_BYTES).saturating_add_signed(*len_off);
+                let mut msg = vec![0u8; HEADER_BYTES + shown * EVENT_BYTES];
+                let header =
+                    BlockHeader { kind: BlockKind::Events as u32, track: *track, count: *count, ..Default::default() };
+                header.encode(&mut msg);
+                for (i, &(time, kind, a, b, c)) in events[..shown].iter().enumerate() {
+                    let at = HEADER_BYTES + i * EVENT_BYTES;
+                    msg[at..at + 8].copy_from_slice(&time.to_le_bytes());
+                    for (w, word) in [kind, a, b.to_bits(), c.to_bits()].into_iter().enumerate() {
+                        msg[at + 8 + 4 * w..at + 12 + 4 * w].copy_from_slice(&word.to_le_bytes());
+                    }
+                }
+                msg.resize(len, 0);
+                msg
+            }
+            Hostile::Tail(_) | Hostile::Head(_) => unreachable!("not a message"),
+        }
+    }
+
+    /// What the track should make of a message read before block `k`: `None`
+    /// if it is malformed (a fault), else the processed samples it may play
+    /// for block `j`, if any.
+    fn judge(msg: &[u8], k: u64, cfg: &TrackConfig) -> Option<Option<(u64, Vec<f32>)>> {
+        let h = BlockHeader::read(msg).ok()?;
+        if h.track != ID {
+            return None;
+        }
+        match h.kind {
+            2 => {
+                let n = cfg.block_samples();
+                let ok = h.frames as usize == cfg.block
+                    && h.channels as usize == cfg.channels
+                    && h.status <= 2
+                    && msg.len() == HEADER_BYTES + n * 4
+                    && h.seq < k;
+                if !ok {
+                    return None;
+                }
+                let mut samples = vec![0.0f32; n];
+                block::read_samples(msg, HEADER_BYTES, &mut samples);
+                let playable = h.status == 0 && samples.iter().all(|s| s.is_finite());
+                Some(playable.then_some((h.seq, samples)))
+            }
+            3 => {
+                let ok = h.count as usize <= MAX_EVENTS_PER_REPLY
+                    && msg.len() == HEADER_BYTES + h.count as usize * EVENT_BYTES;
+                ok.then_some(None)
+            }
+            _ => None,
+        }
+    }
+
+    fn signal(frame: usize, channel: usize) -> f32 {
+        ((frame * 7 + channel * 3) % 101) as f32 / 101.0 - 0.4
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config::cases(128))]
+
+        #[test]
+        fn hostile_replies_give_dry_or_exact_wet_audio((channels, block, latency, voice, steps) in case()) {
+            let mut cfg = TrackConfig::new(ID, "hostile");
+            cfg.channels = channels;
+            cfg.block = block;
+            cfg.latency_blocks = latency;
+            // The script's notes play on the voice, added to the input: then
+            // the output is only checked for being finite.
+            cfg.voice = voice;
+            let (mut track, mut port) = Track::new(cfg.clone());
+            let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+            let link = ScriptLink {
+                to_script: region.producer(0).unwrap(),
+                from_script: region.consumer(1).unwrap(),
+                generation: 1,
+            };
+            prop_assert!(port.send_link(link));
+            let mut from_host = region.consumer(0).unwrap();
+            let mut to_host = region.producer(1).unwrap();
+            let mut scratch = vec![0u8; cfg.to_script_ring().payload];
+            let mut wet: HashMap<u64, Vec<Vec<f32>>> = HashMap::new();
+            let (mut malformed, mut scribbled) = (false, false);
+            let n = cfg.block_samples();
+            let blocks = steps.len() + 1;
+            for k in 0..blocks {
+                for h in steps.get(k).into_iter().flatten() {
+                    let word = match h {
+                        Hostile::Tail(d) => Some((region.ring_offset(1), d)),
+                        Hostile::Head(d) => Some((region.ring_offset(0) + 128, d)),
+                        _ => None,
+                    };
+                    if let Some((at, d)) = word {
+                        let old = u64::from_le_bytes(region.peek(at, 8).try_into().unwrap());
+                        region.scribble(at, &old.wrapping_add_signed(*d as i64).to_le_bytes());
+                        scribbled |= *d != 0;
+                        continue;
+                    }
+                    if let Hostile::Result { seq_back: 1..=4, .. } = h
+                        && let Hostile::Result { seq_back, .. } = h
+                        && (k as i64) < *seq_back
+                    {
+                        continue; // a reply to a block not yet sent: only a lying worker sends it
+                    }
+                    let msg = encode(h, k as u64, &cfg);
+                    if msg.len() > to_host.shape().payload || to_host.try_push(&msg).is_err() {
+                        continue;
+                    }
+                    match judge(&msg, k as u64, &cfg) {
+                        None => malformed = true,
+                        Some(Some((j, samples))) => wet.entry(j).or_default().push(samples),
+                        Some(None) => {}
+                    }
+                }
+                let input: Vec<Vec<f32>> =
+                    (0..channels).map(|c| (k * block..(k + 1) * block).map(|f| signal(f, c)).collect()).collect();
+                let inputs: Vec<&[f32]> = input.iter().map(Vec::as_slice).collect();
+                let mut out = vec![vec![f32::NAN; block]; channels];
+                let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+                track.process(&inputs, &mut outputs, block);
+                while from_host.try_pop(&mut scratch).is_ok() {}
+                prop_assert!(out.iter().flatten().all(|s| s.is_finite()), "block {}: {:?}", k, out);
+                let Some(j) = k.checked_sub(latency).filter(|_| voice.is_none()) else {
+                    prop_assert!(voice.is_some() || out.iter().flatten().all(|&s| s == 0.0), "silence at first");
+                    continue;
+                };
+                let planar: Vec<f32> = out.concat();
+                let dry: Vec<f32> = (0..channels).flat_map(|c| (j * block..(j + 1) * block).map(move |f| signal(f, c))).collect();
+                let is_wet = wet.get(&(j as u64)).is_some_and(|all| all.iter().any(|w| w[..] == planar[..]));
+                prop_assert!(planar == dry || is_wet, "block {} is neither dry nor a reply for block {}", k, j);
+                prop_assert_eq!(planar.len(), n);
+            }
+            let stats = &port.stats;
+            if malformed && !scribbled {
+                prop_assert!(stats.link_faulted.load(Ordering::Relaxed));
+                prop_assert!(stats.faults.load(Ordering::Relaxed) >= 1);
+            }
+            if !malformed && !scribbled {
+                prop_assert!(!stats.link_faulted.load(Ordering::Relaxed), "faulted on well-formed replies");
+            }
+        }
+    }
+}

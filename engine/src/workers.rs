@@ -196,6 +196,11 @@ impl Worker {
 }
 
 /// A pool of script worker processes running jobs, Parallel Python style.
+///
+/// A worker is killed when the thread that started it ends (the parent-death
+/// signal follows the spawning thread: see [`Region::pass_to_child`]), and
+/// workers are started by `new`, `set_ncpus` and restarts in `wait`: keep a
+/// pool on one thread that outlives it.
 pub struct WorkerPool {
     exe: PathBuf,
     workers: Vec<Worker>,
