@@ -17,9 +17,24 @@ pub const SCENARIO_ENV: &str = "OUTBOARD_RT_SCENARIO";
 const FUTEX_WAKE: u64 = 1;
 const FUTEX_WAKE_PRIVATE: u64 = 1 | 128;
 
+/// FUTEX_WAIT_PRIVATE: how an engine-owned track thread sleeps until the
+/// driver releases its next period (its audio callback boundary).
+const FUTEX_WAIT_PRIVATE: u64 = 128;
+
 /// From now on, any syscall of the calling thread other than FUTEX_WAKE kills
 /// the process with SIGSYS. Other threads are not affected.
 pub fn forbid_syscalls_but_wake() {
+    forbid_syscalls_but(&[FUTEX_WAKE, FUTEX_WAKE_PRIVATE]);
+}
+
+/// As [`forbid_syscalls_but_wake`], and also the private futex wait a graph
+/// track thread sleeps in between periods (the one place such a thread may
+/// block: where a DAW's audio thread would be back in the driver).
+pub fn forbid_syscalls_but_wake_and_period_wait() {
+    forbid_syscalls_but(&[FUTEX_WAKE, FUTEX_WAKE_PRIVATE, FUTEX_WAIT_PRIVATE]);
+}
+
+fn forbid_syscalls_but(futex_ops: &[u64]) {
     let wake = |op| {
         SeccompRule::new(vec![
             SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op).expect("condition"),
@@ -27,7 +42,7 @@ pub fn forbid_syscalls_but_wake() {
         .expect("rule")
     };
     let mut rules = BTreeMap::new();
-    rules.insert(libc::SYS_futex, vec![wake(FUTEX_WAKE), wake(FUTEX_WAKE_PRIVATE)]);
+    rules.insert(libc::SYS_futex, futex_ops.iter().map(|&op| wake(op)).collect());
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,

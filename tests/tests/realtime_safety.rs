@@ -1,4 +1,5 @@
-//! Proof that the realtime entry points are realtime-safe: they run under
+//! Proof that the realtime entry points (track processing, the graph driver,
+//! the graph track threads, the plugin's process) are realtime-safe: they run under
 //! `assert_no_alloc` (no allocation or free) and under a per-thread seccomp
 //! filter that allows no syscall but FUTEX_WAKE, with a real script worker on
 //! the other end, through late results, tick events and a worker restart.
@@ -353,4 +354,86 @@ fn the_plugins_process_makes_no_syscall_but_a_wake() {
     }
     let _turn = outboard_tests::realtime::one_at_a_time();
     assert_child_ok(run_child("the_plugins_process_makes_no_syscall_but_a_wake", "plugin"), "the plugin's process");
+}
+
+/// A graph track as the graph runner's track thread calls it, checked from
+/// inside: its first call puts the thread under the filter (allowing the
+/// period wait too), every call runs under the allocation check.
+struct Guarded {
+    track: Track,
+    filtered: bool,
+    violations: Arc<AtomicU32>,
+    calls: Arc<AtomicU64>,
+}
+
+impl outboard_engine::graph::BlockProcessor for Guarded {
+    fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize) {
+        if !self.filtered {
+            self.filtered = true;
+            outboard_tests::rt_safety::forbid_syscalls_but_wake_and_period_wait();
+            reset_violation_count();
+        }
+        assert_no_alloc(|| self.track.process(inputs, outputs, frames));
+        self.violations.store(violation_count(), Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn channels(&self) -> usize {
+        self.track.config().channels
+    }
+}
+
+/// The graph runner's track threads: each runs its scripted track under the
+/// filter (only wakes, and its own period wait) and the allocation check,
+/// for the whole run, the thread loop included from its first period on.
+#[test]
+fn the_graph_track_threads_are_realtime_safe() {
+    if scenario().as_deref() == Some("track-threads") {
+        let dir = ScriptDir::new("rt-safety-graph");
+        let script = dir.write("safe.py", SCRIPT);
+        let template = TrackConfig::new(0, "template");
+        let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+        config.echo_log = false;
+        let supervisor = Supervisor::start(config);
+        let violations = Arc::new(AtomicU32::new(0));
+        let mut counters = Vec::new();
+        let tracks: Vec<GraphTrack> = (0..3)
+            .map(|i| {
+                let (track, port) = Track::new(TrackConfig::new(i, format!("t{i}")));
+                supervisor.add_track(ScriptedTrack {
+                    port,
+                    script: PathBuf::from(&script),
+                    params: vec!["mix".into()],
+                });
+                let calls = Arc::new(AtomicU64::new(0));
+                counters.push((track.stats().clone(), calls.clone()));
+                GraphTrack {
+                    name: format!("t{i}"),
+                    processor: Box::new(Guarded { track, filtered: false, violations: violations.clone(), calls }),
+                    source: Source::Sine { freq: 220.0, gain: 0.1 },
+                }
+            })
+            .collect();
+        let config = GraphConfig { priority: None, ..GraphConfig::default() };
+        let (_graph, mut driver) = Graph::start_with_driver(&config, tracks);
+        let mut master = vec![0.0f32; 128];
+        let start = Instant::now();
+        for n in 0..3000u32 {
+            if let Some(wait) = (start + Duration::from_micros(1333) * n).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            driver.tick(&mut master, 2);
+        }
+        let all_ran = counters.iter().all(|(_, calls)| calls.load(Ordering::Relaxed) > 2000);
+        let scripted = counters.iter().all(|(stats, _)| stats.script_ready.load(Ordering::Acquire));
+        let clean = violations.load(Ordering::Relaxed) == 0;
+        eprintln!("track threads: all ran {all_ran}, scripts loaded {scripted}, no allocation {clean}");
+        // Exit from here: a filtered track thread may not even exit.
+        std::process::exit(if all_ran && scripted && clean { 0 } else { 1 });
+    }
+    if scenario().is_some() {
+        return;
+    }
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    assert_child_ok(run_child("the_graph_track_threads_are_realtime_safe", "track-threads"), "graph track threads");
 }
