@@ -268,6 +268,38 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
 }
 
 #[test]
+fn a_slow_interpreter_start_is_not_taken_for_a_hang() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-slow-start");
+    let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
+    // Python imports sitecustomize while it starts: this one makes the start
+    // take 1.5 s, three heartbeat timeouts, as several workers starting at
+    // once on a busy machine can. The worker is started through a wrapper
+    // that puts it on the path.
+    dir.write("sitecustomize.py", "import time\ntime.sleep(1.5)\n");
+    let wrapper = dir.write(
+        "slow-start-host",
+        &format!(
+            "#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n",
+            dir.path().display(),
+            workspace_bin("outboard-scripts-host").display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = TrackConfig::new(8, "slow-start");
+    let mut config = SupervisorConfig::new(PathBuf::from(&wrapper), &cfg);
+    config.heartbeat_timeout = std::time::Duration::from_millis(500);
+    let sup = Supervisor::start(config);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    let out = run_paced(&mut track, 2400, |_, _| {});
+    let log = sup.log_lines().join("\n");
+    assert_eq!(sup.restarts(), 0, "the starting worker was taken for hung:\n{log}");
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    let wet_at_end = blocks[1800..].iter().filter(|b| **b == Some(true)).count();
+    assert!(wet_at_end > 500, "processed once started ({wet_at_end} of the last 598 blocks)");
+}
+
+#[test]
 fn a_crash_looping_worker_is_restarted_with_back_off() {
     let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-crashloop");
