@@ -219,12 +219,13 @@ def check_reloads():
         script.check_reload(now)
 
 
-def report_non_finite(slot):
-    """Called when a processed block held NaN or Inf: reports it like any
+def report_bad_samples(slot, what):
+    """Called when a processed block held samples that cannot be played
+    (`what`: NaN or Inf, or beyond the track's range): reports it like any
     other wrong result, with the file and the line of `process`."""
     script = _scripts.get(slot)
     if script is not None and script.module is not None:
-        _report_problem(script, "process", "process() produced non-finite samples (NaN or Inf)")
+        _report_problem(script, "process", f"process() produced {what}")
 
 
 def process(slot, block, seq, sample_time, params):
@@ -260,8 +261,8 @@ def process(slot, block, seq, sample_time, params):
             elif out.dtype != np.float32:
                 _report_problem(script, "process", f"process() returned dtype {out.dtype}, expected float32")
             else:
-                # Finiteness is checked by the caller on the copied samples
-                # (cheaper there); it calls report_non_finite when it fails.
+                # Sample values are checked by the caller on the copied samples
+                # (cheaper there); it calls report_bad_samples when they fail.
                 status = PROCESSED
                 out = np.ascontiguousarray(out)
         except BaseException as exc:

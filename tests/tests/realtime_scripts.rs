@@ -105,6 +105,7 @@ fn script_errors_are_reported_with_file_and_line_and_the_track_plays_dry() {
         ("nan.py", "def process(block, ctx):\n    block[0, 0] = float('nan')\n", "nan.py:1", "non-finite samples"),
         ("kind.py", "def process(block, ctx):\n    return [1, 2]\n", "kind.py:1", "returned list"),
         ("nohooks.py", "x = 1\n", "nohooks.py", "defines none of the hooks"),
+        ("loud.py", "def process(block, ctx):\n    block[:] = 1e30\n", "loud.py:1", "samples out of range"),
     ];
     let cfg = TrackConfig::new(0, "template");
     let sup = supervisor(&cfg);
