@@ -25,6 +25,11 @@ PROCESSED, SCRIPT_ERROR, NO_PROCESS = 0, 1, 2
 RELOAD_CHECK_SECONDS = 0.25
 REPEAT_REPORT_SECONDS = 2.0
 MAX_EVENTS_PER_TICK = 128
+# A script is code; a bigger file is data pasted in by mistake, and compiling
+# it would hold the worker, and every track on it, for seconds (a 50 MB list
+# literal takes CPython 16 s): long past the heartbeat timeout, so the worker
+# would be restarted, load the same file again, and be restarted again.
+MAX_SCRIPT_BYTES = 512 << 10
 
 
 class Context:
@@ -155,12 +160,19 @@ class Script:
         if key == self.key:
             return True
         self.key = key
+        keep = "; the previous version keeps running" if self.module else ""
+        size = key[1]
+        if size > MAX_SCRIPT_BYTES:
+            _reporter.report((self.path, self.slot, "size", size),
+                             f"outboard: script error in {self.path} ({self.ctx.name}): it is {size / 2**20:.1f} MiB, "
+                             f"larger than the {MAX_SCRIPT_BYTES >> 10} KiB a script may be (data belongs in a file "
+                             f"the script reads){keep}")
+            return False
         try:
             module = _load_module(self.path, self.slot)
         except BaseException as exc:
             file, line = _where(exc, self.path)
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            keep = "; the previous version keeps running" if self.module else ""
             _reporter.report((f"{file}:{line}", self.slot, "load", str(exc)),
                              f"outboard: script error in {file}:{line} ({self.ctx.name}, loading): "
                              f"{type(exc).__name__}: {exc}{keep}\n{text}")

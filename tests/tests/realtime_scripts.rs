@@ -182,6 +182,32 @@ fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
 }
 
 #[test]
+fn a_script_too_big_to_be_code_is_refused_and_the_previous_version_keeps_running() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-big");
+    let path = dir.write("grows.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(9, "grows");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &path, &sup);
+    // A working new version, 600 KB with its pasted data: over the limit.
+    let big = format!("def process(block, ctx):\n    block *= 3.0\n\n{}", "# 0.1, 0.2, 0.3, 0.4\n".repeat(30_000));
+    let out = run_paced(&mut track, 1500, |k, _| {
+        if k == 600 {
+            dir.write("grows.py", &big);
+        }
+    });
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(Option::is_some), "only the first version or dry, never the big one");
+    assert!(blocks[1000..].iter().filter(|b| **b == Some(true)).count() > 400, "the first version kept running");
+    let log = sup.log_lines().join("\n");
+    assert!(
+        log.contains("grows.py") && log.contains("larger than") && log.contains("previous version keeps running"),
+        "{log}"
+    );
+    assert_eq!(sup.restarts(), 0);
+}
+
+#[test]
 fn tick_events_land_on_their_sample() {
     let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-tick");
