@@ -47,7 +47,8 @@ pub struct SupervisorConfig {
     pub slot_rings: (RingShape, RingShape),
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
-    /// Workers with tracks run at nice -10; a worker whose tracks are late
+    /// Workers with tracks run at nice -10 (nice 0 while they start, until
+    /// their first script has loaded); a worker whose tracks are late
     /// for most blocks (a CPU hog: a busy or hung script) is demoted to nice
     /// 15 until it keeps up again. With `Some(priority)`, a worker that has
     /// kept up for a second is promoted to SCHED_FIFO at that priority (below
@@ -107,6 +108,10 @@ const LOG_LINES: usize = 2000;
 const DEMOTED_NICE: i32 = 15;
 /// Nice value of a raised worker where SCHED_FIFO is not permitted.
 const RAISED_NICE: i32 = -10;
+/// Nice value of a worker until its first script has loaded: starting CPython
+/// and numpy is a burst of CPU (and kernel work) that must not delay the
+/// running workers' blocks, as it did at their nice -10.
+const STARTING_NICE: i32 = 0;
 
 /// Sets a worker's scheduling policy and nice value; false if not permitted.
 fn set_scheduling(pid: u32, policy: libc::c_int, priority: i32, nice: i32) -> bool {
@@ -238,6 +243,9 @@ struct Worker {
 /// A worker's standing in the priority policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Standing {
+    /// Starting its interpreter: nice 0, below the running workers, until
+    /// its first script has loaded.
+    Starting,
     /// New: nice -10 until its tracks have kept up for a while.
     Probation,
     /// Kept up: SCHED_FIFO at the configured priority.
@@ -447,7 +455,7 @@ impl Watcher {
             });
         }
         if !hog {
-            set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
+            set_scheduling(pid, libc::SCHED_OTHER, 0, STARTING_NICE);
         }
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
         Ok(Worker {
@@ -463,7 +471,7 @@ impl Watcher {
             last_beat_at: Instant::now(),
             recent_restarts: VecDeque::new(),
             restart_not_before: None,
-            standing: Standing::Probation,
+            standing: Standing::Starting,
             kept_up: 0,
         })
     }
@@ -497,6 +505,12 @@ impl Watcher {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
                 if message.kind != Kind::ScriptLoaded {
                     continue;
+                }
+                // Its interpreter is up: from now on it serves blocks, at the
+                // priority that keeps them on time.
+                if worker.standing == Standing::Starting {
+                    worker.standing = Standing::Probation;
+                    set_scheduling(worker.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
                 }
                 let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap_or_default();
                 let Some(slot) = body["slot"].as_u64() else { continue };

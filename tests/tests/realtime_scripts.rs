@@ -294,8 +294,15 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
     assert!(blocks[2000..].iter().filter(|b| **b == Some(true)).count() > 300, "processed again after the restart");
 }
 
+/// The nice value of process `pid`.
+fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker runs");
+    // Field 19, counted after "pid (comm)" (comm may hold spaces).
+    stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 #[test]
-fn a_slow_interpreter_start_is_not_taken_for_a_hang() {
+fn a_slow_interpreter_start_is_not_taken_for_a_hang_nor_put_ahead_of_running_workers() {
     let _turn = outboard_tests::realtime::one_at_a_time();
     let dir = ScriptDir::new("rt-slow-start");
     let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
@@ -318,9 +325,20 @@ fn a_slow_interpreter_start_is_not_taken_for_a_hang() {
     config.heartbeat_timeout = std::time::Duration::from_millis(500);
     let sup = Supervisor::start(config);
     let mut track = scripted(cfg.clone(), &script, &sup);
-    let out = run_paced(&mut track, 2400, |_, _| {});
+    let mut nice_while_starting = None;
+    let out = run_paced(&mut track, 2400, |k, _| {
+        if k == 400 {
+            nice_while_starting = sup.worker_pids().first().map(|&pid| nice_of(pid));
+        }
+    });
     let log = sup.log_lines().join("\n");
     assert_eq!(sup.restarts(), 0, "the starting worker was taken for hung:\n{log}");
+    // Starting Python is a burst of CPU: below the running workers' priority
+    // until the script has loaded, then raised (where permitted: as root).
+    assert_eq!(nice_while_starting, Some(0));
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(nice_of(sup.worker_pids()[0]), -10);
+    }
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     let wet_at_end = blocks[1800..].iter().filter(|b| **b == Some(true)).count();
     assert!(wet_at_end > 500, "processed once started ({wet_at_end} of the last 598 blocks)");
