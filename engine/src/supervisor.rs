@@ -49,8 +49,9 @@ pub struct SupervisorConfig {
     pub heartbeat_timeout: Duration,
     /// Workers with tracks run at nice -10 (nice 0 while they start, until
     /// their first script has loaded); a worker whose tracks are late
-    /// for most blocks (a CPU hog: a busy or hung script) is demoted to nice
-    /// 15 until it keeps up again. With `Some(priority)`, a worker that has
+    /// for most blocks (a CPU hog: a busy or hung script), or that is stuck
+    /// in a script call (no beat for 8 ms while its tracks run), is demoted
+    /// to nice 15 until it keeps up again. With `Some(priority)`, a worker that has
     /// kept up for a second is promoted to SCHED_FIFO at that priority (below
     /// the audio threads'): lower tail latency, but a script that turns into
     /// a hog after promotion holds its core at realtime priority until it is
@@ -129,6 +130,10 @@ const POLICING_WINDOW: Duration = Duration::from_millis(20);
 const PROMOTE_AFTER_WINDOWS: u32 = 50;
 /// How long after its script loaded a track's lateness starts to count.
 const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
+/// A worker that has not beaten for this long while its tracks went on
+/// handing it blocks is stuck in a script call (a worker serving tracks
+/// beats at every block): it is demoted at once (see `watch`).
+const STUCK_AFTER: Duration = Duration::from_millis(8);
 
 impl Shared {
     fn log(&self, line: String, echo: bool) {
@@ -232,6 +237,8 @@ struct Worker {
     hog: bool,
     last_beat: u64,
     last_beat_at: Instant,
+    /// Blocks its tracks had been handed when its last beat was seen.
+    blocks_at_last_beat: u64,
     recent_restarts: VecDeque<Instant>,
     restart_not_before: Option<Instant>,
     /// Where the worker stands in the priority policy (see `police_hogs`).
@@ -469,6 +476,7 @@ impl Watcher {
             hog,
             last_beat: beat,
             last_beat_at: Instant::now(),
+            blocks_at_last_beat: 0,
             recent_restarts: VecDeque::new(),
             restart_not_before: None,
             standing: Standing::Starting,
@@ -583,11 +591,34 @@ impl Watcher {
     fn watch(&mut self) {
         let now = Instant::now();
         for index in 0..self.workers.len() {
+            let blocks: u64 = self
+                .tracks
+                .iter()
+                .filter(|t| t.worker == index)
+                .map(|t| t.port.stats.blocks.load(Ordering::Relaxed))
+                .sum();
             let worker = &mut self.workers[index];
             let beat = worker.region.status().heartbeat.load(Ordering::Relaxed);
             if beat != worker.last_beat {
                 worker.last_beat = beat;
                 worker.last_beat_at = now;
+                worker.blocks_at_last_beat = blocks;
+            } else if matches!(worker.standing, Standing::Probation | Standing::Raised)
+                && now.duration_since(worker.last_beat_at) >= STUCK_AFTER
+                && blocks > worker.blocks_at_last_beat + 2
+            {
+                // Stuck in a script call. If that is a busy loop, at the
+                // running workers' priority it delays their blocks until the
+                // lateness accounting (`police_hogs`, tens of ms) catches it:
+                // demote it now; it is raised again once it keeps up.
+                worker.standing = Standing::Demoted;
+                worker.kept_up = 0;
+                let pid = worker.child.id();
+                set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
+                self.shared.log(
+                    format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority"),
+                    self.config.echo_log,
+                );
             }
             let why = if let Ok(Some(status)) = worker.child.try_wait() {
                 Some(format!("exited ({status})"))

@@ -289,6 +289,9 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
     assert!(sup.restarts() >= 1, "the hung worker was replaced");
     let log = sup.log_lines().join("\n");
     assert!(log.contains("stopped beating"), "{log}");
+    // Long before that, as soon as it missed its beats, its priority went down
+    // (a busy loop at the running workers' priority would delay their blocks).
+    assert!(log.contains("is stuck in a script call; lowering its priority"), "{log}");
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     assert!(blocks.iter().all(Option::is_some), "audio stayed sample-exact through the hang");
     assert!(blocks[2000..].iter().filter(|b| **b == Some(true)).count() > 300, "processed again after the restart");
