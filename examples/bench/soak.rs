@@ -162,6 +162,10 @@ pub fn run(args: SoakArgs) -> Result<(), String> {
     }
     let began = Instant::now();
     let start = Snapshot::take(began, &graph, &stats, &supervisor);
+    let at_start: Vec<(u64, u64)> = stats
+        .iter()
+        .map(|s| (s.late_results.load(Ordering::Relaxed), s.script_errors.load(Ordering::Relaxed)))
+        .collect();
     let mut samples = vec![start.clone()];
     println!(
         "{:>8} {:>10} {:>8} {:>8} {:>8} {:>9} {:>13} {:>16}",
@@ -189,11 +193,12 @@ pub fn run(args: SoakArgs) -> Result<(), String> {
         .enumerate()
         .map(|(i, s)| {
             let p = s.roundtrip.percentiles();
+            let (late, errors) = at_start[i];
             json!({
                 "track": i,
                 "script": SCRIPTS[i % SCRIPTS.len()].0,
-                "late_results": s.late_results.load(Ordering::Relaxed),
-                "script_errors": s.script_errors.load(Ordering::Relaxed),
+                "late_results": s.late_results.load(Ordering::Relaxed) - late,
+                "script_errors": s.script_errors.load(Ordering::Relaxed) - errors,
                 "events": s.events.load(Ordering::Relaxed),
                 "late_events": s.late_events.load(Ordering::Relaxed),
                 "roundtrip_us": {"p50": p.p50, "p99": p.p99, "max": p.max},
