@@ -863,6 +863,12 @@ fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<Report, Stri
         leaks.push(format!("the faulty worker (pid {pid}) is still there"));
     }
     let workers = rig.supervisor.worker_pids();
+    // What the faulty track's worker (the victim's successor, if restarted)
+    // holds now: after a memory bomb, up to its address-space limit.
+    let faulty_worker_rss_kib = match (faulty, &side_exe) {
+        (Some(f), None) => workers.get(f).map(|&pid| procfs::rss_kib(pid)),
+        _ => None,
+    };
     let children = procfs::children();
     if workers.len() != served.len() || children.len() != served.len() {
         leaks.push(format!(
@@ -930,6 +936,7 @@ fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<Report, Stri
             "rss_kib": [before.rss_kib, after.rss_kib],
             "regions_mapped": [before.regions, after.regions],
             "children": [before.children.len(), after.children.len()],
+            "faulty_worker_rss_kib": faulty_worker_rss_kib,
         }),
     })
 }
