@@ -19,10 +19,11 @@
 //!
 //! Per scenario: deadline misses from the fault's injection on (and apart:
 //! while the workers started, and in a moment before that with the graph
-//! alone, where misses can only be the machine's), late results and script errors on the faulty
-//! track and on the others (from warm-up on), whether and how fast the faulty
-//! track recovered, whether the others were affected, and leftovers:
-//! processes, descriptors, shared regions, /dev/shm, resident memory.
+//! alone, where misses can only be the machine's), late results and script
+//! errors on the faulty track and on the others (from warm-up on), whether
+//! and how fast the faulty track recovered, whether the others were
+//! affected, what the log said, and leftovers: processes, descriptors, shared
+//! regions, /dev/shm, resident memory.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
