@@ -29,6 +29,17 @@ pub const HEADER_BYTES: usize = 56;
 pub const EVENT_BYTES: usize = 24;
 /// Parameters a block carries to its script.
 pub const MAX_PARAMS: usize = 8;
+/// Loudest sample a result may carry: ±1000, +60 dBFS, far beyond any mix's
+/// headroom. A script that returns more (1e30, say) returns no audio anyone
+/// meant to hear, and a few such tracks summed overflow the mix to Inf.
+pub const MAX_SAMPLE: f32 = 1000.0;
+
+/// Whether every sample is a number within ±[`MAX_SAMPLE`] (NaN and ±Inf are
+/// not): what a result must be to be played. Realtime-safe.
+pub fn samples_playable(samples: &[f32]) -> bool {
+    // `abs() <= MAX` is false for NaN, so one comparison covers all three.
+    samples.iter().all(|s| s.abs() <= MAX_SAMPLE)
+}
 
 /// What a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

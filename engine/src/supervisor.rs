@@ -47,9 +47,11 @@ pub struct SupervisorConfig {
     pub slot_rings: (RingShape, RingShape),
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
-    /// Workers with tracks run at nice -10; a worker whose tracks are late
-    /// for most blocks (a CPU hog: a busy or hung script) is demoted to nice
-    /// 15 until it keeps up again. With `Some(priority)`, a worker that has
+    /// Workers with tracks run at nice -10 (nice 0 while they start, until
+    /// their first script has loaded); a worker whose tracks are late
+    /// for most blocks (a CPU hog: a busy or hung script), or that is stuck
+    /// in a script call (no beat for 8 ms while its tracks run), is demoted
+    /// to nice 15 until it keeps up again. With `Some(priority)`, a worker that has
     /// kept up for a second is promoted to SCHED_FIFO at that priority (below
     /// the audio threads'): lower tail latency, but a script that turns into
     /// a hog after promotion holds its core at realtime priority until it is
@@ -108,6 +110,10 @@ const LOG_LINES: usize = 2000;
 const DEMOTED_NICE: i32 = 15;
 /// Nice value of a raised worker where SCHED_FIFO is not permitted.
 const RAISED_NICE: i32 = -10;
+/// Nice value of a worker until its first script has loaded: starting CPython
+/// and numpy is a burst of CPU (and kernel work) that must not delay the
+/// running workers' blocks, as it did at their nice -10.
+const STARTING_NICE: i32 = 0;
 
 /// Sets a worker's scheduling policy and nice value; false if not permitted.
 fn set_scheduling(pid: u32, policy: libc::c_int, priority: i32, nice: i32) -> bool {
@@ -125,6 +131,10 @@ const POLICING_WINDOW: Duration = Duration::from_millis(20);
 const PROMOTE_AFTER_WINDOWS: u32 = 50;
 /// How long after its script loaded a track's lateness starts to count.
 const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
+/// A worker that has not beaten for this long while its tracks went on
+/// handing it blocks is stuck in a script call (a worker serving tracks
+/// beats at every block): it is demoted at once (see `watch`).
+const STUCK_AFTER: Duration = Duration::from_millis(8);
 
 impl Shared {
     fn log(&self, line: String, echo: bool) {
@@ -236,6 +246,8 @@ struct Worker {
     hog: bool,
     last_beat: u64,
     last_beat_at: Instant,
+    /// Blocks its tracks had been handed when its last beat was seen.
+    blocks_at_last_beat: u64,
     recent_restarts: VecDeque<Instant>,
     restart_not_before: Option<Instant>,
     /// Where the worker stands in the priority policy (see `police_hogs`).
@@ -257,6 +269,9 @@ enum Slot {
 /// A worker's standing in the priority policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Standing {
+    /// Starting its interpreter: nice 0, below the running workers, until
+    /// its first script has loaded.
+    Starting,
     /// New: nice -10 until its tracks have kept up for a while.
     Probation,
     /// Kept up: SCHED_FIFO at the configured priority.
@@ -512,7 +527,7 @@ impl Watcher {
             self.log_threads.extend(thread.ok());
         }
         if !hog {
-            set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
+            set_scheduling(pid, libc::SCHED_OTHER, 0, STARTING_NICE);
         }
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
         Ok(Worker {
@@ -526,9 +541,10 @@ impl Watcher {
             hog,
             last_beat: beat,
             last_beat_at: Instant::now(),
+            blocks_at_last_beat: 0,
             recent_restarts: VecDeque::new(),
             restart_not_before: None,
-            standing: Standing::Probation,
+            standing: Standing::Starting,
             kept_up: 0,
         })
     }
@@ -562,6 +578,12 @@ impl Watcher {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
                 if message.kind != Kind::ScriptLoaded {
                     continue;
+                }
+                // Its interpreter is up: from now on it serves blocks, at the
+                // priority that keeps them on time.
+                if worker.standing == Standing::Starting {
+                    worker.standing = Standing::Probation;
+                    set_scheduling(worker.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
                 }
                 let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap_or_default();
                 let Some(slot) = body["slot"].as_u64() else { continue };
@@ -634,11 +656,34 @@ impl Watcher {
     fn watch(&mut self) {
         let now = Instant::now();
         for index in 0..self.workers.len() {
+            let blocks: u64 = self
+                .tracks
+                .iter()
+                .filter(|t| t.worker == index)
+                .map(|t| t.port.stats.blocks.load(Ordering::Relaxed))
+                .sum();
             let worker = &mut self.workers[index];
             let beat = worker.region.status().heartbeat.load(Ordering::Relaxed);
             if beat != worker.last_beat {
                 worker.last_beat = beat;
                 worker.last_beat_at = now;
+                worker.blocks_at_last_beat = blocks;
+            } else if matches!(worker.standing, Standing::Probation | Standing::Raised)
+                && now.duration_since(worker.last_beat_at) >= STUCK_AFTER
+                && blocks > worker.blocks_at_last_beat + 2
+            {
+                // Stuck in a script call. If that is a busy loop, at the
+                // running workers' priority it delays their blocks until the
+                // lateness accounting (`police_hogs`, tens of ms) catches it:
+                // demote it now; it is raised again once it keeps up.
+                worker.standing = Standing::Demoted;
+                worker.kept_up = 0;
+                let pid = worker.child.id();
+                set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
+                self.shared.log(
+                    format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority"),
+                    self.config.echo_log,
+                );
             }
             let why = if let Ok(Some(status)) = worker.child.try_wait() {
                 Some(format!("exited ({status})"))

@@ -120,7 +120,8 @@ pub struct TrackStats {
     /// Results that arrived after their turn and were dropped.
     pub stale_results: AtomicU64,
     /// Blocks the script failed on (error reported by the worker, or a
-    /// non-finite sample caught here): dry played.
+    /// sample that is not finite or beyond ±`block::MAX_SAMPLE` caught here):
+    /// dry played.
     pub script_errors: AtomicU64,
     /// Malformed messages or ring faults from the script side.
     pub faults: AtomicU64,
@@ -411,7 +412,7 @@ impl Track {
             self.stats.late_results.fetch_add(1, Ordering::Relaxed);
             self.stats.last_late_block.store(k, Ordering::Relaxed);
             false
-        } else if status == ResultStatus::Processed as u32 && wet.iter().all(|s| s.is_finite()) {
+        } else if status == ResultStatus::Processed as u32 && block::samples_playable(wet) {
             true
         } else {
             if status != ResultStatus::NoProcess as u32 {
@@ -818,12 +819,23 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_results_are_not_played() {
-        let cfg = TrackConfig::new(1, "nan");
-        let (mut track, port, mut script) = track_with_script(cfg.clone());
-        let out = run(&mut track, &mut script, 64 * 10, |s| s.serve(|_| f32::NAN, |_| true));
-        assert!(out.iter().flatten().all(|s| s.is_finite()));
-        assert!(port.stats.script_errors.load(Ordering::Relaxed) >= 7);
+    fn non_finite_or_absurdly_loud_results_are_not_played() {
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, 1e30, -1001.0] {
+            let cfg = TrackConfig::new(1, "bad");
+            let (mut track, port, mut script) = track_with_script(cfg.clone());
+            // Every other sample bad: one is enough to refuse a block.
+            let out = run(&mut track, &mut script, 64 * 10, |s| s.serve(|x| if x > 0.0 { bad } else { x }, |_| true));
+            let delay = cfg.latency_frames();
+            for (i, &y) in out[0].iter().enumerate().skip(delay) {
+                assert_eq!(y, signal(i - delay, 0), "{bad}: dry at frame {i}");
+            }
+            assert!(port.stats.script_errors.load(Ordering::Relaxed) >= 7, "{bad}");
+        }
+        // Loud but within +60 dBFS is the script's business: played.
+        let (mut track, port, mut script) = track_with_script(TrackConfig::new(1, "loud"));
+        let out = run(&mut track, &mut script, 64 * 10, |s| s.serve(|x| x * 1000.0, |_| true));
+        assert!(out[0].iter().any(|y| y.abs() > 100.0));
+        assert_eq!(port.stats.script_errors.load(Ordering::Relaxed), 0);
     }
 
     #[test]

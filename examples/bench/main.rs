@@ -3,9 +3,12 @@
 //! Each subcommand measures one claim side by side with its baseline in the
 //! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
 
+mod faults;
 mod latency;
+mod procfs;
 mod ring;
 mod scaling;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -27,9 +30,18 @@ enum Command {
     /// The shared-memory ring vs rtrb, and the cross-process round trip with
     /// a spinning vs a sleeping peer.
     Ring(ring::RingArgs),
+    /// Every fault a script can commit, injected into a running graph:
+    /// deadline misses, late results, recovery, others affected, leftovers.
+    Faults(faults::FaultsArgs),
+    /// Many tracks running the example scripts for a long time: misses, late
+    /// results, restarts, memory at start and end.
+    Soak(soak::SoakArgs),
     /// (internal) the far end of `ring`'s round trips.
     #[command(hide = true)]
     RingPeer(ring::PeerArgs),
+    /// (internal) the host `faults` kills to check that its workers die with it.
+    #[command(hide = true)]
+    FaultsHost(faults::HostArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,7 +50,10 @@ fn main() -> std::process::ExitCode {
         Command::Scaling(args) => scaling::run(args),
         Command::Latency(args) => latency::run(args),
         Command::Ring(args) => ring::run(args),
+        Command::Faults(args) => faults::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::RingPeer(args) => ring::peer(args),
+        Command::FaultsHost(args) => faults::host(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,6 +25,11 @@ PROCESSED, SCRIPT_ERROR, NO_PROCESS = 0, 1, 2
 RELOAD_CHECK_SECONDS = 0.25
 REPEAT_REPORT_SECONDS = 2.0
 MAX_EVENTS_PER_TICK = 128
+# A script is code; a bigger file is data pasted in by mistake, and compiling
+# it would hold the worker, and every track on it, for seconds (a 50 MB list
+# literal takes CPython 16 s): long past the heartbeat timeout, so the worker
+# would be restarted, load the same file again, and be restarted again.
+MAX_SCRIPT_BYTES = 512 << 10
 
 
 class Context:
@@ -155,12 +160,19 @@ class Script:
         if key == self.key:
             return True
         self.key = key
+        keep = "; the previous version keeps running" if self.module else ""
+        size = key[1]
+        if size > MAX_SCRIPT_BYTES:
+            _reporter.report((self.path, self.slot, "size", size),
+                             f"outboard: script error in {self.path} ({self.ctx.name}): it is {size / 2**20:.1f} MiB, "
+                             f"larger than the {MAX_SCRIPT_BYTES >> 10} KiB a script may be (data belongs in a file "
+                             f"the script reads){keep}")
+            return False
         try:
             module = _load_module(self.path, self.slot)
         except BaseException as exc:
             file, line = _where(exc, self.path)
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            keep = "; the previous version keeps running" if self.module else ""
             _reporter.report((f"{file}:{line}", self.slot, "load", str(exc)),
                              f"outboard: script error in {file}:{line} ({self.ctx.name}, loading): "
                              f"{type(exc).__name__}: {exc}{keep}\n{text}")
@@ -219,12 +231,13 @@ def check_reloads():
         script.check_reload(now)
 
 
-def report_non_finite(slot):
-    """Called when a processed block held NaN or Inf: reports it like any
+def report_bad_samples(slot, what):
+    """Called when a processed block held samples that cannot be played
+    (`what`: NaN or Inf, or beyond the track's range): reports it like any
     other wrong result, with the file and the line of `process`."""
     script = _scripts.get(slot)
     if script is not None and script.module is not None:
-        _report_problem(script, "process", "process() produced non-finite samples (NaN or Inf)")
+        _report_problem(script, "process", f"process() produced {what}")
 
 
 def process(slot, block, seq, sample_time, params):
@@ -260,8 +273,8 @@ def process(slot, block, seq, sample_time, params):
             elif out.dtype != np.float32:
                 _report_problem(script, "process", f"process() returned dtype {out.dtype}, expected float32")
             else:
-                # Finiteness is checked by the caller on the copied samples
-                # (cheaper there); it calls report_non_finite when it fails.
+                # Sample values are checked by the caller on the copied samples
+                # (cheaper there); it calls report_bad_samples when they fail.
                 status = PROCESSED
                 out = np.ascontiguousarray(out)
         except BaseException as exc:

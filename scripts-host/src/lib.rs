@@ -161,7 +161,7 @@ pub struct RealtimeRuntime {
     unload: Py<PyAny>,
     process: Py<PyAny>,
     check_reloads: Py<PyAny>,
-    report_non_finite: Py<PyAny>,
+    report_bad_samples: Py<PyAny>,
 }
 
 /// One block for a track's script.
@@ -207,7 +207,7 @@ impl RealtimeRuntime {
                 unload: get("unload")?,
                 process: get("process")?,
                 check_reloads: get("check_reloads")?,
-                report_non_finite: get("report_non_finite")?,
+                report_bad_samples: get("report_bad_samples")?,
             })
         })
     }
@@ -258,7 +258,7 @@ impl RealtimeRuntime {
     pub fn process(&self, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
         let BlockIn { slot, seq, sample_time, channels, params, samples } = *block;
         use numpy::{PyArray1, PyArray2, PyArrayMethods};
-        use outboard_engine::block::{Event, EventAction, ResultStatus};
+        use outboard_engine::block::{Event, EventAction, MAX_SAMPLE, ResultStatus, samples_playable};
         let frames = samples.len() / channels.max(1);
         let outcome: PyResult<BlockOutcome> = Python::attach(|py| {
             let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;
@@ -284,9 +284,16 @@ impl RealtimeRuntime {
                     }
                     _ => status = ResultStatus::ScriptError,
                 }
-                if status == ResultStatus::Processed && !out.iter().all(|s| s.is_finite()) {
+                // The track would refuse the block anyway (see block::MAX_SAMPLE);
+                // said here, the script's author learns why, with file and line.
+                if status == ResultStatus::Processed && !samples_playable(out) {
                     status = ResultStatus::ScriptError;
-                    self.report_non_finite.call1(py, (slot,))?;
+                    let what = if out.iter().all(|s| s.is_finite()) {
+                        format!("samples out of range (beyond +/-{MAX_SAMPLE}, +60 dBFS)")
+                    } else {
+                        "non-finite samples (NaN or Inf)".to_string()
+                    };
+                    self.report_bad_samples.call1(py, (slot, what))?;
                 }
             }
             let events = raw_events

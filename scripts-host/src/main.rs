@@ -7,7 +7,7 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use outboard_engine::block::{self, BlockHeader, BlockKind, EVENT_BYTES, HEADER_BYTES, MAX_PARAMS, ResultStatus};
@@ -26,6 +26,9 @@ const SPIN: Duration = Duration::from_micros(50);
 /// How long before the next block is due a worker starts polling for it (and
 /// how long after it keeps polling): covers timer and wake-up jitter.
 const WAKE_EARLY: Duration = Duration::from_micros(150);
+/// How long the worker keeps beating while its interpreter starts (see
+/// `beating_while`): far beyond any healthy start, so a wedged one is still caught.
+const STARTUP_BEAT_LIMIT: Duration = Duration::from_secs(30);
 
 struct Args {
     shm_fd: i32,
@@ -165,7 +168,7 @@ impl Worker {
         loop {
             status.heartbeat.fetch_add(1, Ordering::Relaxed);
             let mut busy = false;
-            match self.serve_control() {
+            match self.serve_control(&status.heartbeat) {
                 Ok(Some(code)) => return code,
                 Ok(None) => {}
                 Err(e) => {
@@ -241,7 +244,7 @@ impl Worker {
     }
 
     /// Handles every waiting control message. `Some(code)` means exit.
-    fn serve_control(&mut self) -> Result<Option<ExitCode>, String> {
+    fn serve_control(&mut self, heartbeat: &AtomicU64) -> Result<Option<ExitCode>, String> {
         loop {
             let len = match self.requests.try_pop(&mut self.buf) {
                 Ok(len) => len,
@@ -266,7 +269,8 @@ impl Worker {
                         return Err(format!("script for slot {} of {}", spec.slot, self.slots.len()));
                     };
                     if self.realtime.is_none() {
-                        self.realtime = Some(RealtimeRuntime::new(Some(self.index))?);
+                        let index = self.index;
+                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index)))?);
                     }
                     let ok = self.realtime.as_ref().expect("started").load(&spec);
                     let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
@@ -299,7 +303,7 @@ impl Worker {
     /// arrive in time (a block L or more newer is already waiting): the track
     /// plays those dry anyway, and working on them would only make the next
     /// ones late too.
-    fn serve_blocks(&mut self, slot: usize, heartbeat: &std::sync::atomic::AtomicU64) -> bool {
+    fn serve_blocks(&mut self, slot: usize, heartbeat: &AtomicU64) -> bool {
         let rings = &mut self.slots[slot];
         let Some(spec) = rings.spec.as_ref() else {
             return false;
@@ -407,6 +411,30 @@ impl Worker {
         }
         self.message = reply;
     }
+}
+
+/// Runs `work` while a helper thread beats the heartbeat, for at most
+/// `STARTUP_BEAT_LIMIT`. Only for starting the interpreter (CPython, numpy and
+/// the runtime: this program's own code): alone that takes a fifth of a
+/// second, but with several workers starting at once on a busy machine it
+/// took over a second, the supervisor's heartbeat timeout, and the worker was
+/// killed as hung, restarted, killed again. A script's own code (its import,
+/// setup, warm-up) never runs under this: a hang there is a hang.
+fn beating_while<T>(heartbeat: &AtomicU64, work: impl FnOnce() -> T) -> T {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let beater = scope.spawn(|| {
+            let began = Instant::now();
+            while !done.load(Ordering::Acquire) && began.elapsed() < STARTUP_BEAT_LIMIT {
+                heartbeat.fetch_add(1, Ordering::Relaxed);
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        });
+        let result = work();
+        done.store(true, Ordering::Release);
+        beater.thread().unpark();
+        result
+    })
 }
 
 /// Sends a job reply, waiting for ring space as long as the host lives.

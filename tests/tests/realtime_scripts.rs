@@ -105,6 +105,7 @@ fn script_errors_are_reported_with_file_and_line_and_the_track_plays_dry() {
         ("nan.py", "def process(block, ctx):\n    block[0, 0] = float('nan')\n", "nan.py:1", "non-finite samples"),
         ("kind.py", "def process(block, ctx):\n    return [1, 2]\n", "kind.py:1", "returned list"),
         ("nohooks.py", "x = 1\n", "nohooks.py", "defines none of the hooks"),
+        ("loud.py", "def process(block, ctx):\n    block[:] = 1e30\n", "loud.py:1", "samples out of range"),
     ];
     let cfg = TrackConfig::new(0, "template");
     let sup = supervisor(&cfg);
@@ -178,6 +179,32 @@ fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
         log.contains("live.py:1") && log.contains("SyntaxError") && log.contains("previous version keeps running"),
         "{log}"
     );
+}
+
+#[test]
+fn a_script_too_big_to_be_code_is_refused_and_the_previous_version_keeps_running() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-big");
+    let path = dir.write("grows.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(9, "grows");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &path, &sup);
+    // A working new version, 600 KB with its pasted data: over the limit.
+    let big = format!("def process(block, ctx):\n    block *= 3.0\n\n{}", "# 0.1, 0.2, 0.3, 0.4\n".repeat(30_000));
+    let out = run_paced(&mut track, 1500, |k, _| {
+        if k == 600 {
+            dir.write("grows.py", &big);
+        }
+    });
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks.iter().all(Option::is_some), "only the first version or dry, never the big one");
+    assert!(blocks[1000..].iter().filter(|b| **b == Some(true)).count() > 400, "the first version kept running");
+    let log = sup.log_lines().join("\n");
+    assert!(
+        log.contains("grows.py") && log.contains("larger than") && log.contains("previous version keeps running"),
+        "{log}"
+    );
+    assert_eq!(sup.restarts(), 0);
 }
 
 #[test]
@@ -262,9 +289,62 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
     assert!(sup.restarts() >= 1, "the hung worker was replaced");
     let log = sup.log_lines().join("\n");
     assert!(log.contains("stopped beating"), "{log}");
+    // Long before that, as soon as it missed its beats, its priority went down
+    // (a busy loop at the running workers' priority would delay their blocks).
+    assert!(log.contains("is stuck in a script call; lowering its priority"), "{log}");
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     assert!(blocks.iter().all(Option::is_some), "audio stayed sample-exact through the hang");
     assert!(blocks[2000..].iter().filter(|b| **b == Some(true)).count() > 300, "processed again after the restart");
+}
+
+/// The nice value of process `pid`.
+fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker runs");
+    // Field 19, counted after "pid (comm)" (comm may hold spaces).
+    stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_slow_interpreter_start_is_not_taken_for_a_hang_nor_put_ahead_of_running_workers() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-slow-start");
+    let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
+    // Python imports sitecustomize while it starts: this one makes the start
+    // take 1.5 s, three heartbeat timeouts, as several workers starting at
+    // once on a busy machine can. The worker is started through a wrapper
+    // that puts it on the path.
+    dir.write("sitecustomize.py", "import time\ntime.sleep(1.5)\n");
+    let wrapper = dir.write(
+        "slow-start-host",
+        &format!(
+            "#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n",
+            dir.path().display(),
+            workspace_bin("outboard-scripts-host").display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = TrackConfig::new(8, "slow-start");
+    let mut config = SupervisorConfig::new(PathBuf::from(&wrapper), &cfg);
+    config.heartbeat_timeout = std::time::Duration::from_millis(500);
+    let sup = Supervisor::start(config);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    let mut nice_while_starting = None;
+    let out = run_paced(&mut track, 2400, |k, _| {
+        if k == 400 {
+            nice_while_starting = sup.worker_pids().first().map(|&pid| nice_of(pid));
+        }
+    });
+    let log = sup.log_lines().join("\n");
+    assert_eq!(sup.restarts(), 0, "the starting worker was taken for hung:\n{log}");
+    // Starting Python is a burst of CPU: below the running workers' priority
+    // until the script has loaded, then raised (where permitted: as root).
+    assert_eq!(nice_while_starting, Some(0));
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(nice_of(sup.worker_pids()[0]), -10);
+    }
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    let wet_at_end = blocks[1800..].iter().filter(|b| **b == Some(true)).count();
+    assert!(wet_at_end > 500, "processed once started ({wet_at_end} of the last 598 blocks)");
 }
 
 #[test]
