@@ -20,8 +20,12 @@
 //!
 //! - [`track::Track::process`] and [`track::Track::reset`], the track's whole
 //!   per-block path (proven under `assert_no_alloc` and a seccomp allowlist in
-//!   `tests/tests/realtime_safety.rs`);
-//! - [`graph::Driver::tick`] (proven the same way);
+//!   `tests/tests/realtime_safety.rs`) — unless [`track::Track::set_offline`]
+//!   asked it to wait for results, which only an offline render may do;
+//! - [`graph::Driver::tick`], and the graph's track threads between their
+//!   period waits (proven the same way; the wait on their own futex word is
+//!   their one blocking call, where a DAW's audio thread would be back in
+//!   its driver);
 //! - [`ring::Producer::try_push`], [`ring::Consumer::try_pop`],
 //!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`],
 //!   [`ring::Doorbell::ring`];

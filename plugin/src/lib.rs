@@ -7,7 +7,9 @@
 //!   non-blocking wake of a worker that said it sleeps. A script result not
 //!   back in time is never waited for: the instance plays its input dry,
 //!   delayed by the same latency, and counts a late result (shown as the
-//!   read-only parameter "Late results").
+//!   read-only parameter "Late results"). The one exception is the host's
+//!   own choice: with the CLAP render extension set to offline (a bounce),
+//!   `process` waits, bounded, for each script result.
 //! - **The host never waits on Python and never crashes for it.** Scripts
 //!   run in `outboard-scripts-host` worker processes shared by every
 //!   instance in the process ([`scripting`]); a dead, hung or hostile worker
