@@ -274,7 +274,7 @@ impl Graph {
                     let mut n = 0u64;
                     while !shared.stop.load(Ordering::Acquire) {
                         let due = start + n * period_ns;
-                        sleep_until_ns(due);
+                        crate::clock::sleep_until_ns(due);
                         shared.stats.wake_late.record(crate::clock::monotonic_ns().saturating_sub(due));
                         driver.tick(&mut master, config.master_channels);
                         on_master(&master);
@@ -309,16 +309,6 @@ impl Graph {
 impl Drop for Graph {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn sleep_until_ns(due: u64) {
-    let ts = rustix::time::Timespec { tv_sec: (due / 1_000_000_000) as i64, tv_nsec: (due % 1_000_000_000) as i64 };
-    loop {
-        match rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &ts) {
-            Err(rustix::io::Errno::INTR) => continue,
-            _ => return,
-        }
     }
 }
 

@@ -40,7 +40,7 @@ use outboard_engine::track::{Track, TrackConfig, TrackPort, TrackStats};
 use outboard_engine::workers::locate_scripts_host;
 use serde_json::{Value, json};
 
-use crate::procfs;
+use outboard_host::procfs;
 
 /// The gain every script in this bench applies to its block.
 const SCRIPT_GAIN: f32 = 0.5;

@@ -5,7 +5,6 @@
 
 mod faults;
 mod latency;
-mod procfs;
 mod ring;
 mod scaling;
 mod soak;

@@ -25,7 +25,7 @@ use outboard_engine::voice::Waveform;
 use outboard_engine::workers::locate_scripts_host;
 use serde_json::{Value, json};
 
-use crate::procfs;
+use outboard_host::procfs;
 
 /// The realtime example scripts, and the voice each track plays.
 const SCRIPTS: [(&str, Option<Waveform>); 5] = [

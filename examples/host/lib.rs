@@ -46,6 +46,7 @@ pub mod cli;
 pub mod handlers;
 pub mod plugin_instance;
 pub mod processor;
+pub mod procfs;
 pub mod report;
 pub mod run;
 pub mod signal;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use outboard_engine::clock::monotonic_ns;
+use outboard_engine::clock::{monotonic_ns, sleep_until_ns};
 use outboard_engine::graph::{lock_memory, make_thread_realtime, warn_no_realtime};
 use outboard_engine::histogram::Histogram;
 use outboard_plugin::state::PluginState as OutboardState;
@@ -170,13 +170,6 @@ impl Pacing {
     }
 }
 
-fn sleep_until_ns(due: u64) {
-    let ts = rustix::time::Timespec { tv_sec: (due / 1_000_000_000) as i64, tv_nsec: (due % 1_000_000_000) as i64 };
-    while let Err(rustix::io::Errno::INTR) =
-        rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &ts)
-    {}
-}
-
 /// One audio thread: start processing, then block after block.
 fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     let realtime = !pacing.offline && make_thread_realtime(PRIORITY);
@@ -258,16 +251,6 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     }
     lane.processor.stop_processing();
     result
-}
-
-/// Live child processes of this process (any thread's), from /proc.
-pub fn count_child_processes() -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .map(|children| children.split_whitespace().count())
-        .sum()
 }
 
 /// Whether locking all current and future memory cannot make later
@@ -381,7 +364,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     // Main thread again: read what is left to read while active, then
     // deactivate and destroy.
     // What the plugins started while active (Outboard: its script workers).
-    let child_processes = count_child_processes();
+    let child_processes = crate::procfs::children().len();
     let mut per_instance = Vec::with_capacity(results.len());
     let process_us = Histogram::new();
     let mut capture = None;

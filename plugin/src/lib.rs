@@ -39,7 +39,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
-use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -373,10 +372,7 @@ impl PluginMainThreadParams for OutboardMainThread<'_> {
 
     fn value_to_text(&self, param_id: ClapId, value: f64, writer: &mut ParamDisplayWriter) -> std::fmt::Result {
         let spec = params::index_of(param_id.get()).map(|i| PARAMS[i]).ok_or(std::fmt::Error)?;
-        let value = spec.sanitize(value).ok_or(std::fmt::Error)?;
-        let mut text = String::new();
-        spec.format(value, &mut text)?;
-        writer.write_str(&text)
+        spec.format(spec.sanitize(value).ok_or(std::fmt::Error)?, writer)
     }
 
     fn text_to_value(&self, param_id: ClapId, text: &CStr) -> Option<f64> {

@@ -43,6 +43,20 @@ pub struct ParamSpec {
     pub unit: Unit,
 }
 
+/// Script knob `k` (0-3): 0 to 1, read by the script as `ctx.params["p{k+1}"]`.
+const fn script_knob(k: usize, name: &'static str) -> ParamSpec {
+    ParamSpec {
+        id: SCRIPT_KNOBS[k],
+        name,
+        module: "Script",
+        min: 0.0,
+        max: 1.0,
+        default: 0.0,
+        stepped: false,
+        unit: Unit::Plain,
+    }
+}
+
 /// Every parameter, in the order the host lists them. Only the writable
 /// ones are saved in the state.
 pub const PARAMS: [ParamSpec; 8] = [
@@ -76,46 +90,10 @@ pub const PARAMS: [ParamSpec; 8] = [
         stepped: true,
         unit: Unit::Switch,
     },
-    ParamSpec {
-        id: 3,
-        name: "P1",
-        module: "Script",
-        min: 0.0,
-        max: 1.0,
-        default: 0.0,
-        stepped: false,
-        unit: Unit::Plain,
-    },
-    ParamSpec {
-        id: 4,
-        name: "P2",
-        module: "Script",
-        min: 0.0,
-        max: 1.0,
-        default: 0.0,
-        stepped: false,
-        unit: Unit::Plain,
-    },
-    ParamSpec {
-        id: 5,
-        name: "P3",
-        module: "Script",
-        min: 0.0,
-        max: 1.0,
-        default: 0.0,
-        stepped: false,
-        unit: Unit::Plain,
-    },
-    ParamSpec {
-        id: 6,
-        name: "P4",
-        module: "Script",
-        min: 0.0,
-        max: 1.0,
-        default: 0.0,
-        stepped: false,
-        unit: Unit::Plain,
-    },
+    script_knob(0, "P1"),
+    script_knob(1, "P2"),
+    script_knob(2, "P3"),
+    script_knob(3, "P4"),
     ParamSpec {
         id: LATE_RESULTS,
         name: "Late results",

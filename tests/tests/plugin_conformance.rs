@@ -453,7 +453,7 @@ fn scanning_starts_no_processes() {
         let mut plugin = instance(&bundle);
         let _ = (plugin.params(), plugin.audio_ports(true), plugin.save_state().unwrap());
     }
-    assert_eq!(outboard_host::run::count_child_processes(), 0, "no worker was started by a scan");
+    assert_eq!(outboard_host::procfs::children().len(), 0, "no worker was started by a scan");
 }
 
 #[test]

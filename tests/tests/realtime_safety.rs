@@ -23,6 +23,63 @@ static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 const SCRIPT: &str = "import numpy as np\n\ndef process(block, ctx):\n    block *= 0.5\n\ndef tick(ctx):\n    if ctx.block % 50 == 0:\n        ctx.note(60 + ctx.block % 12, 0.8, 0.05)\n";
 
+/// What a realtime test thread reports to the test while it runs: blocks
+/// done, wet blocks heard, and (at the end) its allocation violations.
+#[derive(Clone, Default)]
+struct Progress {
+    done: Arc<AtomicBool>,
+    processed: Arc<AtomicU64>,
+    wet: Arc<AtomicU64>,
+    violations: Arc<AtomicU32>,
+}
+
+impl Progress {
+    /// On the realtime thread: block `k` is done. Atomics only.
+    fn block_done(&self, k: u64, wet: bool) {
+        if wet {
+            self.wet.fetch_add(1, Ordering::Relaxed);
+        }
+        self.processed.store(k + 1, Ordering::Release);
+    }
+
+    /// On the realtime thread, last: reports and, under the filter (where
+    /// even a thread's exit would be a syscall), spins until the process ends.
+    fn finish(&self, seccomp: bool) {
+        self.violations.store(violation_count(), Ordering::Release);
+        self.done.store(true, Ordering::Release);
+        if seccomp {
+            loop {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// On the test's thread: waits until `blocks` are done.
+    fn wait_for(&self, blocks: u64) {
+        while self.processed.load(Ordering::Acquire) < blocks {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_done(&self) {
+        while !self.done.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn blocks(&self) -> u64 {
+        self.processed.load(Ordering::Acquire)
+    }
+
+    fn violations(&self) -> u32 {
+        self.violations.load(Ordering::Acquire)
+    }
+
+    fn wet_blocks(&self) -> u64 {
+        self.wet.load(Ordering::Relaxed)
+    }
+}
+
 struct Outcome {
     blocks: u64,
     violations: u32,
@@ -49,11 +106,8 @@ fn track_scenario(seccomp: bool) -> Outcome {
     supervisor.add_track(ScriptedTrack { port, script: PathBuf::from(script), params: vec!["mix".into()] });
 
     let blocks = 3000u64;
-    let done = Arc::new(AtomicBool::new(false));
-    let processed = Arc::new(AtomicU64::new(0));
-    let wet = Arc::new(AtomicU64::new(0));
-    let violations = Arc::new(AtomicU32::new(0));
-    let (t_done, t_processed, t_wet, t_violations) = (done.clone(), processed.clone(), wet.clone(), violations.clone());
+    let progress = Progress::default();
+    let rt_progress = progress.clone();
     let _rt = std::thread::spawn(move || {
         let b = cfg.block;
         let input = vec![vec![0.25f32; b]; 2];
@@ -76,39 +130,22 @@ fn track_scenario(seccomp: bool) -> Outcome {
                 track.process(&inputs, &mut outputs, b);
             });
             // Wet blocks are the input halved (plus the voice): below 0.25 somewhere.
-            if output[1].iter().any(|&s| s != 0.25 && s != 0.0) {
-                t_wet.fetch_add(1, Ordering::Relaxed);
-            }
-            t_processed.store(k + 1, Ordering::Release);
+            rt_progress.block_done(k, output[1].iter().any(|&s| s != 0.25 && s != 0.0));
         }
-        t_violations.store(violation_count(), Ordering::Release);
-        t_done.store(true, Ordering::Release);
-        // Under the filter even a thread's exit would be a syscall: park in a
-        // spin until the process ends.
-        if seccomp {
-            loop {
-                std::hint::spin_loop();
-            }
-        }
+        rt_progress.finish(seccomp);
     });
     // Raise the DSP load a third of the way (the track computes it on its
     // thread), and kill the worker half-way: the track must adopt the new
     // link on its own.
-    while processed.load(Ordering::Acquire) < blocks / 3 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    progress.wait_for(blocks / 3);
     dsp.set_dsp_terms(5_000);
-    while processed.load(Ordering::Acquire) < blocks / 2 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    progress.wait_for(blocks / 2);
     supervisor.kill_worker_of(1).expect("the track had a worker");
-    while !done.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    progress.wait_done();
     Outcome {
-        blocks: processed.load(Ordering::Acquire),
-        violations: violations.load(Ordering::Acquire),
-        wet_blocks: wet.load(Ordering::Relaxed),
+        blocks: progress.blocks(),
+        violations: progress.violations(),
+        wet_blocks: progress.wet_blocks(),
         events: stats.events.load(Ordering::Relaxed),
         generation: stats.link_generation.load(Ordering::Relaxed),
         dsp_sum: f64::from_bits(stats.dsp_sink.load(Ordering::Relaxed)),
@@ -254,11 +291,8 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
     processor.start_processing().expect("start");
 
     let blocks = 3000u64;
-    let done = Arc::new(AtomicBool::new(false));
-    let processed = Arc::new(AtomicU64::new(0));
-    let wet = Arc::new(AtomicU64::new(0));
-    let violations = Arc::new(AtomicU32::new(0));
-    let (t_done, t_processed, t_wet, t_violations) = (done.clone(), processed.clone(), wet.clone(), violations.clone());
+    let progress = Progress::default();
+    let rt_progress = progress.clone();
     std::thread::spawn(move || {
         let input = [0.25f32; 128];
         let mut output = [0.0f32; 128];
@@ -285,22 +319,11 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
             });
             frames += u64::from(n);
             // Wet: the input halved (mixed 90 % or 100 %), not the dry 0.25.
-            if output[..n as usize].iter().any(|&s| s < 0.2 && s != 0.0) {
-                t_wet.fetch_add(1, Ordering::Relaxed);
-            }
-            t_processed.store(k + 1, Ordering::Release);
+            rt_progress.block_done(k, output[..n as usize].iter().any(|&s| s < 0.2 && s != 0.0));
         }
-        t_violations.store(violation_count(), Ordering::Release);
-        t_done.store(true, Ordering::Release);
-        if seccomp {
-            loop {
-                std::hint::spin_loop();
-            }
-        }
+        rt_progress.finish(seccomp);
     });
-    while processed.load(Ordering::Acquire) < blocks / 2 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    progress.wait_for(blocks / 2);
     // The plugin's own process-wide supervisor (this binary links the plugin).
     let before = outboard_plugin::scripting::worker_pids();
     for pid in &before {
@@ -309,14 +332,12 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
             rustix::process::Signal::KILL,
         );
     }
-    while !done.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    progress.wait_done();
     let after = outboard_plugin::scripting::worker_pids();
     PluginOutcome {
-        blocks: processed.load(Ordering::Acquire),
-        violations: violations.load(Ordering::Acquire),
-        wet_blocks: wet.load(Ordering::Relaxed),
+        blocks: progress.blocks(),
+        violations: progress.violations(),
+        wet_blocks: progress.wet_blocks(),
         restarted: !before.is_empty() && !after.is_empty() && before.iter().all(|p| !after.contains(p)),
     }
 }

@@ -1,4 +1,4 @@
-//! What the benches read about processes from /proc: descriptors, resident
+//! What the benches and the test host read about processes from /proc: descriptors, resident
 //! memory, shared mappings, children. Linux only, like the engine.
 
 use std::collections::BTreeSet;
