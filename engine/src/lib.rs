@@ -69,6 +69,8 @@ pub mod histogram;
 pub mod protocol;
 #[cfg(not(loom))]
 pub mod region;
+/// Messages from scripts and workers, attributed to their tracks.
+pub mod script_log;
 #[cfg(not(loom))]
 pub mod stats;
 #[cfg(not(loom))]

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
 use crate::region::{Region, Wake};
+use crate::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 use crate::ring::{Consumer, Producer, RingShape};
 use crate::track::{ScriptLink, TrackPort};
 use crate::workers::{
@@ -62,6 +63,9 @@ pub struct SupervisorConfig {
     pub memory_limit: Option<u64>,
     /// Copy worker log lines to this process's stderr too.
     pub echo_log: bool,
+    /// Hears every message (script errors, `ctx.log` lines, worker
+    /// lifecycle) with the tracks it concerns, on the supervisor's thread.
+    pub on_log: Option<LogListener>,
 }
 
 impl SupervisorConfig {
@@ -77,6 +81,7 @@ impl SupervisorConfig {
             worker_priority: None,
             memory_limit: Some(2 << 30),
             echo_log: true,
+            on_log: None,
         }
     }
 }
@@ -93,7 +98,10 @@ enum Request {
     AddTrack(Box<ScriptedTrack>),
     AddHog(PathBuf, String),
     RemoveTrack(u32),
+    SetScript(u32, PathBuf),
     KillWorkerOf(u32, Sender<Option<u32>>),
+    /// A line a worker wrote on its stderr (sent by its log thread).
+    WorkerLog { worker: usize, generation: u32, line: WorkerLine },
 }
 
 /// What the supervisor shares with its owner.
@@ -137,15 +145,18 @@ const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
 const STUCK_AFTER: Duration = Duration::from_millis(8);
 
 impl Shared {
-    fn log(&self, line: String, echo: bool) {
+    /// Keeps a message's lines for [`Supervisor::log_lines`].
+    fn keep(&self, text: &str, echo: bool) {
         if echo {
-            eprintln!("{line}");
+            eprintln!("{text}");
         }
         let mut log = self.log.lock().expect("log lock");
-        if log.len() == LOG_LINES {
-            log.pop_front();
+        for line in text.lines() {
+            if log.len() == LOG_LINES {
+                log.pop_front();
+            }
+            log.push_back(line.to_string());
         }
-        log.push_back(line);
     }
 }
 
@@ -162,9 +173,10 @@ impl Supervisor {
         let (tx, rx) = channel();
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
+        let log_tx = tx.clone();
         let thread = std::thread::Builder::new()
             .name("outboard-supervisor".into())
-            .spawn(move || Watcher::new(config, thread_shared, rx).run())
+            .spawn(move || Watcher::new(config, thread_shared, rx, log_tx).run())
             .expect("spawning the supervisor thread");
         Supervisor { commands: tx, shared, thread: Some(thread) }
     }
@@ -188,6 +200,13 @@ impl Supervisor {
     /// needs it.
     pub fn remove_track(&self, id: u32) {
         let _ = self.commands.send(Request::RemoveTrack(id));
+    }
+
+    /// Points track `id` at another script file: its worker loads it (the
+    /// current script keeps running until the new one has loaded, and if
+    /// it fails to load), and restarts use it from now on.
+    pub fn set_script(&self, id: u32, script: PathBuf) {
+        let _ = self.commands.send(Request::SetScript(id, script));
     }
 
     /// Kills (SIGKILL) the worker serving track `id`, as a crash would; returns its pid.
@@ -284,6 +303,8 @@ struct Watcher {
     config: SupervisorConfig,
     shared: Arc<Shared>,
     commands: Receiver<Request>,
+    /// Cloned into each worker's log thread, which forwards its lines here.
+    log_tx: Sender<Request>,
     workers: Vec<Worker>,
     tracks: Vec<TrackEntry>,
     next_shared_worker: usize,
@@ -297,11 +318,12 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(config: SupervisorConfig, shared: Arc<Shared>, commands: Receiver<Request>) -> Watcher {
+    fn new(config: SupervisorConfig, shared: Arc<Shared>, commands: Receiver<Request>, log_tx: Sender<Request>) -> Watcher {
         Watcher {
             config,
             shared,
             commands,
+            log_tx,
             workers: Vec::new(),
             tracks: Vec::new(),
             next_shared_worker: 0,
@@ -315,7 +337,12 @@ impl Watcher {
         let mut last_policing = Instant::now();
         while !self.shared.stop.load(Ordering::Acquire) {
             match self.commands.recv_timeout(Duration::from_millis(10)) {
-                Ok(command) => self.handle(command),
+                Ok(command) => {
+                    self.handle(command);
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.handle(command);
+                    }
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -342,6 +369,12 @@ impl Watcher {
         for thread in self.log_threads.drain(..) {
             let _ = thread.join();
         }
+        // Their last words (a crash report) are worth keeping.
+        while let Ok(command) = self.commands.try_recv() {
+            if let Request::WorkerLog { .. } = command {
+                self.handle(command);
+            }
+        }
         self.shared.pids.lock().expect("pids lock").clear();
     }
 
@@ -357,9 +390,16 @@ impl Watcher {
                     self.workers.push(worker);
                     self.publish_pids();
                 }
-                Err(e) => self.shared.log(format!("outboard: cannot start the hog worker: {e}"), self.config.echo_log),
+                Err(e) => self.say(None, LogLevel::Error, format!("outboard: cannot start the hog worker: {e}")),
             },
             Request::RemoveTrack(id) => self.remove_track(id),
+            Request::SetScript(id, script) => {
+                if let Some(entry) = self.tracks.iter_mut().find(|t| t.port.config.id == id) {
+                    entry.script = script;
+                    let worker = &mut self.workers[entry.worker];
+                    Self::load_script(worker, entry);
+                }
+            }
             Request::KillWorkerOf(track, reply) => {
                 let pid = self.tracks.iter().find(|t| t.port.config.id == track).map(|t| {
                     let child = &mut self.workers[t.worker].child;
@@ -368,7 +408,41 @@ impl Watcher {
                 });
                 let _ = reply.send(pid);
             }
+            Request::WorkerLog { worker, generation, line } => {
+                // A line from an incarnation since replaced still concerns
+                // the tracks of that worker slot.
+                let current = self.workers.get(worker).is_some_and(|w| w.generation == generation);
+                let own = |t: &&TrackEntry| t.worker == worker;
+                let tracks = match line.track {
+                    // Only a track on that worker: no script writes into
+                    // another track's log.
+                    Some(track) if current && self.tracks.iter().filter(own).any(|t| t.port.config.id == track) => {
+                        vec![track]
+                    }
+                    _ => self.tracks.iter().filter(own).map(|t| t.port.config.id).collect(),
+                };
+                self.emit(LogRecord { level: line.level, tracks, text: line.text });
+            }
         }
+    }
+
+    /// Puts a message on the log: kept for `log_lines`, echoed if asked,
+    /// and handed to the listener.
+    fn emit(&self, record: LogRecord) {
+        self.shared.keep(&record.text, self.config.echo_log);
+        if let Some(listener) = &self.config.on_log {
+            (listener.0)(&record);
+        }
+    }
+
+    /// A message of the supervisor's own about `worker`'s tracks (or about
+    /// every track, with `None`).
+    fn say(&self, worker: Option<usize>, level: LogLevel, text: String) {
+        let tracks = match worker {
+            Some(worker) => self.tracks.iter().filter(|t| t.worker == worker).map(|t| t.port.config.id).collect(),
+            None => Vec::new(),
+        };
+        self.emit(LogRecord { level, tracks, text });
     }
 
     fn remove_track(&mut self, id: u32) {
@@ -401,10 +475,8 @@ impl Watcher {
         let cfg = &track.port.config;
         let (to, from) = self.config.slot_rings;
         if cfg.to_script_ring().payload > to.payload || cfg.from_script_ring().payload > from.payload {
-            self.shared.log(
-                format!("outboard: track {} does not fit the supervisor's ring shapes; it plays dry", cfg.name),
-                self.config.echo_log,
-            );
+            let text = format!("outboard: track {} does not fit the supervisor's ring shapes; it plays dry", cfg.name);
+            self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
             return;
         }
         let track_workers = self.workers.iter().filter(|w| !w.hog).count();
@@ -424,8 +496,8 @@ impl Watcher {
                     self.workers.len() - 1
                 }
                 Err(e) => {
-                    self.shared
-                        .log(format!("outboard: cannot start a worker for {}: {e}", cfg.name), self.config.echo_log);
+                    let text = format!("outboard: cannot start a worker for {}: {e}; it plays dry", cfg.name);
+                    self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
                     return;
                 }
             }
@@ -435,8 +507,8 @@ impl Watcher {
                 .filter(|&i| !self.workers[i].hog && self.workers[i].slots.contains(&Slot::Free))
                 .collect();
             if candidates.is_empty() {
-                self.shared
-                    .log(format!("outboard: no worker slot left for {}; it plays dry", cfg.name), self.config.echo_log);
+                let text = format!("outboard: no worker slot left for {}; it plays dry", cfg.name);
+                self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
                 return;
             }
             self.next_shared_worker += 1;
@@ -460,6 +532,17 @@ impl Watcher {
 
     /// Loads the track's script on its worker and sends the track its link.
     fn connect(worker: &mut Worker, entry: &mut TrackEntry) {
+        Self::load_script(worker, entry);
+        let link = ScriptLink {
+            to_script: worker.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
+            from_script: worker.region.consumer(slot_ring_from_script(entry.slot)).expect("slot rings exist once"),
+            generation: worker.generation,
+        };
+        entry.port.send_link(link);
+    }
+
+    /// Asks the track's worker to load its script into the track's slot.
+    fn load_script(worker: &mut Worker, entry: &TrackEntry) {
         let cfg = &entry.port.config;
         let spec = ScriptSpec {
             slot: entry.slot,
@@ -477,19 +560,15 @@ impl Watcher {
             // means the worker is wedged, which the watch will catch.
             let _ = worker.requests.try_push(&fragment);
         }
-        let link = ScriptLink {
-            to_script: worker.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
-            from_script: worker.region.consumer(slot_ring_from_script(entry.slot)).expect("slot rings exist once"),
-            generation: worker.generation,
-        };
-        entry.port.send_link(link);
     }
 
+    /// Starts a new worker, to be pushed at the end of `workers`.
     fn spawn(&mut self, slots: usize, hog: bool) -> Result<Worker, String> {
-        self.spawn_generation(slots, hog, 1)
+        self.spawn_generation(self.workers.len(), slots, hog, 1)
     }
 
-    fn spawn_generation(&mut self, slots: usize, hog: bool, generation: u32) -> Result<Worker, String> {
+    /// Starts incarnation `generation` of worker `index`.
+    fn spawn_generation(&mut self, index: usize, slots: usize, hog: bool, generation: u32) -> Result<Worker, String> {
         let (to, from) = self.config.slot_rings;
         let mut rings = vec![(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)];
         for _ in 0..slots {
@@ -499,7 +578,6 @@ impl Watcher {
         let mut region = Region::create_with(&rings, generation).map_err(|e| format!("shared region: {e}"))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
-        let index = self.workers.len();
         let mut command = worker_command(&self.config.exe, &region, index);
         command.stderr(Stdio::piped());
         if let Some(limit) = self.config.memory_limit {
@@ -516,11 +594,13 @@ impl Watcher {
         let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.config.exe.display()))?;
         let pid = child.id();
         if let Some(stderr) = child.stderr.take() {
-            let shared = self.shared.clone();
-            let echo = self.config.echo_log;
+            let tx = self.log_tx.clone();
             let thread = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    shared.log(line, echo);
+                    let line = WorkerLine::parse(&line);
+                    if tx.send(Request::WorkerLog { worker: index, generation, line }).is_err() {
+                        break;
+                    }
                 }
             });
             self.log_threads.retain(|t| !t.is_finished());
@@ -559,10 +639,12 @@ impl Watcher {
             self.priority_warned = true;
             let fallback =
                 if niced { format!("they run at nice {RAISED_NICE}") } else { "they run at normal priority".into() };
-            self.shared.log(
-                format!("outboard: warning: cannot give script workers realtime priority ({fifo_error}); {fallback}"),
-                true,
-            );
+            let text =
+                format!("outboard: warning: cannot give script workers realtime priority ({fifo_error}); {fallback}");
+            self.shared.keep(&text, true);
+            if let Some(listener) = &self.config.on_log {
+                (listener.0)(&LogRecord { level: LogLevel::Warning, tracks: Vec::new(), text });
+            }
         }
     }
 
@@ -632,9 +714,10 @@ impl Watcher {
             if hogging && worker.standing != Standing::Demoted {
                 worker.standing = Standing::Demoted;
                 set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
-                self.shared.log(
+                self.say(
+                    Some(index),
+                    LogLevel::Warning,
                     format!("outboard: worker {index} (pid {pid}) is late for most blocks; lowering its priority"),
-                    self.config.echo_log,
                 );
             } else if worker.kept_up >= PROMOTE_AFTER_WINDOWS && worker.standing != Standing::Raised {
                 match self.config.worker_priority {
@@ -680,11 +763,10 @@ impl Watcher {
                 worker.kept_up = 0;
                 let pid = worker.child.id();
                 set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
-                self.shared.log(
-                    format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority"),
-                    self.config.echo_log,
-                );
+                let text = format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority");
+                self.say(Some(index), LogLevel::Warning, text);
             }
+            let worker = &mut self.workers[index];
             let why = if let Ok(Some(status)) = worker.child.try_wait() {
                 Some(format!("exited ({status})"))
             } else if !worker.hog
@@ -720,10 +802,10 @@ impl Watcher {
         let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
         recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
         recent.push_back(now);
-        let mut fresh = match self.spawn_generation(slots.len(), false, generation) {
+        let mut fresh = match self.spawn_generation(index, slots.len(), false, generation) {
             Ok(worker) => worker,
             Err(e) => {
-                self.shared.log(format!("outboard: cannot restart worker {index}: {e}"), true);
+                self.say(Some(index), LogLevel::Error, format!("outboard: cannot restart worker {index}: {e}"));
                 self.workers[index].restart_not_before = Some(now + Duration::from_secs(1));
                 self.workers[index].recent_restarts = recent;
                 return;
@@ -746,11 +828,16 @@ impl Watcher {
         }
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         self.publish_pids();
-        self.shared.log(
+        let backing_off = match self.workers[index].restart_not_before {
+            Some(t) => format!("; it keeps failing, so the next restart waits {:.1} s", (t - now).as_secs_f64()),
+            None => String::new(),
+        };
+        self.say(
+            Some(index),
+            LogLevel::Warning,
             format!(
-                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation})"
+                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation}){backing_off}"
             ),
-            self.config.echo_log,
         );
     }
 }

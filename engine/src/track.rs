@@ -235,6 +235,13 @@ pub struct Track {
     result_status: Box<[u32]>,
     /// CLOCK_MONOTONIC when block j was pushed (at j % L), for round trips.
     sent_at: Box<[u64]>,
+    /// Block j is in flight on the current link (at j % L, tagged j + 1):
+    /// pushed, and neither answered, nor lost with a replaced link, nor
+    /// forgotten by a reset. Only such a block is worth an offline wait.
+    in_flight: Box<[u64]>,
+    /// Results for blocks before this one are from before the last reset:
+    /// dropped, like stale ones.
+    first_wanted: u64,
     /// Scratch for one message in either direction.
     message: Box<[u8]>,
     /// The block being filled: k.
@@ -283,6 +290,8 @@ impl Track {
             result_tag: vec![0; l].into(),
             result_status: vec![0; l].into(),
             sent_at: vec![0; l].into(),
+            in_flight: vec![0; l].into(),
+            first_wanted: 0,
             message: vec![0; message_bytes].into(),
             seq: 0,
             pending: Vec::with_capacity(MAX_PENDING_EVENTS),
@@ -355,6 +364,26 @@ impl Track {
         }
     }
 
+    /// Waits, up to `timeout`, until the track's worker has loaded its script
+    /// (and run its `setup`) and the track holds the rings to it, so that
+    /// its first blocks are answered instead of played dry. For the main
+    /// thread before the track starts playing (a plugin's activation): NOT
+    /// realtime-safe (it sleeps). True if the track is ready; a track that
+    /// is not scripted is ready at once.
+    pub fn wait_ready(&mut self, timeout: std::time::Duration) -> bool {
+        let give_up = std::time::Instant::now() + timeout;
+        loop {
+            self.adopt_new_link();
+            if !self.cfg.scripted || (self.link.is_some() && self.stats.script_ready.load(Ordering::Acquire)) {
+                return true;
+            }
+            if std::time::Instant::now() >= give_up {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Offline only: waits until `ready` holds or the wait times out.
     fn wait_offline(&mut self, ready: impl Fn(&Track) -> bool) {
         let Some(wait) = self.offline_wait_ns.filter(|_| self.cfg.scripted && !self.offline_stalled) else { return };
@@ -374,12 +403,16 @@ impl Track {
     }
 
     /// Forgets all audio in flight (CLAP reset): silence for L blocks again.
+    /// Results still on their way for blocks sent before the reset are
+    /// dropped when they come, and an offline render does not wait for them.
     pub fn reset(&mut self) {
         self.fill = 0;
         self.input.fill(0.0);
         self.output.fill(0.0);
         self.dry.fill(0.0);
         self.result_tag.fill(0);
+        self.in_flight.fill(0);
+        self.first_wanted = self.seq;
         self.pending.clear();
     }
 
@@ -397,7 +430,9 @@ impl Track {
         }
         let j = k - l;
         let slot = (j % l) as usize;
-        self.wait_offline(|t| t.result_tag[slot] == j + 1);
+        // Offline, wait for the result only while it can still come.
+        self.wait_offline(|t| t.result_tag[slot] == j + 1 || t.in_flight[slot] != j + 1);
+        self.in_flight[slot] = 0;
         let dry = &self.dry[slot * n..(slot + 1) * n];
         let tagged = self.result_tag[slot] == j + 1;
         if tagged {
@@ -482,7 +517,11 @@ impl Track {
         }
         block::write_samples(msg, HEADER_BYTES + MAX_PARAMS * 4, &self.input);
         match link.to_script.try_push(msg) {
-            Ok(()) => self.sent_at[(k % self.cfg.latency_blocks as u64) as usize] = sent,
+            Ok(()) => {
+                let slot = (k % self.cfg.latency_blocks as u64) as usize;
+                self.sent_at[slot] = sent;
+                self.in_flight[slot] = k + 1;
+            }
             Err(PushError::Full) => {
                 self.stats.ring_full.fetch_add(1, Ordering::Relaxed);
             }
@@ -493,6 +532,7 @@ impl Track {
     fn link_fault(&mut self) {
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         self.stats.link_faulted.store(true, Ordering::Release);
+        self.in_flight.fill(0);
         // Keep the link (dropping it would free on this thread); stop using it.
         if let Some(link) = self.link.take() {
             if let Err(rtrb::PushError::Full(link)) = self.graveyard.push(link) {
@@ -509,6 +549,8 @@ impl Track {
         self.stats.link_generation.store(new.generation, Ordering::Relaxed);
         self.stats.link_faulted.store(false, Ordering::Release);
         self.result_tag.fill(0);
+        // What was sent on the old link is lost with it.
+        self.in_flight.fill(0);
         if let Some(old) = self.link.replace(new) {
             // Cannot fail: a slot was free above and only this thread pushes.
             let _ = self.graveyard.push(old);
@@ -549,7 +591,7 @@ impl Track {
                 // A result for a block we never sent: the peer is lying.
                 return self.link_fault();
             }
-            if j + l < k {
+            if j + l < k || j < self.first_wanted {
                 self.stats.stale_results.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
