@@ -41,6 +41,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::io::{Read, Write as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ use clack_extensions::audio_ports::{
     AudioPortFlags, AudioPortInfo, AudioPortInfoWriter, AudioPortType, PluginAudioPorts, PluginAudioPortsImpl,
 };
 use clack_extensions::latency::{HostLatency, PluginLatency, PluginLatencyImpl};
+use clack_extensions::log::{HostLog, LogSeverity};
 use clack_extensions::params::{
     HostParams, ParamDisplayWriter, ParamInfo, ParamInfoFlags, ParamInfoWriter, ParamRescanFlags,
     PluginAudioProcessorParams, PluginMainThreadParams, PluginParams,
@@ -59,6 +61,8 @@ use clack_plugin::stream::{InputStream, OutputStream};
 use outboard_engine::track::{Track, TrackConfig};
 
 pub mod denormals;
+pub mod guard;
+pub mod messages;
 pub mod params;
 pub mod processor;
 pub mod scripting;
@@ -66,6 +70,9 @@ pub mod state;
 
 use params::{PARAMS, ParamValues};
 use processor::{CHANNELS, Processor};
+use messages::Mailbox;
+use outboard_engine::script_log::LogLevel;
+use scripting::ScriptSource;
 use state::{MAX_STATE_BYTES, PluginState};
 
 pub const PLUGIN_ID: &str = "dev.outboard.scripted-track";
@@ -90,27 +97,43 @@ pub const DEFAULT_SCRIPT_NAME: &str = "passthrough.py";
 pub const DEFAULT_SCRIPT_ENV: &str = "OUTBOARD_DEFAULT_SCRIPT";
 
 /// The script a new instance starts with: `$OUTBOARD_DEFAULT_SCRIPT` if it
-/// names a readable file, else [`DEFAULT_SCRIPT`].
-fn initial_script() -> (String, String) {
-    let passthrough = (DEFAULT_SCRIPT_NAME.to_string(), DEFAULT_SCRIPT.to_string());
-    let Some(path) = std::env::var_os(DEFAULT_SCRIPT_ENV).map(PathBuf::from) else { return passthrough };
+/// names a readable file (which the instance then follows), else
+/// [`DEFAULT_SCRIPT`]. The second value is worth a line on the log.
+fn initial_script() -> (ScriptSource, Option<String>) {
+    let passthrough = ScriptSource {
+        name: DEFAULT_SCRIPT_NAME.to_string(),
+        source: DEFAULT_SCRIPT.to_string(),
+        path: String::new(),
+    };
+    let Some(path) = std::env::var_os(DEFAULT_SCRIPT_ENV).map(PathBuf::from) else { return (passthrough, None) };
+    let path = std::path::absolute(&path).unwrap_or(path);
     match std::fs::read_to_string(&path) {
         Ok(source) if source.len() <= state::MAX_SCRIPT_BYTES => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (name, source)
+            (ScriptSource { name, source, path: path.to_string_lossy().into_owned() }, None)
         }
         Ok(_) => {
-            eprintln!(
-                "outboard.clap: {} is longer than a script may be; starting with the pass-through",
+            let why = format!(
+                "outboard: {} is longer than a script may be; starting with the pass-through",
                 path.display()
             );
-            passthrough
+            (passthrough, Some(why))
         }
-        Err(e) => {
-            eprintln!("outboard.clap: cannot read {DEFAULT_SCRIPT_ENV}={}: {e}", path.display());
-            passthrough
-        }
+        Err(e) => (passthrough, Some(format!("outboard: cannot read {DEFAULT_SCRIPT_ENV}={}: {e}", path.display()))),
     }
+}
+
+/// How long activation waits for the instance's worker to have loaded the
+/// script, so the first blocks are wet (`OUTBOARD_WET_START_MS` overrides;
+/// 0 does not wait).
+pub const WET_START_WAIT: Duration = Duration::from_secs(2);
+pub const WET_START_ENV: &str = "OUTBOARD_WET_START_MS";
+
+fn wet_start_wait() -> Duration {
+    std::env::var(WET_START_ENV)
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(WET_START_WAIT, |ms| Duration::from_millis(ms.min(60_000)))
 }
 
 pub struct OutboardPlugin;
@@ -151,15 +174,24 @@ impl DefaultPluginFactory for OutboardPlugin {
     ) -> Result<OutboardMainThread<'a>, PluginError> {
         // Counts the instance in; starts nothing (a scan must stay fast).
         scripting::enter();
-        let (script_name, script) = initial_script();
-        Ok(OutboardMainThread {
+        let (script, note) = initial_script();
+        let host_logs = host.get_extension::<HostLog>().is_some();
+        // SAFETY: the host outlives this instance, whose drop unregisters
+        // the mailbox.
+        let mailbox = unsafe { Mailbox::new(host.as_raw(), host_logs) };
+        messages::register(&mailbox);
+        let main_thread = OutboardMainThread {
             shared,
             host,
-            script_name: RefCell::new(script_name),
             script: RefCell::new(script),
             latency: Cell::new((processor::latency_blocks(scripting::BLOCK as u32) * scripting::BLOCK) as u32),
-            active_script: RefCell::new(None),
-        })
+            running: RefCell::new(None),
+            mailbox,
+        };
+        if let Some(note) = note {
+            main_thread.say(LogLevel::Warning, &note);
+        }
+        Ok(main_thread)
     }
 }
 
@@ -177,18 +209,28 @@ impl PluginShared<'_> for OutboardShared {}
 pub struct OutboardMainThread<'a> {
     shared: &'a OutboardShared,
     host: HostMainThreadHandle<'a>,
-    script_name: RefCell<String>,
-    script: RefCell<String>,
+    /// The script: its name, source and the file it follows.
+    script: RefCell<ScriptSource>,
     /// Samples; set at activation.
     latency: Cell<u32>,
-    /// The file the worker runs while active: rewritten when a state loads.
-    active_script: RefCell<Option<PathBuf>>,
+    /// While active: the engine track and the file its worker runs.
+    running: RefCell<Option<(u32, PathBuf)>>,
+    /// Messages for the host's log, from other threads.
+    mailbox: Arc<Mailbox>,
 }
 
-impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {}
+impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {
+    /// The host's answer to the mailman's `request_callback`: the mail goes
+    /// to the host's log.
+    fn on_main_thread(&self) {
+        self.deliver_mail();
+    }
+}
 
 impl Drop for OutboardMainThread<'_> {
     fn drop(&mut self) {
+        self.deliver_mail();
+        messages::unregister(&self.mailbox);
         scripting::leave();
     }
 }
@@ -209,25 +251,45 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
             return Err(PluginError::Message("the sample rate is not a positive number"));
         }
         let latency_blocks = processor::latency_blocks(config.max_frames_count);
-        let mut cfg =
-            TrackConfig::new(scripting::next_track_id(), format!("outboard {}", main_thread.script_name.borrow()));
+        let id = scripting::next_track_id();
+        let mut cfg = TrackConfig::new(id, format!("outboard {}", main_thread.script.borrow().name));
         cfg.channels = CHANNELS;
         cfg.block = scripting::BLOCK;
         cfg.latency_blocks = latency_blocks;
         cfg.sample_rate = config.sample_rate;
-        let (track, port) = Track::new(cfg.clone());
-        let registration =
-            scripting::register(port, &main_thread.script_name.borrow(), &main_thread.script.borrow()).ok();
-        let track = match registration {
-            Some(_) => track,
-            None => {
+        messages::activated();
+        main_thread.mailbox.set_track(id);
+        let (mut track, port) = Track::new(cfg.clone());
+        let registration = match scripting::register(port, &main_thread.script.borrow()) {
+            Ok(registered) => {
+                if let Some(note) = &registered.note {
+                    main_thread.say(LogLevel::Warning, note);
+                }
+                *main_thread.running.borrow_mut() = Some((id, registered.running));
+                // A wet start: the first blocks are the script's, not dry.
+                let wait = wet_start_wait();
+                if !wait.is_zero() && !track.wait_ready(wait) {
+                    main_thread.say(
+                        LogLevel::Warning,
+                        &format!(
+                            "outboard: the script was not ready within {} ms of activation; the first blocks play dry",
+                            wait.as_millis()
+                        ),
+                    );
+                }
+                Some(registered.registration)
+            }
+            Err(unavailable) => {
+                if unavailable.first {
+                    main_thread.say(LogLevel::Error, &format!("outboard: {}", unavailable.why));
+                }
                 // No scripts host: the track is the native path, dry and
                 // delayed by the same latency, with no late results to count.
                 cfg.scripted = false;
-                Track::new(cfg).0
+                track = Track::new(cfg).0;
+                None
             }
         };
-        *main_thread.active_script.borrow_mut() = registration.as_ref().map(|r| r.script_path.clone());
         let processor = Processor::new(track, registration, config.max_frames_count);
         main_thread.set_latency(processor.latency() as u32);
         Ok(OutboardAudioProcessor { shared, processor })
@@ -246,7 +308,13 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
                 self.processor.process(&self.shared.values, channels, events.input)
             }
             Ok(SampleType::F64(channels)) => self.processor.process(&self.shared.values, channels, events.input),
-            Err(_) => return Err(PluginError::Message("the host's audio buffers do not match the ports")),
+            // Buffers that do not match the ports (e.g. input f64, output
+            // f32): nothing can be written; the events still apply. An
+            // error here would be logged by clack on every call.
+            Err(_) => {
+                guard::note(guard::HostQuirk::MissingAudioBuffers);
+                processor::apply_all(&self.shared.values, events.input);
+            }
         }
         // Scripts may sound from silence and results arrive λ late: never
         // ask to be put to sleep.
@@ -254,8 +322,10 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
     }
 
     fn deactivate(mut self, main_thread: &OutboardMainThread<'a>) {
-        *main_thread.active_script.borrow_mut() = None;
+        *main_thread.running.borrow_mut() = None;
         drop(self.processor.take_registration());
+        main_thread.deliver_mail();
+        messages::deactivated();
     }
 
     fn reset(&mut self) {
@@ -274,6 +344,29 @@ impl OutboardMainThread<'_> {
         }
     }
 
+    /// Writes a message on the host's log now (main thread), or on stderr
+    /// where the host has none.
+    fn say(&self, level: LogLevel, text: &str) {
+        let Some(log) = self.host.get_extension::<HostLog>() else {
+            return messages::to_stderr(&[(level, text.to_string())]);
+        };
+        let severity = match level {
+            LogLevel::Error => LogSeverity::Error,
+            LogLevel::Warning => LogSeverity::Warning,
+            LogLevel::Info => LogSeverity::Info,
+        };
+        // CLAP takes a C string: an inner NUL (from a script's text) would cut it.
+        let text = std::ffi::CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+        log.log(&self.host.shared(), severity, &text);
+    }
+
+    /// Delivers the mail other threads left for this instance.
+    fn deliver_mail(&self) {
+        for (level, text) in self.mailbox.take() {
+            self.say(level, &text);
+        }
+    }
+
     fn load_state(&self, bytes: &[u8]) -> Result<(), String> {
         let state = PluginState::decode(bytes).map_err(|e| e.to_string())?;
         // Check every value before changing any: a refused state changes nothing.
@@ -283,14 +376,26 @@ impl OutboardMainThread<'_> {
                 return Err(format!("{} = {value} is out of range", spec.name));
             }
         }
+        let script = ScriptSource { name: state.script_name, source: state.script, path: state.script_path };
+        if let Some((track, running)) = self.running.borrow_mut().as_mut() {
+            let (file, note) = scripting::retarget(*track, &script, running)?;
+            if let Some(note) = note {
+                self.say(LogLevel::Warning, &note);
+            }
+            *running = file;
+        } else if !script.path.is_empty() && script.followed_file().is_none() {
+            self.say(
+                LogLevel::Warning,
+                &format!(
+                    "outboard: the script's file {} is not on this machine; the copy saved with the project will run",
+                    script.path
+                ),
+            );
+        }
         for &(id, value) in &state.params {
             self.shared.values.set(id, value);
         }
-        if let Some(path) = self.active_script.borrow().as_ref() {
-            scripting::write_script(path, &state.script).map_err(|e| format!("cannot write the script: {e}"))?;
-        }
-        *self.script_name.borrow_mut() = state.script_name;
-        *self.script.borrow_mut() = state.script;
+        *self.script.borrow_mut() = script;
         if let Some(params) = self.host.get_extension::<HostParams>() {
             params.rescan(&self.host, ParamRescanFlags::VALUES);
         }
@@ -393,10 +498,17 @@ impl PluginAudioProcessorParams for OutboardAudioProcessor<'_> {
 
 impl PluginStateImpl for OutboardMainThread<'_> {
     fn save(&self, output: &mut OutputStream) -> Result<(), PluginError> {
+        // A followed file's latest text goes with the project.
+        let latest = self.script.borrow().read_followed();
+        if let Some(latest) = latest {
+            self.script.borrow_mut().source = latest;
+        }
+        let script = self.script.borrow();
         let state = PluginState {
             params: self.shared.values.saved(),
-            script_name: self.script_name.borrow().clone(),
-            script: self.script.borrow().clone(),
+            script_name: script.name.clone(),
+            script: script.source.clone(),
+            script_path: script.path.clone(),
         };
         output.write_all(&state.encode())?;
         Ok(())
@@ -408,10 +520,10 @@ impl PluginStateImpl for OutboardMainThread<'_> {
         let mut bytes = Vec::new();
         input.take(MAX_STATE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
         self.load_state(&bytes).map_err(|why| {
-            eprintln!("outboard.clap: state refused: {why}");
-            PluginError::Message("state refused (see stderr)")
+            self.say(LogLevel::Error, &format!("outboard: state refused: {why}"));
+            PluginError::Message("state refused (see the log)")
         })
     }
 }
 
-clack_export_entry!(SinglePluginEntry<OutboardPlugin>);
+pub use guard::clap_entry;

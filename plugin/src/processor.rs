@@ -22,10 +22,14 @@ use clack_plugin::prelude::*;
 use clack_plugin::process::audio::PairedChannels;
 use outboard_engine::track::Track;
 
+use crate::guard::{self, HostQuirk};
 use crate::params::{self, ParamValues};
 use crate::scripting::{BLOCK, MAX_LATENCY_BLOCKS, Registration};
 
 pub const CHANNELS: usize = 2;
+/// Events per host call put in time order when a host sends them out of
+/// order; past this many, the rest take effect at the end of the call.
+pub const MAX_SORTED_EVENTS: usize = 4096;
 
 /// The engine's pipeline depth for a host that sends at most `max_frames`
 /// per call: a result must be able to come back before the call that plays
@@ -77,6 +81,9 @@ pub struct Processor {
     /// The last `latency` input frames, a ring at `delay_at`.
     delay: [Box<[f32]>; CHANNELS],
     delay_at: usize,
+    /// The call's readable events as (time, index in the host's list), in
+    /// the order they take effect.
+    order: Box<[(u32, u32)]>,
 }
 
 impl Processor {
@@ -94,6 +101,7 @@ impl Processor {
             wet: buffer(capacity),
             delay: buffer(latency),
             delay_at: 0,
+            order: vec![(0, 0); MAX_SORTED_EVENTS].into(),
         }
     }
 
@@ -129,6 +137,7 @@ impl Processor {
     ) {
         let frames = channels.frames_count() as usize;
         let mut pairs: [Option<ChannelPair<'_, S>>; CHANNELS] = std::array::from_fn(|c| channels.channel_pair(c));
+        let (queued, overflow) = self.order_events(events, frames);
         let mut next_event = 0;
         let mut base = 0;
         // The host must not pass more than its maximum; if it does, the call
@@ -148,17 +157,18 @@ impl Processor {
             // Segments between events: each event applies from its own frame.
             let mut start = 0;
             while start < n {
-                while let Some(event) = events.get(next_event as u32) {
-                    let at = (event.header().time() as usize).saturating_sub(base);
-                    if at > start {
+                while let Some(&(time, index)) = self.order[..queued].get(next_event) {
+                    if (time as usize).saturating_sub(base) > start {
                         break;
                     }
-                    apply(values, event);
+                    if let Some(event) = events.get(index) {
+                        apply(values, event);
+                    }
                     next_event += 1;
                 }
-                let end = events
-                    .get(next_event as u32)
-                    .map_or(n, |e| (e.header().time() as usize).saturating_sub(base).clamp(start + 1, n));
+                let end = self.order[..queued]
+                    .get(next_event)
+                    .map_or(n, |&(time, _)| (time as usize).saturating_sub(base).clamp(start + 1, n));
                 self.render(values, start, end);
                 start = end;
             }
@@ -176,13 +186,51 @@ impl Processor {
             }
             base += n;
         }
-        // Events past the end of the call (a host bug) still take effect.
-        while let Some(event) = events.get(next_event as u32) {
-            apply(values, event);
-            next_event += 1;
+        // Events past the end of the call (a host bug) still take effect,
+        // and so do those beyond what could be sorted.
+        for &(_, index) in &self.order[next_event..queued] {
+            if let Some(event) = events.get(index) {
+                apply(values, event);
+            }
+        }
+        for index in overflow..events.len() {
+            if let Some(event) = events.get(index) {
+                apply(values, event);
+            }
         }
         let late = self.track.stats().late_results.load(std::sync::atomic::Ordering::Relaxed);
         values.report(params::LATE_RESULTS, late as f64);
+    }
+
+    /// Lists the call's readable events in `order`, by time (then by their
+    /// place in the host's list, so equal times keep the host's order).
+    /// Returns how many are listed and the host index from which events
+    /// did not fit. Never asks the host for an index past its `len()`.
+    fn order_events(&mut self, events: &InputEvents, frames: usize) -> (usize, u32) {
+        let mut queued = 0;
+        let (mut sorted, mut past_end, mut last) = (true, false, 0);
+        for index in 0..events.len() {
+            let Some(event) = events.get(index) else { continue };
+            let Some(slot) = self.order.get_mut(queued) else {
+                guard::note(HostQuirk::TooManyEvents);
+                return (queued, index);
+            };
+            let time = event.header().time();
+            sorted &= time >= last;
+            past_end |= time as usize >= frames;
+            last = time;
+            *slot = (time, index);
+            queued += 1;
+        }
+        if !sorted {
+            guard::note(HostQuirk::UnsortedEvents);
+            // In place, no allocation.
+            self.order[..queued].sort_unstable();
+        }
+        if past_end {
+            guard::note(HostQuirk::EventPastEnd);
+        }
+        (queued, events.len())
     }
 
     /// Frames `start..end` of the current pass: engine, then the mix.
@@ -260,7 +308,9 @@ pub fn apply(values: &ParamValues, event: &UnknownEvent) {
 
 /// Applies every parameter event of a flush.
 pub fn apply_all(values: &ParamValues, events: &InputEvents) {
-    for event in events {
-        apply(values, event);
+    for index in 0..events.len() {
+        if let Some(event) = events.get(index) {
+            apply(values, event);
+        }
     }
 }

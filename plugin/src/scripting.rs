@@ -14,10 +14,16 @@
 //! audio dry, delayed by its latency as always, and the reason is said once
 //! on stderr.
 //!
-//! Scripts travel in the plugin's state; the worker reads them from a file
-//! this module writes (one per instance, in a private folder removed with
-//! the supervisor). Rewriting that file is how a state loaded while the
-//! instance runs reaches the worker: the worker reloads a changed script.
+//! Scripts are files. An instance whose script came from a file runs that
+//! file where it exists: the worker follows it (an edit is heard within a
+//! second) and its folder is on `sys.path`, so modules beside it import.
+//! Where it does not exist (a project opened on another machine), or for a
+//! script that never was a file, the worker runs a copy of the source
+//! saved in the plugin's state, written by this module (one per instance,
+//! in a private folder removed with the supervisor). Rewriting that copy,
+//! or pointing the track at another file, is how a state loaded while the
+//! instance runs reaches the worker; the old script plays until the new
+//! one has loaded.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use outboard_engine::script_log::LogListener;
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_engine::track::{TrackConfig, TrackPort};
 
@@ -135,7 +142,34 @@ fn make_script_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The file an instance's script is written to.
+/// A script as an instance holds it (and its state saves it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScriptSource {
+    /// A name for logs, e.g. its file name.
+    pub name: String,
+    /// The Python source, as last read or loaded.
+    pub source: String,
+    /// The file it came from (absolute); empty if it never was a file.
+    pub path: String,
+}
+
+impl ScriptSource {
+    /// The file this script follows, if it names one that exists here.
+    pub fn followed_file(&self) -> Option<PathBuf> {
+        let path = PathBuf::from(&self.path);
+        (!self.path.is_empty() && path.is_file()).then_some(path)
+    }
+
+    /// The followed file's current text, if it can be read and is not too
+    /// long to be a script.
+    pub fn read_followed(&self) -> Option<String> {
+        let path = self.followed_file()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        (text.len() <= crate::state::MAX_SCRIPT_BYTES).then_some(text)
+    }
+}
+
+/// The file an instance's copy of its script is written to.
 fn script_file(dir: &Path, track: u32, name: &str) -> PathBuf {
     let stem: String = Path::new(name)
         .file_stem()
@@ -158,16 +192,63 @@ pub fn write_script(path: &Path, source: &str) -> std::io::Result<()> {
 /// A track the supervisor runs; removed from it when dropped.
 pub struct Registration {
     pub track: u32,
-    pub script_path: PathBuf,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(supervisor) = &service().supervisor {
+        let service = service();
+        if let Some(supervisor) = &service.supervisor {
             supervisor.remove_track(self.track);
         }
-        let _ = std::fs::remove_file(&self.script_path);
+        if let Some(dir) = &service.script_dir {
+            remove_copies(dir, self.track);
+        }
     }
+}
+
+/// Removes the copies of scripts written for `track`.
+fn remove_copies(dir: &Path, track: u32) {
+    let prefix = format!("track{track}_");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The file the worker should run for `script` on `track`: the file it
+/// came from, where that exists; else a copy of its source (written now).
+/// The note says when a file named by the state is missing.
+fn file_to_run(service: &mut Service, track: u32, script: &ScriptSource) -> Result<(PathBuf, Option<String>), String> {
+    if let Some(path) = script.followed_file() {
+        return Ok((path, None));
+    }
+    if service.script_dir.is_none() {
+        service.script_dir = Some(make_script_dir().map_err(|e| format!("cannot create a folder for scripts: {e}"))?);
+    }
+    let dir = service.script_dir.as_deref().expect("made above");
+    let copy = script_file(dir, track, &script.name);
+    write_script(&copy, &script.source).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+    let note = (!script.path.is_empty()).then(|| {
+        format!(
+            "outboard: the script's file {} is not on this machine; running the copy saved with the project",
+            script.path
+        )
+    });
+    Ok((copy, note))
+}
+
+/// Points a registered track at `script` (a state loaded while active).
+/// Returns the file the worker now runs and a note for the log.
+pub fn retarget(track: u32, script: &ScriptSource, running: &Path) -> Result<(PathBuf, Option<String>), String> {
+    let mut service = service();
+    let (file, note) = file_to_run(&mut service, track, script)?;
+    if file != running
+        && let Some(supervisor) = &service.supervisor
+    {
+        supervisor.set_script(track, file.clone());
+    }
+    Ok((file, note))
 }
 
 /// The shape every track of this process fits (the supervisor's rings are
@@ -180,13 +261,28 @@ fn template() -> TrackConfig {
     template
 }
 
+/// What registering a track gave.
+pub struct Registered {
+    pub registration: Registration,
+    /// The file the worker runs.
+    pub running: PathBuf,
+    /// Worth a line on the log (a followed file that is missing).
+    pub note: Option<String>,
+}
+
+/// Why a track plays dry.
+pub struct Unavailable {
+    pub why: String,
+    /// The first instance of the process to hear it (it is said once).
+    pub first: bool,
+}
+
 /// Hands a track to the shared supervisor (starting it if needed), with its
-/// script. `Err` says why the track will play dry; it is also said once on
-/// stderr.
-pub fn register(port: TrackPort, script_name: &str, source: &str) -> Result<Registration, String> {
+/// script. `Err` says why the track will play dry.
+pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Unavailable> {
     let mut service = service();
     if let Some(why) = &service.unavailable {
-        return Err(why.clone());
+        return Err(Unavailable { why: why.clone(), first: false });
     }
     if service.supervisor.is_none() {
         let exe = match locate_scripts_host() {
@@ -195,30 +291,26 @@ pub fn register(port: TrackPort, script_name: &str, source: &str) -> Result<Regi
                 let why = format!(
                     "no scripts host: {why}; set {SCRIPTS_HOST_ENV} or put {SCRIPTS_HOST_NAME} beside the .clap"
                 );
-                eprintln!("outboard.clap: {why}. Audio passes through dry.");
                 service.unavailable = Some(why.clone());
-                return Err(why);
+                return Err(Unavailable { why: format!("{why}. Audio passes through dry."), first: true });
             }
         };
         let mut config = SupervisorConfig::new(exe, &template());
-        // A DAW's stderr is nobody's console: keep the log in memory.
+        // A DAW's stderr is nobody's console: messages go to each
+        // instance's host log (crate::messages).
         config.echo_log = false;
+        config.on_log = Some(LogListener::new(crate::messages::route));
         service.supervisor = Some(Supervisor::start(config));
     }
-    if service.script_dir.is_none() {
-        service.script_dir = Some(make_script_dir().map_err(|e| format!("cannot create a folder for scripts: {e}"))?);
-    }
-    let dir = service.script_dir.clone().expect("just made");
     let track = port.config.id;
-    let script_path = script_file(&dir, track, script_name);
-    write_script(&script_path, source).map_err(|e| format!("cannot write {}: {e}", script_path.display()))?;
+    let (running, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
     let supervisor = service.supervisor.as_ref().expect("started above");
     supervisor.add_track(ScriptedTrack {
         port,
-        script: script_path.clone(),
+        script: running.clone(),
         params: SCRIPT_PARAM_NAMES.iter().map(|s| s.to_string()).collect(),
     });
-    Ok(Registration { track, script_path })
+    Ok(Registered { registration: Registration { track }, running, note })
 }
 
 /// Recent lines of the scripts' log (errors with file and line, reloads,

@@ -5,14 +5,15 @@
 //! but a whole, checksummed state of a version we know is rejected with an
 //! error (the instance keeps what it had), never a panic. Saving is
 //! reproducible: the same script and values give the same bytes, so a
-//! load-then-save round trip returns the state byte for byte.
+//! load-then-save round trip returns the state byte for byte (a version 1
+//! state, which has no path, loads and is saved as version 2).
 //!
 //! Layout (little-endian):
 //!
 //! | field         | bytes          | rule                                   |
 //! | ------------- | -------------- | -------------------------------------- |
 //! | magic         | 8              | `OUTBOARD`                             |
-//! | version       | u32            | 1                                      |
+//! | version       | u32            | 2 (1 is read too)                      |
 //! | flags         | u32            | 0 (reserved)                           |
 //! | param count   | u32            | at most [`MAX_PARAMS`]                 |
 //! | params        | (u32, f64) × n | ids distinct, ascending; values finite |
@@ -20,17 +21,23 @@
 //! | name          | UTF-8          |                                        |
 //! | script length | u32            | at most [`MAX_SCRIPT_BYTES`]           |
 //! | script        | UTF-8          | Python source                          |
+//! | path length   | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
+//! | path          | UTF-8          | the file the script came from, or none |
 //! | checksum      | u64            | FNV-1a 64 of every byte before it      |
 
 use std::fmt;
 
 pub const MAGIC: &[u8; 8] = b"OUTBOARD";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The first version, without the script's path: still read.
+pub const VERSION_1: u32 = 1;
 pub const MAX_PARAMS: usize = 32;
 pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+pub const MAX_PATH_BYTES: usize = 4096;
 /// No valid state is longer than this; a reader stops here.
-pub const MAX_STATE_BYTES: usize = 8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 8;
+pub const MAX_STATE_BYTES: usize =
+    8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 4 + MAX_PATH_BYTES + 8;
 
 /// What a state holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +48,9 @@ pub struct PluginState {
     pub script_name: String,
     /// The script's Python source.
     pub script: String,
+    /// The file the script came from (absolute), which the instance follows
+    /// where it exists; empty for a script that never was a file.
+    pub script_path: String,
 }
 
 /// Why a state was rejected.
@@ -97,7 +107,7 @@ impl PluginState {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&value.to_le_bytes());
         }
-        for text in [&self.script_name, &self.script] {
+        for text in [&self.script_name, &self.script, &self.script_path] {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
@@ -120,7 +130,7 @@ impl PluginState {
         }
         let mut reader = Reader { bytes, at: MAGIC.len() };
         let version = reader.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(StateError::UnknownVersion(version));
         }
         let flags = reader.u32()?;
@@ -151,6 +161,7 @@ impl PluginState {
         }
         let script_name = reader.text(MAX_NAME_BYTES)?;
         let script = reader.text(MAX_SCRIPT_BYTES)?;
+        let script_path = if version == VERSION_1 { String::new() } else { reader.text(MAX_PATH_BYTES)? };
         if reader.at + 8 > bytes.len() {
             return Err(StateError::Truncated);
         }
@@ -166,7 +177,7 @@ impl PluginState {
         if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
             return Err(StateError::BadChecksum);
         }
-        Ok(PluginState { params, script_name, script })
+        Ok(PluginState { params, script_name, script, script_path })
     }
 }
 
@@ -206,7 +217,21 @@ mod tests {
             params: vec![(0, 0.75), (1, 1000.0), (2, 0.0)],
             script_name: "gain.py".into(),
             script: "def process(block, ctx):\n    block *= 0.5\n".into(),
+            script_path: "/home/user/scripts/gain.py".into(),
         }
+    }
+
+    #[test]
+    fn reads_version_1_states_and_saves_them_as_version_2() {
+        let v2 = sample().encode();
+        // A version 1 state: no path field, its own checksum.
+        let mut v1 = v2[..v2.len() - 8 - 4 - sample().script_path.len()].to_vec();
+        v1[8..12].copy_from_slice(&VERSION_1.to_le_bytes());
+        let sum = fnv1a(&v1);
+        v1.extend_from_slice(&sum.to_le_bytes());
+        let decoded = PluginState::decode(&v1).unwrap();
+        assert_eq!(decoded, PluginState { script_path: String::new(), ..sample() });
+        assert_eq!(PluginState::decode(&decoded.encode()).unwrap(), decoded);
     }
 
     #[test]
@@ -235,8 +260,8 @@ mod tests {
             assert!(PluginState::decode(&flipped).is_err(), "accepted a state with byte {at} flipped");
         }
         let mut newer = bytes.clone();
-        newer[8] = 2;
-        assert_eq!(PluginState::decode(&newer), Err(StateError::UnknownVersion(2)));
+        newer[8] = 3;
+        assert_eq!(PluginState::decode(&newer), Err(StateError::UnknownVersion(3)));
     }
 
     #[test]
