@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::quirks::Quirks;
 use crate::run::RunConfig;
 
 /// Loads a CLAP plugin, runs N instances of it on the test signal, each on
@@ -41,9 +42,23 @@ pub struct Cli {
     /// Write instance 0's output here (f32 stereo WAV; kept in memory during the run).
     #[arg(long)]
     pub output_wav: Option<PathBuf>,
-    /// Write the test signal as fed here (f32 stereo WAV).
+    /// Feed this WAV instead of the test signal: mono (to both channels) or
+    /// stereo, 16-, 24- or 32-bit integer or 32-bit float, at --rate;
+    /// silence follows where it is shorter than the run.
     #[arg(long)]
     pub input_wav: Option<PathBuf>,
+    /// Write the input as fed here (f32 stereo WAV).
+    #[arg(long)]
+    pub write_input: Option<PathBuf>,
+    /// Automate this parameter (name or id): a triangle over its range,
+    /// once a second, four events per block.
+    #[arg(long, value_name = "PARAM")]
+    pub automate: Option<String>,
+    /// Reproduce hosts seen in the field (comma-separated): zeroed-transport,
+    /// no-transport, unsorted-events, events-past-end, zero-frames,
+    /// huge-block, reset-while-offline. See examples/host/quirks.rs.
+    #[arg(long, value_name = "LIST", value_parser = Quirks::parse)]
+    pub host_quirks: Option<Quirks>,
     /// Do not print the plugins' log messages.
     #[arg(long)]
     pub quiet_plugin: bool,
@@ -63,6 +78,9 @@ impl Cli {
             json: self.json.clone(),
             output_wav: self.output_wav.clone(),
             input_wav: self.input_wav.clone(),
+            write_input: self.write_input.clone(),
+            automate: self.automate.clone(),
+            quirks: self.host_quirks.unwrap_or_default(),
             lock_memory: true,
             echo_log: !self.quiet_plugin,
         }
@@ -97,6 +115,12 @@ mod tests {
             "o.wav",
             "--input-wav",
             "i.wav",
+            "--write-input",
+            "w.wav",
+            "--automate",
+            "Mix",
+            "--host-quirks",
+            "zero-frames,huge-block",
         ])
         .unwrap();
         let c = cli.to_config();
@@ -108,6 +132,9 @@ mod tests {
         assert_eq!(c.plugin_id.as_deref(), Some("org.outboard"));
         assert_eq!(c.output_wav, Some(PathBuf::from("o.wav")));
         assert_eq!(c.input_wav, Some(PathBuf::from("i.wav")));
+        assert_eq!(c.write_input, Some(PathBuf::from("w.wav")));
+        assert_eq!(c.automate.as_deref(), Some("Mix"));
+        assert_eq!(c.quirks.names(), ["zero-frames", "huge-block"]);
         assert!(c.lock_memory && c.echo_log);
         assert_eq!(c.total_blocks(), 862); // 2.5 s * 44100 / 128 = 861.3, rounded up
     }
@@ -117,9 +144,34 @@ mod tests {
         let c = Cli::try_parse_from(["outboard-host", "p.clap"]).unwrap().to_config();
         assert_eq!((c.tracks, c.block, c.rate, c.seconds, c.offline), (1, 64, 48_000, 5.0, false));
         assert_eq!((c.script, c.json, c.plugin_id), (None, None, None));
+        assert_eq!((c.input_wav, c.write_input, c.automate), (None, None, None));
+        assert!(c.quirks.is_empty());
         assert!(Cli::try_parse_from(["outboard-host"]).is_err(), "the plugin is required");
         assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--tracks", "-1"]).is_err());
         assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--block", "x"]).is_err());
+        let err = Cli::try_parse_from(["outboard-host", "p.clap", "--host-quirks", "no-transport,late"]).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("unknown host quirk \"late\"") && err.contains("reset-while-offline"), "{err}");
+    }
+
+    #[test]
+    fn quirks_that_need_more_are_refused_by_the_run() {
+        let run = |args: &[&str]| {
+            let argv = ["outboard-host", "/nonexistent.clap"].iter().chain(args).copied();
+            crate::run::run(&Cli::try_parse_from(argv).unwrap().to_config()).unwrap_err()
+        };
+        assert!(run(&["--host-quirks", "reset-while-offline"]).contains("needs --offline"));
+        assert!(run(&["--host-quirks", "unsorted-events", "--offline"]).contains("needs --automate"));
+        // Accepted: the run then fails at loading the plugin.
+        let err = run(&["--host-quirks", "reset-while-offline,unsorted-events", "--offline", "--automate", "mix"]);
+        assert!(err.contains("/nonexistent.clap"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_input_wav_is_refused_before_the_plugin_is_loaded() {
+        let argv = ["outboard-host", "/nonexistent.clap", "--input-wav", "/nonexistent.wav"];
+        let err = crate::run::run(&Cli::try_parse_from(argv).unwrap().to_config()).unwrap_err();
+        assert!(err.contains("--input-wav /nonexistent.wav"), "{err}");
     }
 
     #[test]

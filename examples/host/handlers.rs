@@ -11,10 +11,16 @@
 //! Requests that need work on the main thread (`request_callback`,
 //! `request_flush`) set a pending flag that the owner of the instance services
 //! with [`crate::Instance::service_main_thread`].
+//!
+//! Log messages are printed as `outboard-host: plugin #N [severity] message`
+//! (N: the instance's number, [`crate::Instance::set_number`]), the first
+//! [`MAX_PRINTED_LOGS`] of each instance; all are counted. clack-plugin's
+//! report of a caught panic ("Plugin panicked") is also counted as a panic
+//! (see [`crate::panics`]).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::ThreadId;
 
 use clack_extensions::audio_ports::{AudioPortRescanFlags, HostAudioPorts, HostAudioPortsImpl, PluginAudioPorts};
@@ -27,6 +33,12 @@ use clack_extensions::render::PluginRender;
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
 use clack_host::prelude::*;
+
+/// Log messages printed per instance; later ones are only counted.
+pub const MAX_PRINTED_LOGS: u64 = 1000;
+
+/// The number the next instance gets unless told otherwise.
+static NEXT_NUMBER: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// Set on the threads that run a plugin's audio processing, for the
@@ -74,6 +86,9 @@ pub struct HostCounters {
     pub logs: AtomicU64,
     pub error_logs: AtomicU64,
     pub audio_thread_logs: AtomicU64,
+    /// Panics the plugin reported caught ("Plugin panicked", from its
+    /// clack wrapper) that this process's panic hook did not see.
+    pub reported_panics: AtomicU64,
 }
 
 /// A plain copy of [`HostCounters`] at one moment.
@@ -93,6 +108,7 @@ pub struct CountersSnapshot {
     pub logs: u64,
     pub error_logs: u64,
     pub audio_thread_logs: u64,
+    pub reported_panics: u64,
 }
 
 impl HostCounters {
@@ -113,6 +129,7 @@ impl HostCounters {
             logs: n(&self.logs),
             error_logs: n(&self.error_logs),
             audio_thread_logs: n(&self.audio_thread_logs),
+            reported_panics: n(&self.reported_panics),
         }
     }
 }
@@ -134,6 +151,7 @@ impl CountersSnapshot {
         self.logs += other.logs;
         self.error_logs += other.error_logs;
         self.audio_thread_logs += other.audio_thread_logs;
+        self.reported_panics += other.reported_panics;
     }
 }
 
@@ -157,6 +175,8 @@ pub struct HostShared {
     main_thread: ThreadId,
     /// Print the plugin's log messages (the tests may silence them).
     echo_log: bool,
+    /// The instance's number in log lines.
+    pub(crate) number: AtomicUsize,
 }
 
 impl HostShared {
@@ -168,6 +188,7 @@ impl HostShared {
             extensions: OnceLock::new(),
             main_thread: std::thread::current().id(),
             echo_log,
+            number: AtomicUsize::new(NEXT_NUMBER.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
@@ -205,7 +226,10 @@ impl<'a> SharedHandler<'a> for HostShared {
 
 impl HostLogImpl for HostShared {
     fn log(&self, severity: LogSeverity, message: &str) {
-        self.counters.logs.fetch_add(1, Ordering::Relaxed);
+        let n = self.counters.logs.fetch_add(1, Ordering::Relaxed) + 1;
+        if crate::panics::is_panic_report(message) && crate::panics::report_needs_counting() {
+            self.counters.reported_panics.fetch_add(1, Ordering::Relaxed);
+        }
         if matches!(
             severity,
             LogSeverity::Error | LogSeverity::Fatal | LogSeverity::HostMisbehaving | LogSeverity::PluginMisbehaving
@@ -215,8 +239,12 @@ impl HostLogImpl for HostShared {
         if on_audio_thread() {
             self.counters.audio_thread_logs.fetch_add(1, Ordering::Relaxed);
         }
-        if self.echo_log {
-            eprintln!("outboard-host: plugin [{severity}] {message}");
+        if self.echo_log && n <= MAX_PRINTED_LOGS {
+            let number = self.number.load(Ordering::Relaxed);
+            eprintln!("outboard-host: plugin #{number} [{severity}] {message}");
+            if n == MAX_PRINTED_LOGS {
+                eprintln!("outboard-host: plugin #{number}: {n} messages; the rest are counted, not printed");
+            }
         }
     }
 }
@@ -305,5 +333,32 @@ impl HostHandlers for OutboardHost {
             .register::<HostLatency>()
             .register::<HostAudioPorts>()
             .register::<HostState>();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_the_plugin_reports_caught_is_counted_once() {
+        let counters = std::sync::Arc::new(HostCounters::default());
+        let shared = HostShared::new(counters.clone(), false);
+        let reported = || counters.reported_panics.load(Ordering::Relaxed);
+        // A plugin with its own Rust runtime: only clack's message shows it.
+        shared.log(LogSeverity::PluginMisbehaving, "Plugin panicked");
+        assert_eq!(reported(), 1);
+        // This process's hook saw it first, on this thread: not again.
+        crate::panics::mark_counted_by_hook();
+        shared.log(LogSeverity::PluginMisbehaving, "Plugin panicked");
+        assert_eq!(reported(), 1);
+        // The next one, unseen by the hook, counts.
+        shared.log(LogSeverity::PluginMisbehaving, "Plugin panicked");
+        assert_eq!(reported(), 2);
+        shared.log(LogSeverity::Warning, "Plugin panicked twice, says the script");
+        shared.log(LogSeverity::Error, "an error");
+        assert_eq!(reported(), 2);
+        let s = counters.snapshot();
+        assert_eq!((s.logs, s.error_logs, s.reported_panics), (5, 4, 2));
     }
 }

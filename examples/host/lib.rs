@@ -28,8 +28,12 @@
 //! # Ok::<(), String>(())
 //! ```
 //!
-//! and runs N instances on the test signal ([`signal`]), each on its own
-//! audio thread, paced in real time or offline ([`run()`]), into a [`Report`].
+//! and runs N instances on the test signal ([`signal`]) or a WAV file, each
+//! on its own audio thread, paced in real time or offline ([`run()`]), into
+//! a [`Report`] — optionally reproducing what real hosts get wrong
+//! ([`quirks`]: a zeroed or missing transport, unsorted events, events past
+//! the end of the call, empty calls, calls over the announced maximum,
+//! resets while rendering offline).
 //!
 //! Guarantees (DESIGN.md §1): the audio-thread side, [`Processor`], never
 //! allocates, locks or makes a syscall once activated — writing inputs,
@@ -44,9 +48,11 @@
 
 pub mod cli;
 pub mod handlers;
+pub mod panics;
 pub mod plugin_instance;
 pub mod processor;
 pub mod procfs;
+pub mod quirks;
 pub mod report;
 pub mod run;
 pub mod signal;
@@ -55,8 +61,9 @@ pub mod stream;
 pub use handlers::{CountersSnapshot, HostCounters};
 pub use plugin_instance::{ActivateConfig, Bundle, Descriptor, Instance, ParamChange, ParamInfo, PortInfo};
 pub use processor::{ProcessError, Processor, SampleType, Transport};
+pub use quirks::{Quirk, Quirks};
 pub use report::{InstanceReport, Report};
-pub use run::{RunConfig, run};
+pub use run::{Automation, Input, RunConfig, run};
 pub use stream::{ChunkedReader, ChunkedWriter};
 
 /// Re-exported for callers that look at status codes and events.

@@ -146,6 +146,10 @@ pub struct ActivateConfig {
     pub in_place: bool,
     /// Room preallocated for input events per block (and for output events).
     pub event_capacity: usize,
+    /// Frames each audio buffer holds; below `max_frames` (0, the default)
+    /// means `max_frames`. More gives room to call `process` with more
+    /// frames than announced, as the `huge-block` quirk does on purpose.
+    pub buffer_frames: u32,
 }
 
 impl ActivateConfig {
@@ -158,6 +162,7 @@ impl ActivateConfig {
             sample_type: SampleType::F32,
             in_place: false,
             event_capacity: 512,
+            buffer_frames: 0,
         }
     }
 }
@@ -225,6 +230,22 @@ pub struct Instance {
 impl Instance {
     pub fn plugin_id(&self) -> &str {
         &self.id
+    }
+
+    /// The number the instance's log lines carry (`plugin #N`): by default
+    /// the order in which this process created instances, from 0.
+    pub fn number(&self) -> usize {
+        self.instance.access_shared_handler(|s| s.number.load(Ordering::Relaxed))
+    }
+
+    pub fn set_number(&mut self, number: usize) {
+        self.instance.access_shared_handler(|s| s.number.store(number, Ordering::Relaxed));
+    }
+
+    /// Whether the plugin asked for `on_main_thread` and has not been
+    /// called yet.
+    pub fn callback_pending(&self) -> bool {
+        self.instance.access_shared_handler(|s| s.callback_pending.load(Ordering::Acquire))
     }
 
     /// The live counters of what the plugin asked of the host.

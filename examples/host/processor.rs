@@ -10,16 +10,19 @@
 
 use clack_extensions::params::PluginParams;
 use clack_host::events::event_types::{ParamValueEvent, TransportEvent, TransportFlags};
-use clack_host::events::io::{OutputEventBuffer, TryPushError};
+use clack_host::events::io::{InputEventBuffer, OutputEventBuffer, TryPushError};
 use clack_host::events::{EventFlags, EventHeader};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 use clap_sys::audio_buffer::clap_audio_buffer;
+use clap_sys::events::clap_event_transport;
+use clap_sys::process::clap_process;
 
 use std::sync::atomic::Ordering;
 
 use crate::handlers::{OutboardHost, mark_audio_thread};
 use crate::plugin_instance::{ActivateConfig, ParamChange, PortInfo};
+use crate::quirks::{Quirk, Quirks};
 
 /// The sample format of the audio buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +42,8 @@ pub const MAX_CHANNELS: usize = 64;
 pub enum ProcessError {
     /// `start_processing` has not succeeded.
     NotStarted,
-    /// More frames than the activation's maximum.
+    /// More frames than the activation's maximum (or, with the `huge-block`
+    /// quirk, than the buffers hold).
     TooManyFrames,
     /// The plugin returned CLAP_PROCESS_ERROR (or has no process function).
     Plugin(PluginInstanceError),
@@ -59,7 +63,8 @@ impl std::error::Error for ProcessError {}
 
 /// A transport to send with every block (optional): a 4/4 timeline at a
 /// fixed tempo that starts at zero when processing starts and advances with
-/// the frames processed while playing.
+/// the frames processed while playing. (The quirks `zeroed-transport` and
+/// `no-transport` replace it.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transport {
     pub tempo: f64,
@@ -126,6 +131,24 @@ impl OutputEventBuffer for BoundedEvents {
     }
 }
 
+/// The input events in reverse order (the `unsorted-events` quirk): a view of
+/// the sorted list, nothing copied.
+struct Reversed<'a>(&'a EventBuffer);
+
+impl InputEventBuffer for Reversed<'_> {
+    fn len(&self) -> u32 {
+        self.0.len()
+    }
+
+    fn get(&self, index: u32) -> Option<&UnknownEvent> {
+        let len = self.0.len();
+        if index >= len {
+            return None;
+        }
+        self.0.get(len - 1 - index)
+    }
+}
+
 const NO_BUFFER: clap_audio_buffer = clap_audio_buffer {
     data32: std::ptr::null_mut(),
     data64: std::ptr::null_mut(),
@@ -141,7 +164,10 @@ pub struct Processor {
     params: Option<PluginParams>,
     sample_type: SampleType,
     rate: f64,
+    /// The maximum announced at activation ...
     max_frames: usize,
+    /// ... and what the buffers hold (more with the `huge-block` quirk).
+    buffer_frames: usize,
     inputs: Side,
     outputs: Side,
     /// For each flat input channel, the flat output channel it shares a
@@ -156,6 +182,9 @@ pub struct Processor {
     transport: Option<Transport>,
     /// Frames played while the transport was playing.
     transport_frames: u64,
+    quirks: Quirks,
+    /// What `zeroed-transport` points to: all zeros, header included.
+    zeroed_transport: clap_event_transport,
 }
 
 impl Processor {
@@ -166,7 +195,7 @@ impl Processor {
         config: &ActivateConfig,
         params: Option<PluginParams>,
     ) -> Processor {
-        let frames = config.max_frames as usize;
+        let frames = config.max_frames.max(config.buffer_frames) as usize;
         let in_side = Side::new(inputs, config.sample_type, frames);
         let out_side = Side::new(outputs, config.sample_type, frames);
         let mut in_place = vec![None; in_side.channels()];
@@ -186,7 +215,8 @@ impl Processor {
             params,
             sample_type: config.sample_type,
             rate: config.rate,
-            max_frames: frames,
+            max_frames: config.max_frames as usize,
+            buffer_frames: frames,
             inputs: in_side,
             outputs: out_side,
             in_place,
@@ -202,6 +232,10 @@ impl Processor {
             steady_time: 0,
             transport: None,
             transport_frames: 0,
+            quirks: Quirks::NONE,
+            // SAFETY: clap_event_transport is plain integers and floats, for
+            // which all-zero bytes are a valid value.
+            zeroed_transport: unsafe { std::mem::zeroed() },
         }
     }
 
@@ -224,8 +258,28 @@ impl Processor {
         self.sample_type
     }
 
+    /// The maximum frame count announced at activation.
     pub fn max_frames(&self) -> usize {
         self.max_frames
+    }
+
+    /// The frames each buffer holds: `max_frames`, or more where the
+    /// activation asked for room (`ActivateConfig::buffer_frames`).
+    pub fn buffer_frames(&self) -> usize {
+        self.buffer_frames
+    }
+
+    /// Makes the following process calls misbehave as real hosts do (see
+    /// [`crate::quirks`]). The processor itself produces `zeroed-transport`,
+    /// `no-transport`, `unsorted-events` and, for `huge-block`, accepts
+    /// calls up to `buffer_frames`; the others are the caller's to produce
+    /// ([`crate::run()`] does).
+    pub fn set_quirks(&mut self, quirks: Quirks) {
+        self.quirks = quirks;
+    }
+
+    pub fn quirks(&self) -> Quirks {
+        self.quirks
     }
 
     /// Channel count of each input port.
@@ -274,35 +328,35 @@ impl Processor {
 
     // ---- audio ----
 
-    /// Input samples of one channel (the whole `max_frames`), if 32-bit.
+    /// Input samples of one channel (the whole buffer), if 32-bit.
     pub fn input_f32_mut(&mut self, port: usize, channel: usize) -> Option<&mut [f32]> {
         let flat = self.inputs.flat(port, channel)?;
         self.inputs.f32.get_mut(flat).map(|v| v.as_mut_slice())
     }
 
-    /// Input samples of one channel (the whole `max_frames`), if 64-bit.
+    /// Input samples of one channel (the whole buffer), if 64-bit.
     pub fn input_f64_mut(&mut self, port: usize, channel: usize) -> Option<&mut [f64]> {
         let flat = self.inputs.flat(port, channel)?;
         self.inputs.f64.get_mut(flat).map(|v| v.as_mut_slice())
     }
 
-    /// Output samples of one channel (the whole `max_frames`), if 32-bit.
+    /// Output samples of one channel (the whole buffer), if 32-bit.
     pub fn output_f32(&self, port: usize, channel: usize) -> Option<&[f32]> {
         let flat = self.outputs.flat(port, channel)?;
         self.outputs.f32.get(flat).map(|v| v.as_slice())
     }
 
-    /// Output samples of one channel (the whole `max_frames`), if 64-bit.
+    /// Output samples of one channel (the whole buffer), if 64-bit.
     pub fn output_f64(&self, port: usize, channel: usize) -> Option<&[f64]> {
         let flat = self.outputs.flat(port, channel)?;
         self.outputs.f64.get(flat).map(|v| v.as_slice())
     }
 
-    /// Copies `samples` (at most `max_frames`) into an input channel,
+    /// Copies `samples` (at most `buffer_frames`) into an input channel,
     /// whatever the sample type. False if there is no such channel.
     pub fn write_input(&mut self, port: usize, channel: usize, samples: &[f32]) -> bool {
         let Some(flat) = self.inputs.flat(port, channel) else { return false };
-        let n = samples.len().min(self.max_frames);
+        let n = samples.len().min(self.buffer_frames);
         match self.sample_type {
             SampleType::F32 => self.inputs.f32[flat][..n].copy_from_slice(&samples[..n]),
             SampleType::F64 => {
@@ -314,11 +368,11 @@ impl Processor {
         true
     }
 
-    /// Copies an output channel into `out` (at most `max_frames` samples),
-    /// whatever the sample type. False if there is no such channel.
+    /// Copies an output channel into `out` (at most `buffer_frames`
+    /// samples), whatever the sample type. False if there is no such channel.
     pub fn read_output(&self, port: usize, channel: usize, out: &mut [f32]) -> bool {
         let Some(flat) = self.outputs.flat(port, channel) else { return false };
-        let n = out.len().min(self.max_frames);
+        let n = out.len().min(self.buffer_frames);
         match self.sample_type {
             SampleType::F32 => out[..n].copy_from_slice(&self.outputs.f32[flat][..n]),
             SampleType::F64 => {
@@ -400,10 +454,18 @@ impl Processor {
     // ---- processing ----
 
     /// Processes `frames` frames: the inputs as written, the queued events
-    /// (then cleared), the transport if set. Realtime-safe on the host side.
+    /// (then cleared), the transport if set, and the quirks if any
+    /// ([`Processor::set_quirks`]). Realtime-safe on the host side.
+    ///
+    /// The `clap_process` is built here, at the ABI level, rather than
+    /// through clack-host's typed `process`: that is what lets a quirk pass
+    /// what the typed API would not (a zeroed transport, unsorted events, a
+    /// call larger than announced). Without quirks it is the same struct
+    /// clack-host builds.
     pub fn process(&mut self, frames: u32) -> Result<ProcessStatus, ProcessError> {
         let n = frames as usize;
-        if n > self.max_frames {
+        let limit = if self.quirks.contains(Quirk::HugeBlock) { self.buffer_frames } else { self.max_frames };
+        if n > limit {
             return Err(ProcessError::TooManyFrames);
         }
         // In place: the plugin reads its input from the output buffer.
@@ -448,28 +510,50 @@ impl Processor {
         let mut out_desc = [NO_BUFFER; MAX_PORTS];
         describe(&self.inputs, in_ptrs.as_mut_ptr(), &mut in_desc);
         describe(&self.outputs, out_ptrs.as_mut_ptr(), &mut out_desc);
-        // SAFETY: every descriptor points to a channel table on this stack
-        // frame, and every channel pointer into a buffer of max_frames >=
-        // frames samples of the declared type, owned by self and not
-        // otherwise borrowed until the call returns. In-place pairs alias on
-        // purpose: that is what in-place processing means in CLAP.
-        let ins = unsafe { InputAudioBuffers::from_raw_buffers(&in_desc[..self.inputs.ports.len()], frames) };
-        // SAFETY: as above.
-        let mut outs =
-            unsafe { OutputAudioBuffers::from_raw_buffers(&mut out_desc[..self.outputs.ports.len()], frames) };
 
+        // The transport: ours, none, or the zeroed one Qtractor sends.
         let transport = self.transport.map(|t| self.transport_event(t));
+        let transport_ptr: *const clap_event_transport = if self.quirks.contains(Quirk::ZeroedTransport) {
+            &self.zeroed_transport
+        } else if self.quirks.contains(Quirk::NoTransport) {
+            std::ptr::null()
+        } else {
+            transport.as_ref().map_or(std::ptr::null(), |t| t.as_raw())
+        };
         self.in_events.sort();
         self.out_events.events.clear();
+        let reversed = Reversed(&self.in_events);
+        let in_events = if self.quirks.contains(Quirk::UnsortedEvents) {
+            InputEvents::from_buffer(&reversed)
+        } else {
+            InputEvents::from_buffer(&self.in_events)
+        };
+        let mut out_events = OutputEvents::from_buffer(&mut self.out_events);
+        let process = clap_process {
+            // A wrapping conversion, as clack-host makes it.
+            steady_time: (self.steady_time & i64::MAX as u64) as i64,
+            frames_count: frames,
+            transport: transport_ptr,
+            audio_inputs: in_desc.as_ptr(),
+            audio_outputs: out_desc.as_mut_ptr(),
+            audio_inputs_count: self.inputs.ports.len() as u32,
+            audio_outputs_count: self.outputs.ports.len() as u32,
+            in_events: in_events.as_raw(),
+            out_events: out_events.as_raw(),
+        };
         let started = self.processor.as_started_mut().map_err(|_| ProcessError::NotStarted)?;
-        let status = started.process(
-            &ins,
-            &mut outs,
-            &InputEvents::from_buffer(&self.in_events),
-            &mut OutputEvents::from_buffer(&mut self.out_events),
-            Some(self.steady_time),
-            transport.as_ref(),
-        );
+        let handle = started.plugin_handle();
+        let plugin = handle.as_raw();
+        let process_fn = plugin.process.ok_or(ProcessError::Plugin(PluginInstanceError::NullProcessFunction))?;
+        // SAFETY: the plugin is active and processing (as_started_mut), and
+        // this is its audio thread. Every descriptor points to a channel
+        // table on this stack frame, and every channel pointer into a buffer
+        // of buffer_frames >= frames samples of the declared type, owned by
+        // self and not otherwise borrowed until the call returns (in-place
+        // pairs alias on purpose: that is what in-place processing means in
+        // CLAP). The event lists, the transport and the struct itself live
+        // until the call returns.
+        let status = unsafe { process_fn(plugin, &process) };
         self.in_events.clear();
         self.queued_events = 0;
         // A process call is a flush: a pending request_flush is answered.
@@ -478,7 +562,10 @@ impl Processor {
         if self.transport.is_some_and(|t| t.playing) {
             self.transport_frames += u64::from(frames);
         }
-        status.map_err(ProcessError::Plugin)
+        match ProcessStatus::from_raw(status) {
+            Some(Ok(status)) => Ok(status),
+            None | Some(Err(())) => Err(ProcessError::Plugin(PluginInstanceError::ProcessingFailed)),
+        }
     }
 
     fn transport_event(&self, t: Transport) -> TransportEvent {

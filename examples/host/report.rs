@@ -2,7 +2,16 @@
 //!
 //! Definitions:
 //!
-//! - `blocks`: process calls made, per instance.
+//! - `blocks`: blocks of `block` frames processed, per instance (the whole
+//!   run, whatever the quirks).
+//! - `process_calls` (per instance): process calls made; equal to `blocks`
+//!   unless a quirk adds calls (`zero-frames`) or merges blocks
+//!   (`huge-block`).
+//! - `host_quirks`: the quirks the host reproduced (`--host-quirks`; see
+//!   `examples/host/quirks.rs`); `resets` (per instance) counts the resets
+//!   `reset-while-offline` made.
+//! - `input`: the WAV file fed (`--input-wav`), or null for the test signal;
+//!   `automate`: the parameter automated (`--automate`), or null.
 //! - `deadline_misses`: blocks, over all instances, whose process call
 //!   returned after the block's deadline (paced runs: block k of an instance
 //!   is due `(k + 1)` periods after the common start). Offline runs have no
@@ -24,6 +33,24 @@
 //!   underscores ignored), its value at the end of the run is the instance's
 //!   count and `late_results` is the sum; otherwise `late_results` is 0 and
 //!   `late_results_source` says it was not observable.
+//! - `panics`: panics in the host process during the run: those its panic
+//!   hook saw (the `outboard-host` binary installs it) plus those a plugin
+//!   reported caught ("Plugin panicked", which clack-plugin logs when it
+//!   catches one at the ABI boundary; counted once). See
+//!   `examples/host/panics.rs`. A correct plugin gives 0.
+//! - `logs`, `error_logs` (per instance; the top-level keys, like those under
+//!   `host_callbacks`, are their sums): the plugin's log messages, and those of error
+//!   severity or worse, over the whole run (creation to destruction).
+//! - `dry_blocks_at_start` (per instance; the top-level key is the maximum):
+//!   the number of leading blocks of `block` frames, from frame
+//!   `latency_samples` on, whose output equals the input delayed by
+//!   `latency_samples` (within 1e-7, first two output channels against the
+//!   two input channels) although the input is not silent (blocks of silent
+//!   input neither count nor end the count): how long the plugin passed its
+//!   input through dry before its script took over. Measured over the first
+//!   `dry_window_frames` frames after the latency (2 s, or the whole run
+//!   if shorter), so it is at most that many blocks. Meaningful only with a
+//!   script that changes the audio: a pass-through counts every block.
 
 use std::path::PathBuf;
 
@@ -31,11 +58,15 @@ use outboard_engine::histogram::Percentiles;
 use serde_json::{Value, json};
 
 use crate::handlers::CountersSnapshot;
+use crate::quirks::Quirks;
 
 /// One instance's share of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InstanceReport {
     pub blocks: u64,
+    pub process_calls: u64,
+    /// Resets made by the `reset-while-offline` quirk.
+    pub resets: u64,
     pub deadline_misses: u64,
     pub process_errors: u64,
     pub output_peak: f32,
@@ -44,6 +75,9 @@ pub struct InstanceReport {
     /// Whether its thread got SCHED_FIFO (always false offline).
     pub realtime: bool,
     pub process_us: Percentiles,
+    pub logs: u64,
+    pub error_logs: u64,
+    pub dry_blocks_at_start: u64,
 }
 
 /// A whole run.
@@ -57,6 +91,11 @@ pub struct Report {
     pub seconds: f64,
     pub offline: bool,
     pub script: Option<PathBuf>,
+    /// The WAV fed (None: the test signal).
+    pub input: Option<PathBuf>,
+    /// The parameter automated, as named on the command line.
+    pub automate: Option<String>,
+    pub host_quirks: Quirks,
     pub memory_locked: bool,
     pub latency_samples: u32,
     pub input_peak: f32,
@@ -65,6 +104,10 @@ pub struct Report {
     pub max_concurrent_process: usize,
     /// Child processes of the host while the instances were active.
     pub child_processes: usize,
+    /// Panics during the run (see the module docs).
+    pub panics: u64,
+    /// Frames after the latency over which `dry_blocks_at_start` is measured.
+    pub dry_window_frames: usize,
     pub per_instance: Vec<InstanceReport>,
     /// What the plugins asked of the host, summed over instances.
     pub host_callbacks: CountersSnapshot,
@@ -100,6 +143,16 @@ impl Report {
         self.per_instance.iter().map(|i| i.late_results).sum()
     }
 
+    /// The most `dry_blocks_at_start` of any instance.
+    pub fn dry_blocks_at_start(&self) -> u64 {
+        self.per_instance.iter().map(|i| i.dry_blocks_at_start).max().unwrap_or(0)
+    }
+
+    /// Process calls made, per instance.
+    pub fn process_calls(&self) -> Vec<u64> {
+        self.per_instance.iter().map(|i| i.process_calls).collect()
+    }
+
     /// Whether every audio thread ran at SCHED_FIFO.
     pub fn realtime(&self) -> bool {
         !self.per_instance.is_empty() && self.per_instance.iter().all(|i| i.realtime)
@@ -108,7 +161,7 @@ impl Report {
     pub fn to_json(&self) -> Value {
         let us = |p: &Percentiles| json!({ "p50": p.p50, "p99": p.p99, "p999": p.p999, "max": p.max });
         let c = &self.host_callbacks;
-        json!({
+        let mut v = json!({
             "plugin": self.plugin.display().to_string(),
             "plugin_id": self.plugin_id,
             "instances": self.instances,
@@ -120,6 +173,7 @@ impl Report {
             "realtime": self.realtime(),
             "memory_locked": self.memory_locked,
             "blocks": self.blocks(),
+            "process_calls": self.process_calls(),
             "deadline_misses": self.deadline_misses(),
             "late_results": self.late_results().unwrap_or(0),
             "late_results_source": if self.late_results().is_some() {
@@ -149,9 +203,12 @@ impl Report {
                 "logs": c.logs,
                 "error_logs": c.error_logs,
                 "audio_thread_logs": c.audio_thread_logs,
+                "reported_panics": c.reported_panics,
             },
             "per_instance": self.per_instance.iter().map(|i| json!({
                 "blocks": i.blocks,
+                "process_calls": i.process_calls,
+                "resets": i.resets,
                 "deadline_misses": i.deadline_misses,
                 "process_errors": i.process_errors,
                 "output_peak": i.output_peak,
@@ -159,8 +216,26 @@ impl Report {
                 "late_results": i.late_results,
                 "realtime": i.realtime,
                 "process_us": us(&i.process_us),
+                "logs": i.logs,
+                "error_logs": i.error_logs,
+                "dry_blocks_at_start": i.dry_blocks_at_start,
             })).collect::<Vec<_>>(),
-        })
+        });
+        // (In two steps: one json! this size exceeds the macro recursion limit.)
+        let more = json!({
+            "input": self.input.as_ref().map(|p| p.display().to_string()),
+            "automate": self.automate,
+            "host_quirks": self.host_quirks.names(),
+            "panics": self.panics,
+            "logs": self.host_callbacks.logs,
+            "error_logs": self.host_callbacks.error_logs,
+            "dry_blocks_at_start": self.dry_blocks_at_start(),
+            "dry_window_frames": self.dry_window_frames,
+        });
+        if let (Some(v), Value::Object(more)) = (v.as_object_mut(), more) {
+            v.extend(more);
+        }
+        v
     }
 }
 
@@ -188,9 +263,17 @@ mod tests {
                     deadline_misses: 1,
                     output_peak: 0.25,
                     nan_samples: 3,
+                    logs: 2,
+                    dry_blocks_at_start: 7,
                     ..Default::default()
                 },
-                InstanceReport { blocks: 750, deadline_misses: 2, output_peak: 0.5, ..Default::default() },
+                InstanceReport {
+                    blocks: 750,
+                    deadline_misses: 2,
+                    output_peak: 0.5,
+                    dry_blocks_at_start: 9,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         }
@@ -212,6 +295,12 @@ mod tests {
             "nan_samples",
             "process_us",
             "latency_samples",
+            "panics",
+            "logs",
+            "error_logs",
+            "dry_blocks_at_start",
+            "host_quirks",
+            "input",
         ] {
             assert!(v.get(key).is_some(), "missing {key}: {v}");
         }
@@ -226,6 +315,12 @@ mod tests {
         assert_eq!(v["output_peak"], 0.5);
         assert_eq!(v["latency_samples"], 128);
         assert_eq!(v["process_us"]["p999"], 3.0);
+        assert_eq!(v["panics"], 0);
+        assert_eq!(v["dry_blocks_at_start"], 9, "the maximum");
+        assert_eq!(v["per_instance"][0]["dry_blocks_at_start"], 7);
+        assert_eq!(v["per_instance"][0]["logs"], 2);
+        assert_eq!(v["host_quirks"], json!([]));
+        assert_eq!(v["input"], Value::Null);
     }
 
     #[test]

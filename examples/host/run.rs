@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outboard_engine::clock::{monotonic_ns, sleep_until_ns};
 use outboard_engine::graph::{lock_memory, make_thread_realtime, warn_no_realtime};
@@ -31,13 +31,26 @@ use outboard_engine::histogram::Histogram;
 use outboard_plugin::state::PluginState as OutboardState;
 
 use crate::handlers::CountersSnapshot;
-use crate::plugin_instance::{ActivateConfig, Bundle, Instance};
-use crate::processor::Processor;
+use crate::plugin_instance::{ActivateConfig, Bundle, Instance, ParamInfo};
+use crate::processor::{Processor, Transport};
+use crate::quirks::{self, Quirk, Quirks};
 use crate::report::{InstanceReport, Report};
 use crate::signal;
 
 /// SCHED_FIFO priority of the audio threads (as the engine's tracks).
 pub const PRIORITY: u8 = 80;
+
+/// The transport every block carries (unless a quirk replaces it): playing,
+/// 4/4 at this tempo, from zero.
+pub const TEMPO: f64 = 120.0;
+
+/// Seconds of every instance's output kept, after the latency, to measure
+/// `dry_blocks_at_start` (see [`crate::report`]).
+pub const DRY_WINDOW_SECONDS: f64 = 2.0;
+
+/// `dry_blocks_at_start`: output within this of the delayed input is dry,
+/// and input within this of zero is silent.
+pub const DRY_TOLERANCE: f32 = 1e-7;
 
 /// Everything a run needs; the CLI builds one.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,8 +69,16 @@ pub struct RunConfig {
     /// Instance 0's output (the first two channels of its first output
     /// port), f32 stereo.
     pub output_wav: Option<PathBuf>,
-    /// The test signal as fed, f32 stereo.
+    /// The input to feed instead of the test signal: a mono or stereo WAV
+    /// at the run's rate (16-, 24-, 32-bit integer or 32-bit float); silence
+    /// follows where it is shorter than the run.
     pub input_wav: Option<PathBuf>,
+    /// The input as fed (the test signal or `input_wav`), f32 stereo.
+    pub write_input: Option<PathBuf>,
+    /// A parameter to automate (name, or id in decimal): see [`Automation`].
+    pub automate: Option<String>,
+    /// Host behaviour seen in the field to reproduce ([`crate::quirks`]).
+    pub quirks: Quirks,
     /// mlockall before the audio starts (the binary does; tests need not).
     pub lock_memory: bool,
     /// Print the plugins' log messages.
@@ -78,6 +99,9 @@ impl RunConfig {
             json: None,
             output_wav: None,
             input_wav: None,
+            write_input: None,
+            automate: None,
+            quirks: Quirks::NONE,
             lock_memory: false,
             echo_log: true,
         }
@@ -97,14 +121,197 @@ impl RunConfig {
         if self.tracks == 0 || self.block == 0 || self.rate == 0 || !seconds_ok {
             return Err("need --tracks, --block, --rate and --seconds above zero".into());
         }
+        if self.quirks.contains(Quirk::ResetWhileOffline) && !self.offline {
+            return Err("--host-quirks reset-while-offline needs --offline".into());
+        }
+        if self.quirks.contains(Quirk::UnsortedEvents) && self.automate.is_none() {
+            return Err("--host-quirks unsorted-events needs --automate PARAM (events to hand over unsorted)".into());
+        }
+        if self.quirks.contains(Quirk::HugeBlock) && self.block.checked_mul(quirks::HUGE_BLOCK_FACTOR).is_none() {
+            return Err("--host-quirks huge-block: --block is too large".into());
+        }
         Ok(())
     }
 }
 
+/// `--automate PARAM`: a triangle from the parameter's minimum to its
+/// maximum and back, once a second (minimum at frame 0, maximum half a second
+/// in), sent as four parameter events per block (at 0, ¼, ½ and ¾ of it;
+/// fewer in blocks under four frames), each the value at its own frame;
+/// stepped parameters get whole values. Deterministic, so two runs send the
+/// same values at the same frames whatever their quirks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Automation {
+    pub id: u32,
+    pub min: f64,
+    pub max: f64,
+    pub stepped: bool,
+}
+
+impl Automation {
+    /// Finds the parameter by name (case, spaces and underscores ignored)
+    /// or by id; read-only parameters are refused.
+    pub fn find(params: &[ParamInfo], which: &str) -> Result<Automation, String> {
+        let key = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+        let param = params
+            .iter()
+            .find(|p| key(&p.name) == key(which))
+            .or_else(|| which.trim().parse::<u32>().ok().and_then(|id| params.iter().find(|p| p.id == id)))
+            .ok_or_else(|| {
+                let names: Vec<String> = params.iter().map(|p| format!("{:?} (id {})", p.name, p.id)).collect();
+                format!("--automate {which:?}: no such parameter; the plugin has {}", names.join(", "))
+            })?;
+        if param.is_readonly() {
+            return Err(format!("--automate {which:?}: {:?} is read-only", param.name));
+        }
+        let stepped = param.flags & clack_extensions::params::ParamInfoFlags::IS_STEPPED.bits() != 0;
+        Ok(Automation { id: param.id, min: param.min, max: param.max, stepped })
+    }
+
+    /// The value at `frame`.
+    pub fn value(&self, frame: u64, rate: u32) -> f64 {
+        let rate = u64::from(rate.max(1));
+        let phase = (frame % rate) as f64 / rate as f64;
+        let triangle = 1.0 - (2.0 * phase - 1.0).abs();
+        let v = self.min + (self.max - self.min) * triangle;
+        if self.stepped { v.round().clamp(self.min, self.max) } else { v }
+    }
+
+    /// The event offsets in a block of `block` frames.
+    pub fn offsets(block: u32) -> impl Iterator<Item = u32> {
+        let mut last = None;
+        (0..4u32).filter_map(move |i| {
+            let at = (u64::from(i) * u64::from(block) / 4) as u32;
+            (last != Some(at)).then(|| {
+                last = Some(at);
+                at
+            })
+        })
+    }
+}
+
+/// What the instances are fed: the test signal, or a WAV file read into
+/// memory before the run (planar stereo, as long as the run).
+pub enum Input {
+    Signal,
+    Wav { path: PathBuf, channels: [Vec<f32>; 2] },
+}
+
+impl Input {
+    /// Frames `start..start + out.len()` of input channel `channel` (channel
+    /// c plays stereo channel c mod 2). Realtime-safe.
+    pub fn fill(&self, channel: usize, start: u64, rate: u32, out: &mut [f32]) {
+        match self {
+            Input::Signal => signal::fill(channel, start, rate, out),
+            Input::Wav { channels, .. } => {
+                let source = &channels[channel % 2];
+                for (i, s) in out.iter_mut().enumerate() {
+                    *s = source.get(start as usize + i).copied().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+
+    pub fn sample(&self, channel: usize, frame: u64, rate: u32) -> f32 {
+        let mut s = [0.0];
+        self.fill(channel, frame, rate, &mut s);
+        s[0]
+    }
+
+    /// Both channels, the first `frames` frames.
+    pub fn stereo(&self, frames: usize, rate: u32) -> [Vec<f32>; 2] {
+        std::array::from_fn(|c| {
+            let mut v = vec![0.0; frames];
+            self.fill(c, 0, rate, &mut v);
+            v
+        })
+    }
+
+    pub fn peak(&self, frames: usize, rate: u32) -> f32 {
+        match self {
+            Input::Signal => signal::peak(frames, rate),
+            Input::Wav { channels, .. } => {
+                channels.iter().flat_map(|c| c.iter().take(frames)).fold(0.0f32, |p, s| p.max(s.abs()))
+            }
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Input::Signal => None,
+            Input::Wav { path, .. } => Some(path),
+        }
+    }
+}
+
+/// Reads `path` for `--input-wav`: mono (fed to both channels) or stereo,
+/// 16-, 24- or 32-bit integer or 32-bit float, at `rate`; the first `frames`
+/// frames, silence after the file's end.
+pub fn read_input_wav(path: &Path, rate: u32, frames: usize) -> Result<[Vec<f32>; 2], String> {
+    let shown = path.display();
+    let mut reader = hound::WavReader::open(path).map_err(|e| format!("--input-wav {shown}: {e}"))?;
+    let spec = reader.spec();
+    if spec.sample_rate != rate {
+        return Err(format!(
+            "--input-wav {shown}: the file's sample rate is {} Hz but the run's is {rate} Hz (--rate); resample \
+             the file or run at --rate {}",
+            spec.sample_rate, spec.sample_rate
+        ));
+    }
+    let channels = usize::from(spec.channels);
+    if !(1..=2).contains(&channels) {
+        return Err(format!("--input-wav {shown}: {channels} channels; only mono and stereo files are read"));
+    }
+    let wanted = frames * channels;
+    let err = |e: hound::Error| format!("--input-wav {shown}: {e}");
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, bits @ (16 | 24 | 32)) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
+            reader
+                .samples::<i32>()
+                .take(wanted)
+                .map(|s| s.map(|s| (f64::from(s) * scale) as f32))
+                .collect::<Result<_, _>>()
+                .map_err(err)?
+        }
+        (hound::SampleFormat::Float, 32) => {
+            reader.samples::<f32>().take(wanted).collect::<Result<_, _>>().map_err(err)?
+        }
+        (format, bits) => {
+            let kind = if format == hound::SampleFormat::Float { "float" } else { "integer" };
+            return Err(format!(
+                "--input-wav {shown}: {bits}-bit {kind} samples; only 16-, 24- and 32-bit integer and 32-bit float \
+                 WAV files are read"
+            ));
+        }
+    };
+    let mut out = [vec![0.0f32; frames], vec![0.0f32; frames]];
+    for (i, frame) in interleaved.chunks_exact(channels).enumerate() {
+        out[0][i] = frame[0];
+        out[1][i] = frame[channels - 1];
+    }
+    Ok(out)
+}
+
 /// Puts `script` (named `name`) into the instance's Outboard state: saves the
 /// state, replaces the script, loads it back. Fails if the plugin's state is
-/// not an Outboard state.
+/// not an Outboard state. The script is not a file: it runs as given.
 pub fn apply_script(instance: &mut Instance, name: &str, script: &str) -> Result<(), String> {
+    apply_script_from(instance, name, script, "")
+}
+
+/// Puts the script file at `path` into the instance's Outboard state, its
+/// text and its (absolute) path, as `--script` does: the plugin then
+/// follows the file (edits are heard while it runs, modules beside it
+/// import).
+pub fn apply_script_file(instance: &mut Instance, path: &Path) -> Result<(), String> {
+    let path = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let source = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    apply_script_from(instance, &name, &source, &path.to_string_lossy())
+}
+
+fn apply_script_from(instance: &mut Instance, name: &str, script: &str, path: &str) -> Result<(), String> {
     let bytes = instance.save_state().map_err(|e| format!("--script: saving the plugin's state: {e}"))?;
     let mut state = OutboardState::decode(&bytes).map_err(|e| {
         format!(
@@ -114,6 +321,7 @@ pub fn apply_script(instance: &mut Instance, name: &str, script: &str) -> Result
     })?;
     state.script = script.to_string();
     state.script_name = name.to_string();
+    state.script_path = path.to_string();
     instance.load_state(&state.encode()).map_err(|e| format!("--script: the plugin refused the new state: {e}"))
 }
 
@@ -133,7 +341,14 @@ struct Lane {
     processor: Processor,
     /// Instance 0's output, interleaved stereo, preallocated for the run.
     capture: Option<Vec<f32>>,
+    /// The first frames of this instance's output (latency + the dry
+    /// window), interleaved stereo, preallocated.
+    head: Vec<f32>,
     histogram: Histogram,
+    automation: Option<Automation>,
+    /// `events-past-end`: the parameter and its value to re-send when no
+    /// automation sets one.
+    resend: Option<(u32, f64)>,
 }
 
 /// What one audio thread gives back.
@@ -141,6 +356,8 @@ struct LaneResult {
     lane: Lane,
     start_error: Option<String>,
     blocks: u64,
+    process_calls: u64,
+    resets: u64,
     deadline_misses: u64,
     process_errors: u64,
     output_peak: f32,
@@ -148,7 +365,7 @@ struct LaneResult {
     realtime: bool,
 }
 
-struct Pacing {
+struct Pacing<'a> {
     /// process() calls under way now, and the most ever at once: proof that
     /// the instances really ran in parallel.
     in_process: AtomicUsize,
@@ -159,18 +376,38 @@ struct Pacing {
     blocks: u64,
     latency: u64,
     start_ns: u64,
+    quirks: Quirks,
+    input: &'a Input,
 }
 
-impl Pacing {
+impl Pacing<'_> {
     /// When block k must be done: k + 1 periods after the start, in whole
     /// nanoseconds from the start so that no rounding accumulates.
     fn deadline(&self, k: u64) -> u64 {
         let ns = u128::from(k + 1) * u128::from(self.block) * 1_000_000_000 / u128::from(self.rate);
         self.start_ns + ns as u64
     }
+
+    /// One timed process call.
+    fn timed_process(&self, result: &mut LaneResult, frames: u32) -> u64 {
+        let began = monotonic_ns();
+        let now = self.in_process.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_concurrent.fetch_max(now, Ordering::Relaxed);
+        let status = result.lane.processor.process(frames);
+        self.in_process.fetch_sub(1, Ordering::Relaxed);
+        let ended = monotonic_ns();
+        result.lane.histogram.record(ended - began);
+        result.process_calls += 1;
+        if status.is_err() {
+            result.process_errors += 1;
+        }
+        ended
+    }
 }
 
-/// One audio thread: start processing, then block after block.
+/// One audio thread: start processing, then call after call until every
+/// block is processed. Without quirks a call is one block; `huge-block`
+/// makes some calls several blocks, `zero-frames` adds empty calls.
 fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     let realtime = !pacing.offline && make_thread_realtime(PRIORITY);
     if !pacing.offline && !realtime {
@@ -180,52 +417,81 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
         lane,
         start_error: None,
         blocks: 0,
+        process_calls: 0,
+        resets: 0,
         deadline_misses: 0,
         process_errors: 0,
         output_peak: 0.0,
         nan_samples: 0,
         realtime,
     };
-    let lane = &mut result.lane;
-    if let Err(e) = lane.processor.start_processing() {
+    if let Err(e) = result.lane.processor.start_processing() {
         result.start_error = Some(format!("start_processing failed: {e}"));
         return result;
     }
     let block = pacing.block as usize;
-    // The last allocation of this thread: one block of input scratch.
-    let mut input = vec![0.0f32; block];
-    let in_channels = lane.processor.input_ports().first().copied().unwrap_or(0);
-    let out_ports: Vec<usize> = lane.processor.output_ports().to_vec();
+    let quirks = pacing.quirks;
+    let huge = if quirks.contains(Quirk::HugeBlock) { quirks::HUGE_BLOCK_FACTOR as u64 } else { 1 };
+    // The last allocation of this thread: one call's worth of input scratch.
+    let mut input = vec![0.0f32; block * huge as usize];
+    let in_channels = result.lane.processor.input_ports().first().copied().unwrap_or(0);
+    let out_ports: Vec<usize> = result.lane.processor.output_ports().to_vec();
     if !pacing.offline {
         sleep_until_ns(pacing.start_ns);
     }
-    for k in 0..pacing.blocks {
+    let mut k = 0u64;
+    // Calls that carry audio (the quirks count these).
+    let mut calls = 0u64;
+    while k < pacing.blocks {
+        let span = if huge > 1 && calls % quirks::HUGE_BLOCK_EVERY == quirks::HUGE_BLOCK_EVERY - 1 {
+            huge.min(pacing.blocks - k)
+        } else {
+            1
+        };
+        let n = span as usize * block;
         let first_frame = k * u64::from(pacing.block);
-        // The test signal goes to the first input port; other ports
-        // (side chains) stay silent.
+        if quirks.contains(Quirk::ResetWhileOffline) && calls % quirks::RESET_EVERY == quirks::RESET_EVERY - 1 {
+            result.lane.processor.reset();
+            result.resets += 1;
+        }
+        if quirks.contains(Quirk::ZeroFrames) {
+            pacing.timed_process(&mut result, 0);
+        }
+        let lane = &mut result.lane;
+        // The input goes to the first input port; other ports (side chains)
+        // stay silent.
         for c in 0..in_channels {
-            signal::fill(c, first_frame, pacing.rate, &mut input);
-            lane.processor.write_input(0, c, &input);
+            pacing.input.fill(c, first_frame, pacing.rate, &mut input[..n]);
+            lane.processor.write_input(0, c, &input[..n]);
         }
-        let began = monotonic_ns();
-        let now = pacing.in_process.fetch_add(1, Ordering::Relaxed) + 1;
-        pacing.max_concurrent.fetch_max(now, Ordering::Relaxed);
-        let status = lane.processor.process(pacing.block);
-        pacing.in_process.fetch_sub(1, Ordering::Relaxed);
-        let ended = monotonic_ns();
-        lane.histogram.record(ended - began);
-        result.blocks += 1;
-        if status.is_err() {
-            result.process_errors += 1;
+        let mut last_value = lane.resend;
+        if let Some(a) = lane.automation {
+            for j in 0..span as u32 {
+                for at in Automation::offsets(pacing.block) {
+                    let offset = j * pacing.block + at;
+                    let value = a.value(first_frame + u64::from(offset), pacing.rate);
+                    lane.processor.push_param_value(offset, a.id, value);
+                    last_value = Some((a.id, value));
+                }
+            }
         }
-        if !pacing.offline && ended > pacing.deadline(k) {
+        if quirks.contains(Quirk::EventsPastEnd)
+            && let Some((id, value)) = last_value
+        {
+            lane.processor.push_param_value(quirks::past_end_time(calls, n as u32), id, value);
+        }
+        let ended = pacing.timed_process(&mut result, n as u32);
+        calls += 1;
+        result.blocks += span;
+        if !pacing.offline && ended > pacing.deadline(k + span - 1) {
             result.deadline_misses += 1;
         }
+        let lane = &mut result.lane;
         // Measure: every output channel of every port.
         for (port, &channels) in out_ports.iter().enumerate() {
             for c in 0..channels {
                 let Some(out) = lane.processor.output_f32(port, c) else { continue };
-                for (i, s) in out[..block].iter().enumerate() {
+                for (i, s) in out[..n].iter().enumerate() {
                     if !s.is_finite() {
                         result.nan_samples += 1;
                     } else if first_frame + i as u64 >= pacing.latency {
@@ -234,23 +500,59 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
                 }
             }
         }
-        if let Some(capture) = lane.capture.as_mut() {
-            let at = first_frame as usize * 2;
-            let left = lane.processor.output_f32(0, 0);
-            let right = lane.processor.output_f32(0, 1).or(left);
-            if let (Some(left), Some(right)) = (left, right) {
-                for (i, frame) in capture[at..at + 2 * block].chunks_exact_mut(2).enumerate() {
+        let left = lane.processor.output_f32(0, 0);
+        let right = lane.processor.output_f32(0, 1).or(left);
+        if let (Some(left), Some(right)) = (left, right) {
+            let at = first_frame as usize;
+            if let Some(capture) = lane.capture.as_mut() {
+                for (i, frame) in capture[2 * at..2 * (at + n)].chunks_exact_mut(2).enumerate() {
+                    frame[0] = left[i];
+                    frame[1] = right[i];
+                }
+            }
+            let kept = lane.head.len() / 2;
+            if at < kept {
+                let m = n.min(kept - at);
+                for (i, frame) in lane.head[2 * at..2 * (at + m)].chunks_exact_mut(2).enumerate() {
                     frame[0] = left[i];
                     frame[1] = right[i];
                 }
             }
         }
+        k += span;
         if !pacing.offline {
-            sleep_until_ns(pacing.deadline(k));
+            sleep_until_ns(pacing.deadline(k - 1));
         }
     }
-    lane.processor.stop_processing();
+    result.lane.processor.stop_processing();
     result
+}
+
+/// The number of leading blocks of `block` frames, from frame `latency`,
+/// whose output (`head`, interleaved stereo) equals the input delayed by
+/// `latency` within [`DRY_TOLERANCE`]; blocks whose input is silent neither
+/// count nor end the run of dry blocks. See [`crate::report`].
+pub fn dry_blocks_at_start(head: &[f32], latency: usize, block: usize, input: &Input, rate: u32) -> u64 {
+    let kept = head.len() / 2;
+    let mut count = 0;
+    let mut at = latency;
+    while block > 0 && at + block <= kept {
+        let mut silent = true;
+        for t in at..at + block {
+            for c in 0..2 {
+                let x = input.sample(c, (t - latency) as u64, rate);
+                silent &= x.abs() <= DRY_TOLERANCE;
+                if (head[2 * t + c] - x).abs() > DRY_TOLERANCE {
+                    return count;
+                }
+            }
+        }
+        if !silent {
+            count += 1;
+        }
+        at += block;
+    }
+    count
 }
 
 /// Whether locking all current and future memory cannot make later
@@ -277,11 +579,50 @@ fn write_wav(path: &Path, rate: u32, interleaved: &[f32]) -> Result<(), String> 
     writer.finalize().map_err(err)
 }
 
+/// Calls `on_main_thread` of every instance that asked, once.
+fn service_all(instances: &mut [Instance]) -> bool {
+    let mut called = false;
+    for instance in instances {
+        called |= instance.service_main_thread();
+    }
+    called
+}
+
+/// Services the instances' main-thread requests until none came for
+/// `quiet`, or for at most `limit`: a message a plugin logs at the end of a
+/// run (delivered from `on_main_thread`, perhaps after a round trip through
+/// its own threads) is not lost.
+fn drain_main_thread(instances: &mut [Instance], quiet: Duration, limit: Duration) {
+    let began = Instant::now();
+    let mut last_call = began;
+    loop {
+        if service_all(instances) {
+            last_call = Instant::now();
+        }
+        let now = Instant::now();
+        if now.duration_since(last_call) >= quiet || now.duration_since(began) >= limit {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// How long the drains wait for one more request, and at most.
+const DRAIN_QUIET: Duration = Duration::from_millis(20);
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
 /// Runs the plugin as configured; writes the WAVs and the JSON report if
 /// asked, and returns the report.
 pub fn run(config: &RunConfig) -> Result<Report, String> {
     config.validate()?;
+    let frames = config.total_frames();
+    // Read the input first: a wrong file is refused before anything starts.
+    let input = match &config.input_wav {
+        Some(path) => Input::Wav { path: path.clone(), channels: read_input_wav(path, config.rate, frames)? },
+        None => Input::Signal,
+    };
     let memory_locked = config.lock_memory && memory_lock_is_safe() && lock_memory();
+    let panics_before = crate::panics::hook_panics();
     let bundle = Bundle::load(&config.plugin)?;
     let plugin_id = match &config.plugin_id {
         Some(id) => id.clone(),
@@ -289,41 +630,69 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
             .first_plugin_id()
             .ok_or_else(|| format!("{}: the factory has no plugins", config.plugin.display()))?,
     };
-    let script = match &config.script {
-        Some(path) => {
-            let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            Some((name, source))
-        }
-        None => None,
-    };
+    if let Some(path) = &config.script {
+        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
 
-    // Main thread: create, configure and activate every instance.
-    let mut instances = Vec::with_capacity(config.tracks);
-    for _ in 0..config.tracks {
+    // Main thread: create, configure and activate every instance, serving
+    // what they ask of the main thread all along.
+    let mut instances: Vec<Instance> = Vec::with_capacity(config.tracks);
+    let mut automation = None;
+    let mut resend = Vec::with_capacity(config.tracks);
+    for i in 0..config.tracks {
         let mut instance = bundle.instantiate_with(&plugin_id, config.echo_log)?;
-        if let Some((name, source)) = &script {
-            apply_script(&mut instance, name, source)?;
+        instance.set_number(i);
+        if let Some(path) = &config.script {
+            apply_script_file(&mut instance, path)?;
         }
         if config.offline {
             // A plugin with the render extension may then take longer than
             // real time (Outboard waits for its scripts instead of playing dry).
             instance.set_render_offline(true);
         }
-        instance.service_main_thread();
+        let params = instance.params();
+        if let Some(which) = &config.automate {
+            automation = Some(Automation::find(&params, which)?);
+        }
+        // events-past-end without automation re-sends the first writable
+        // parameter's value, as it is now (the run changes nothing else).
+        let writable = params.iter().find(|p| !p.is_readonly());
+        let value = writable.and_then(|p| Some((p.id, instance.param_value(p.id)?)));
+        if config.quirks.contains(Quirk::EventsPastEnd) && automation.is_none() && value.is_none() {
+            return Err("--host-quirks events-past-end: the plugin has no writable parameter to re-send".into());
+        }
+        resend.push(value);
         instances.push(instance);
+        service_all(&mut instances);
     }
-    let mut lanes = Vec::with_capacity(config.tracks);
-    for (i, instance) in instances.iter_mut().enumerate() {
-        let processor = instance.activate(ActivateConfig::new(f64::from(config.rate), config.block))?;
-        let capture = (i == 0 && config.output_wav.is_some()).then(|| vec![0.0f32; config.total_frames() * 2]);
-        lanes.push(Lane { processor, capture, histogram: Histogram::new() });
+    let mut processors = Vec::with_capacity(config.tracks);
+    let buffer_frames =
+        if config.quirks.contains(Quirk::HugeBlock) { config.block * quirks::HUGE_BLOCK_FACTOR } else { 0 };
+    for i in 0..instances.len() {
+        let activate = ActivateConfig { buffer_frames, ..ActivateConfig::new(f64::from(config.rate), config.block) };
+        let mut processor = instances[i].activate(activate)?;
+        processor.set_transport(Some(Transport { tempo: TEMPO, playing: true }));
+        processor.set_quirks(config.quirks);
+        processors.push(processor);
+        service_all(&mut instances);
     }
     // CLAP lets the host ask for the latency once active.
     let latency = instances[0].latency();
-    for instance in &mut instances {
-        instance.service_main_thread();
-    }
+    let kept = frames.min(latency as usize + (DRY_WINDOW_SECONDS * f64::from(config.rate)).ceil() as usize);
+    let lanes: Vec<Lane> = processors
+        .into_iter()
+        .zip(resend)
+        .enumerate()
+        .map(|(i, (processor, resend))| Lane {
+            processor,
+            capture: (i == 0 && config.output_wav.is_some()).then(|| vec![0.0f32; frames * 2]),
+            head: vec![0.0f32; kept * 2],
+            histogram: Histogram::new(),
+            automation,
+            resend,
+        })
+        .collect();
+    service_all(&mut instances);
 
     let pacing = Pacing {
         in_process: AtomicUsize::new(0),
@@ -335,6 +704,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         latency: u64::from(latency),
         // A moment for every thread to start before the first deadline.
         start_ns: monotonic_ns() + 20_000_000,
+        quirks: config.quirks,
+        input: &input,
     };
     let results: Result<Vec<LaneResult>, String> = std::thread::scope(|scope| {
         let handles: Vec<_> = lanes
@@ -350,9 +721,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
             .collect();
         // Serve the plugins' main-thread requests while they play.
         while !handles.iter().all(|h| h.is_finished()) {
-            for instance in &mut instances {
-                instance.service_main_thread();
-            }
+            service_all(&mut instances);
             std::thread::sleep(Duration::from_millis(2));
         }
         handles.into_iter().map(|h| h.join().map_err(|_| "an audio thread panicked".to_string())).collect()
@@ -361,51 +730,62 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     // an instance whose processor is gone.)
     let results = results?;
 
-    // Main thread again: read what is left to read while active, then
-    // deactivate and destroy.
+    // Main thread again: what the plugins asked for after the last block,
+    // then read what is left to read while active, then deactivate and
+    // destroy.
+    drain_main_thread(&mut instances, DRAIN_QUIET, DRAIN_LIMIT);
     // What the plugins started while active (Outboard: its script workers).
     let child_processes = crate::procfs::children().len();
     let mut per_instance = Vec::with_capacity(results.len());
     let process_us = Histogram::new();
     let mut capture = None;
     let mut start_errors = Vec::new();
-    for (i, (instance, result)) in instances.iter_mut().zip(results).enumerate() {
-        instance.service_main_thread();
+    for (i, result) in results.into_iter().enumerate() {
         if let Some(e) = result.start_error {
             start_errors.push(format!("instance {i}: {e}"));
         }
         process_us.merge(&result.lane.histogram);
+        let dry_blocks =
+            dry_blocks_at_start(&result.lane.head, latency as usize, config.block as usize, &input, config.rate);
         per_instance.push(InstanceReport {
             blocks: result.blocks,
+            process_calls: result.process_calls,
+            resets: result.resets,
             deadline_misses: result.deadline_misses,
             process_errors: result.process_errors,
             output_peak: result.output_peak,
             nan_samples: result.nan_samples,
-            late_results: late_results(instance),
+            late_results: late_results(&mut instances[i]),
             realtime: result.realtime,
             process_us: result.lane.histogram.percentiles(),
+            dry_blocks_at_start: dry_blocks,
+            ..Default::default()
         });
         if result.lane.capture.is_some() {
             capture = result.lane.capture;
         }
-        instance.deactivate(result.lane.processor);
-        instance.service_main_thread();
+        instances[i].deactivate(result.lane.processor);
+        service_all(&mut instances);
     }
+    drain_main_thread(&mut instances, DRAIN_QUIET, DRAIN_LIMIT);
     let mut host_callbacks = CountersSnapshot::default();
-    for instance in &instances {
-        host_callbacks.add(&instance.counters_snapshot());
+    for (instance, report) in instances.iter().zip(&mut per_instance) {
+        let counters = instance.counters_snapshot();
+        report.logs = counters.logs;
+        report.error_logs = counters.error_logs;
+        host_callbacks.add(&counters);
     }
     drop(instances);
     if !start_errors.is_empty() {
         return Err(start_errors.join("; "));
     }
+    let panics = crate::panics::hook_panics() - panics_before + host_callbacks.reported_panics;
 
-    let frames = config.total_frames();
     if let (Some(path), Some(capture)) = (&config.output_wav, &capture) {
         write_wav(path, config.rate, capture)?;
     }
-    if let Some(path) = &config.input_wav {
-        let [left, right] = signal::generate(frames, config.rate);
+    if let Some(path) = &config.write_input {
+        let [left, right] = input.stereo(frames, config.rate);
         let interleaved: Vec<f32> = left.iter().zip(&right).flat_map(|(l, r)| [*l, *r]).collect();
         write_wav(path, config.rate, &interleaved)?;
     }
@@ -418,12 +798,17 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         seconds: config.seconds,
         offline: config.offline,
         script: config.script.clone(),
+        input: input.path().map(Path::to_path_buf),
+        automate: config.automate.clone(),
+        host_quirks: config.quirks,
         memory_locked,
         latency_samples: latency,
-        input_peak: signal::peak(frames, config.rate),
+        input_peak: input.peak(frames, config.rate),
         process_us: process_us.percentiles(),
         max_concurrent_process: pacing.max_concurrent.load(Ordering::Relaxed),
         child_processes,
+        panics,
+        dry_window_frames: kept.saturating_sub(latency as usize),
         per_instance,
         host_callbacks,
     };
@@ -432,4 +817,119 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(path: &Path, channels: u16, rate: u32, bits: u16, float: bool, frames: &[[f32; 2]]) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for f in frames {
+            for s in &f[..usize::from(channels)] {
+                if float {
+                    w.write_sample(*s).unwrap();
+                } else {
+                    w.write_sample((f64::from(*s) * (1u64 << (bits - 1)) as f64) as i32).unwrap();
+                }
+            }
+        }
+        w.finalize().unwrap();
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("outboard-host-run-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn input_wavs_are_read_in_every_supported_format() {
+        let frames = [[0.5, -0.25], [-1.0, 0.75], [0.125, 0.0]];
+        for (channels, bits, float) in [(1, 16, false), (2, 16, false), (2, 24, false), (1, 32, false), (2, 32, true)] {
+            let path = temp(&format!("{channels}-{bits}-{float}.wav"));
+            wav(&path, channels, 48_000, bits, float, &frames);
+            let read = read_input_wav(&path, 48_000, 5);
+            let _ = std::fs::remove_file(&path);
+            let [l, r] = read.unwrap();
+            let right = |f: &[f32; 2]| if channels == 1 { f[0] } else { f[1] };
+            assert_eq!(l, [0.5, -1.0, 0.125, 0.0, 0.0], "{channels} ch {bits} bits: silence follows");
+            assert_eq!(r[..3], frames.iter().map(right).collect::<Vec<_>>()[..], "{channels} ch {bits} bits");
+            assert_eq!(r[3..], [0.0, 0.0]);
+        }
+        // Longer than the run: cut.
+        let path = temp("long.wav");
+        wav(&path, 2, 48_000, 16, false, &frames);
+        let [l, r] = read_input_wav(&path, 48_000, 2).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!((l, r), (vec![0.5, -1.0], vec![-0.25, 0.75]));
+    }
+
+    #[test]
+    fn input_wavs_at_another_rate_or_with_more_channels_are_refused() {
+        let path = temp("rate.wav");
+        wav(&path, 2, 44_100, 16, false, &[[0.0, 0.0]]);
+        let err = read_input_wav(&path, 48_000, 10).unwrap_err();
+        assert!(err.contains("44100 Hz") && err.contains("48000 Hz"), "{err}");
+        let spec = hound::WavSpec {
+            channels: 3,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for _ in 0..3 {
+            w.write_sample(0i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let err = read_input_wav(&path, 48_000, 10).unwrap_err();
+        assert!(err.contains("3 channels"), "{err}");
+        wav(&path, 1, 48_000, 8, false, &[[0.0, 0.0]]);
+        let err = read_input_wav(&path, 48_000, 10).unwrap_err();
+        assert!(err.contains("8-bit integer"), "{err}");
+        let _ = std::fs::remove_file(&path);
+        let err = read_input_wav(&path, 48_000, 10).unwrap_err();
+        assert!(err.contains("--input-wav"), "{err}");
+    }
+
+    #[test]
+    fn automation_is_a_triangle_with_up_to_four_events_a_block() {
+        let a = Automation { id: 3, min: 0.0, max: 1.0, stepped: false };
+        assert_eq!(a.value(0, 48_000), 0.0);
+        assert_eq!(a.value(24_000, 48_000), 1.0);
+        assert_eq!(a.value(12_000, 48_000), 0.5);
+        assert_eq!(a.value(48_000, 48_000), 0.0);
+        let s = Automation { id: 3, min: 0.0, max: 1.0, stepped: true };
+        assert_eq!(s.value(11_000, 48_000), 0.0);
+        assert_eq!(s.value(13_000, 48_000), 1.0);
+        assert_eq!(Automation::offsets(64).collect::<Vec<_>>(), [0, 16, 32, 48]);
+        assert_eq!(Automation::offsets(2).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(Automation::offsets(1).collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn dry_blocks_count_leading_pass_through_blocks_after_the_latency() {
+        let input = Input::Signal;
+        let (latency, block, rate) = (3usize, 4usize, 48_000);
+        // Frame 0 of the signal is 0 but the rest of the first block is not.
+        let mut head = vec![0.0f32; 2 * 40];
+        for t in latency..40 {
+            for c in 0..2 {
+                head[2 * t + c] = input.sample(c, (t - latency) as u64, rate);
+            }
+        }
+        assert_eq!(dry_blocks_at_start(&head, latency, block, &input, rate), 9, "(40 - 3) / 4 whole blocks");
+        // Wet from frame latency + 2 * block + 1 on.
+        for t in latency + 2 * block + 1..40 {
+            head[2 * t] *= 0.5;
+        }
+        assert_eq!(dry_blocks_at_start(&head, latency, block, &input, rate), 2);
+        // Silent input blocks neither count nor stop the count.
+        let silent = Input::Wav { path: "x".into(), channels: [vec![0.0; 40], vec![0.0; 40]] };
+        assert_eq!(dry_blocks_at_start(&vec![0.0; 80], latency, block, &silent, rate), 0);
+    }
 }

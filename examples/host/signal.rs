@@ -1,5 +1,5 @@
 //! The test signal every instance is fed: deterministic, so a test can
-//! regenerate it (or read it back from `--input-wav`) and compare.
+//! regenerate it (or read it back from `--write-input`) and compare.
 //!
 //! Stereo, two sines per channel, starting at phase zero on frame 0:
 //!

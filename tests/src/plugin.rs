@@ -2,7 +2,10 @@
 //! freshly built cdylib) and, unless a test says otherwise, the scripts host
 //! beside it, exactly as `cargo xtask bundle` lays them out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
 
 use crate::{ScriptDir, workspace_bin};
 
@@ -42,4 +45,31 @@ pub fn read_wav(path: &std::path::Path) -> Vec<Vec<f32>> {
     let channels = reader.spec().channels as usize;
     let samples: Vec<f32> = reader.samples::<f32>().map(|s| s.expect("sample")).collect();
     (0..channels).map(|c| samples.iter().skip(c).step_by(channels).copied().collect()).collect()
+}
+
+/// Runs outboard-host; returns its JSON report and its stderr.
+pub fn run_host(bundle: &PluginBundle, args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
+    let json = bundle.file("report.json");
+    let mut command = Command::new(workspace_bin("outboard-host"));
+    command.arg(bundle.clap()).args(args).arg("--json").arg(&json).env_remove("OUTBOARD_SCRIPTS_HOST");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run outboard-host");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{}\n{stderr}", String::from_utf8_lossy(&output.stdout));
+    (serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report"), stderr)
+}
+
+/// Asserts out(t) = gain · in(t − latency) exactly, and silence before.
+pub fn assert_delayed(input: &Path, output: &Path, latency: usize, gain: f32) {
+    let (x, y) = (read_wav(input), read_wav(output));
+    assert_eq!(x.len(), 2);
+    assert_eq!(y.len(), 2);
+    for c in 0..2 {
+        assert!(y[c][..latency].iter().all(|s| *s == 0.0), "silence for the latency");
+        for t in latency..y[c].len() {
+            assert_eq!(y[c][t], gain * x[c][t - latency], "channel {c}, frame {t}");
+        }
+    }
 }

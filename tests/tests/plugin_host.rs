@@ -5,38 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use outboard_tests::plugin::{PluginBundle, read_wav};
+use outboard_tests::plugin::{PluginBundle, assert_delayed, read_wav, run_host as host};
 use outboard_tests::workspace_bin;
 use serde_json::Value;
 
 const HALF: &str = "def process(block, ctx):\n    block *= 0.5\n";
-
-/// Runs outboard-host; returns its JSON report and its stderr.
-fn host(bundle: &PluginBundle, args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
-    let json = bundle.file("report.json");
-    let mut command = Command::new(workspace_bin("outboard-host"));
-    command.arg(bundle.clap()).args(args).arg("--json").arg(&json).env_remove("OUTBOARD_SCRIPTS_HOST");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.output().expect("run outboard-host");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{}\n{stderr}", String::from_utf8_lossy(&output.stdout));
-    (serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON report"), stderr)
-}
-
-/// Asserts out(t) = gain · in(t − latency) exactly, and silence before.
-fn assert_delayed(input: &Path, output: &Path, latency: usize, gain: f32) {
-    let (x, y) = (read_wav(input), read_wav(output));
-    assert_eq!(x.len(), 2);
-    assert_eq!(y.len(), 2);
-    for c in 0..2 {
-        assert!(y[c][..latency].iter().all(|s| *s == 0.0), "silence for the latency");
-        for t in latency..y[c].len() {
-            assert_eq!(y[c][t], gain * x[c][t - latency], "channel {c}, frame {t}");
-        }
-    }
-}
 
 #[test]
 fn the_output_is_the_script_applied_to_the_input_delayed_by_the_reported_latency() {
@@ -48,7 +21,7 @@ fn the_output_is_the_script_applied_to_the_input_delayed_by_the_reported_latency
         &bundle,
         &["--tracks", "2", "--block", "100", "--rate", "44100", "--seconds", "1.5", "--offline", "--script", &script]
             .into_iter()
-            .chain(["--input-wav", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
+            .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
             .collect::<Vec<_>>(),
         &[],
     );
@@ -121,7 +94,7 @@ fn without_its_scripts_host_the_plugin_passes_audio_dry_and_says_why_once() {
         "--offline",
         "--script",
         &script,
-        "--input-wav",
+        "--write-input",
         input.to_str().unwrap(),
         "--output-wav",
         output.to_str().unwrap(),
@@ -147,7 +120,7 @@ fn new_instances_start_with_the_script_named_by_outboard_default_script() {
     let bundle = PluginBundle::new("plugin-default-script", true);
     let script = bundle.write("half.py", HALF);
     let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
-    let args = ["--seconds", "0.5", "--offline", "--input-wav", input.to_str().unwrap()];
+    let args = ["--seconds", "0.5", "--offline", "--write-input", input.to_str().unwrap()];
     let args: Vec<&str> = args.into_iter().chain(["--output-wav", output.to_str().unwrap()]).collect();
     let (report, _) = host(&bundle, &args, &[("OUTBOARD_DEFAULT_SCRIPT", &script)]);
     assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
