@@ -441,7 +441,8 @@ impl Track {
         self.result_tag[slot] = 0;
         let wet = &self.results[slot * n..(slot + 1) * n];
         let status = self.result_status[slot];
-        let use_wet = if !self.cfg.scripted {
+        let use_wet = if !self.cfg.scripted || j < self.first_wanted {
+            // Not scripted, or forgotten by a reset: dry by design, not late.
             false
         } else if !tagged {
             self.stats.late_results.fetch_add(1, Ordering::Relaxed);

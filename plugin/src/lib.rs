@@ -19,13 +19,24 @@
 //!   whatever the host's block sizes.
 //! - **State is strict and reproducible** ([`state`]): bad state is refused
 //!   with an error; load-then-save returns the same bytes.
+//! - **The host is untrusted input** ([`guard`]): every call from the host
+//!   passes a guard that checks its pointers, event headers and call order
+//!   before clack's typed views see them; nothing the host passes makes the
+//!   plugin panic, and each kind of quirk is said once on the host's log.
+//! - **Scripts are files** ([`scripting`]): an instance follows its script's
+//!   file where it exists, and keeps the source in its state for where it
+//!   does not. Messages about it (errors with file and line, `ctx.log`,
+//!   worker lifecycle) reach the host's log from the main thread
+//!   ([`messages`]), never from `process`.
 //!
 //! # Thread model (as clack types it)
 //!
 //! - [`OutboardShared`] (`Send + Sync`): parameter values in atomics, read
 //!   and written by both threads.
 //! - [`OutboardMainThread`] (main thread only, `!Sync`): the script, the
-//!   latency, the host handle; loading state and activation happen here.
+//!   latency, the host handle, the instance's mailbox; loading state,
+//!   activation (with its bounded wait for a wet start) and writing to the
+//!   host's log happen here.
 //! - [`OutboardAudioProcessor`] (`Send`, audio thread): the engine track and
 //!   scratch buffers, all allocated in `activate` (main thread) and freed in
 //!   `deactivate` (main thread).
@@ -68,10 +79,10 @@ pub mod processor;
 pub mod scripting;
 pub mod state;
 
-use params::{PARAMS, ParamValues};
-use processor::{CHANNELS, Processor};
 use messages::Mailbox;
 use outboard_engine::script_log::LogLevel;
+use params::{PARAMS, ParamValues};
+use processor::{CHANNELS, Processor};
 use scripting::ScriptSource;
 use state::{MAX_STATE_BYTES, PluginState};
 
@@ -100,11 +111,8 @@ pub const DEFAULT_SCRIPT_ENV: &str = "OUTBOARD_DEFAULT_SCRIPT";
 /// names a readable file (which the instance then follows), else
 /// [`DEFAULT_SCRIPT`]. The second value is worth a line on the log.
 fn initial_script() -> (ScriptSource, Option<String>) {
-    let passthrough = ScriptSource {
-        name: DEFAULT_SCRIPT_NAME.to_string(),
-        source: DEFAULT_SCRIPT.to_string(),
-        path: String::new(),
-    };
+    let passthrough =
+        ScriptSource { name: DEFAULT_SCRIPT_NAME.to_string(), source: DEFAULT_SCRIPT.to_string(), path: String::new() };
     let Some(path) = std::env::var_os(DEFAULT_SCRIPT_ENV).map(PathBuf::from) else { return (passthrough, None) };
     let path = std::path::absolute(&path).unwrap_or(path);
     match std::fs::read_to_string(&path) {
@@ -113,10 +121,8 @@ fn initial_script() -> (ScriptSource, Option<String>) {
             (ScriptSource { name, source, path: path.to_string_lossy().into_owned() }, None)
         }
         Ok(_) => {
-            let why = format!(
-                "outboard: {} is longer than a script may be; starting with the pass-through",
-                path.display()
-            );
+            let why =
+                format!("outboard: {} is longer than a script may be; starting with the pass-through", path.display());
             (passthrough, Some(why))
         }
         Err(e) => (passthrough, Some(format!("outboard: cannot read {DEFAULT_SCRIPT_ENV}={}: {e}", path.display()))),

@@ -289,6 +289,12 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
     let mut processor =
         instance.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(48_000.0, 128) }).expect("activate");
     processor.start_processing().expect("start");
+    // Host input as real hosts send it: Qtractor's zeroed transport header,
+    // events out of order and past the end of the call. The plugin's guard
+    // and its event ordering run on this thread too.
+    processor.set_quirks(
+        outboard_host::Quirks::parse("zeroed-transport,unsorted-events,events-past-end").expect("quirk names"),
+    );
 
     let blocks = 3000u64;
     let progress = Progress::default();
@@ -312,7 +318,9 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
                 processor.write_input(0, 0, &input[..n as usize]);
                 processor.write_input(0, 1, &input[..n as usize]);
                 if k % 100 == 50 {
-                    processor.push_param_value(n / 2, mix, if k % 200 == 50 { 0.9 } else { 1.0 });
+                    let mix_value = if k % 200 == 50 { 0.9 } else { 1.0 };
+                    processor.push_param_value(n / 4, mix, 0.95);
+                    processor.push_param_value(n / 2, mix, mix_value);
                 }
                 processor.process(n).expect("process");
                 processor.read_output(0, 1, &mut output[..n as usize]);
