@@ -61,8 +61,7 @@ impl WorkerLine {
         let plain = |text: &str| WorkerLine { track: None, level: LogLevel::Warning, text: cap(text) };
         let Some(json) = line.strip_prefix(RECORD_MARK) else { return plain(line) };
         let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { return plain(line) };
-        let (Some(level), Some(text)) =
-            (value["level"].as_str().and_then(LogLevel::parse), value["text"].as_str())
+        let (Some(level), Some(text)) = (value["level"].as_str().and_then(LogLevel::parse), value["text"].as_str())
         else {
             return plain(line);
         };
@@ -129,8 +128,12 @@ mod tests {
         let line = WorkerLine { track: Some(7), level: LogLevel::Error, text: "boom\n  at line 3".into() };
         assert_eq!(WorkerLine::parse(&line.encode()), line);
         let plain = WorkerLine::parse("Fatal Python error: oops");
-        assert_eq!((plain.track, plain.level, plain.text.as_str()), (None, LogLevel::Warning, "Fatal Python error: oops"));
-        for bad in ["\u{1e}{", "\u{1e}{\"level\":\"loud\",\"text\":\"x\"}", "\u{1e}[1,2]", "\u{1e}{\"level\":\"info\"}"] {
+        assert_eq!(
+            (plain.track, plain.level, plain.text.as_str()),
+            (None, LogLevel::Warning, "Fatal Python error: oops")
+        );
+        for bad in ["\u{1e}{", "\u{1e}{\"level\":\"loud\",\"text\":\"x\"}", "\u{1e}[1,2]", "\u{1e}{\"level\":\"info\"}"]
+        {
             let parsed = WorkerLine::parse(bad);
             assert_eq!((parsed.track, parsed.level), (None, LogLevel::Warning), "{bad:?}");
         }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
 use crate::region::{Region, Wake};
-use crate::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 use crate::ring::{Consumer, Producer, RingShape};
+use crate::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 use crate::track::{ScriptLink, TrackPort};
 use crate::workers::{
     CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
@@ -101,7 +101,11 @@ enum Request {
     SetScript(u32, PathBuf),
     KillWorkerOf(u32, Sender<Option<u32>>),
     /// A line a worker wrote on its stderr (sent by its log thread).
-    WorkerLog { worker: usize, generation: u32, line: WorkerLine },
+    WorkerLog {
+        worker: usize,
+        generation: u32,
+        line: WorkerLine,
+    },
 }
 
 /// What the supervisor shares with its owner.
@@ -318,7 +322,12 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(config: SupervisorConfig, shared: Arc<Shared>, commands: Receiver<Request>, log_tx: Sender<Request>) -> Watcher {
+    fn new(
+        config: SupervisorConfig,
+        shared: Arc<Shared>,
+        commands: Receiver<Request>,
+        log_tx: Sender<Request>,
+    ) -> Watcher {
         Watcher {
             config,
             shared,
@@ -763,7 +772,8 @@ impl Watcher {
                 worker.kept_up = 0;
                 let pid = worker.child.id();
                 set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
-                let text = format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority");
+                let text =
+                    format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority");
                 self.say(Some(index), LogLevel::Warning, text);
             }
             let worker = &mut self.workers[index];

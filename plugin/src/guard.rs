@@ -198,7 +198,10 @@ unsafe extern "C" fn factory_count(_factory: *const clap_plugin_factory) -> u32 
     inner.get_plugin_count.map_or(0, |f| unsafe { f(inner) })
 }
 
-unsafe extern "C" fn factory_descriptor(_factory: *const clap_plugin_factory, index: u32) -> *const clap_plugin_descriptor {
+unsafe extern "C" fn factory_descriptor(
+    _factory: *const clap_plugin_factory,
+    index: u32,
+) -> *const clap_plugin_descriptor {
     let Some(inner) = inner_factory() else { return null() };
     // SAFETY: clack's own function on clack's own factory; it checks the index.
     inner.get_plugin_descriptor.map_or(null(), |f| unsafe { f(inner, index) })

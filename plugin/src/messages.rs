@@ -212,7 +212,8 @@ fn mailman() {
         if !quirks.is_empty() {
             let first = registry.mailboxes.iter().find(|m| m.host_logs).or(registry.mailboxes.first()).cloned();
             for quirk in quirks {
-                let text = format!("outboard: host quirk: {} (seen {} times so far)", quirk.describe(), guard::count(quirk));
+                let text =
+                    format!("outboard: host quirk: {} (seen {} times so far)", quirk.describe(), guard::count(quirk));
                 match &first {
                     Some(mailbox) => {
                         let mut pending = mailbox.lock();
