@@ -157,6 +157,8 @@ pub struct ScriptSpec {
     pub latency_blocks: usize,
     /// Names of the track's parameters, by index (index 0 is "mix").
     pub params: Vec<String>,
+    /// Their current values, by index, for `setup` to see (missing: 0).
+    pub values: Vec<f32>,
 }
 
 impl ScriptSpec {
@@ -164,7 +166,7 @@ impl ScriptSpec {
         json!({
             "slot": self.slot, "track": self.track, "name": self.name, "path": self.path,
             "channels": self.channels, "frames": self.frames, "rate": self.rate,
-            "latency_blocks": self.latency_blocks, "params": self.params,
+            "latency_blocks": self.latency_blocks, "params": self.params, "values": self.values,
         })
         .to_string()
         .into_bytes()
@@ -186,6 +188,10 @@ impl ScriptSpec {
             params: v["params"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            values: v["values"]
+                .as_array()
+                .map(|a| a.iter().take(crate::block::MAX_PARAMS).map(|x| x.as_f64().unwrap_or(0.0) as f32).collect())
                 .unwrap_or_default(),
         })
     }

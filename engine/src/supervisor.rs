@@ -563,6 +563,7 @@ impl Watcher {
             rate: cfg.sample_rate,
             latency_blocks: cfg.latency_blocks,
             params: entry.params.clone(),
+            values: (0..entry.params.len()).map(|i| entry.port.params.get(i)).collect(),
         };
         for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
             // The control ring is far larger than any script spec; a full ring

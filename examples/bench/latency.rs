@@ -191,6 +191,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
                     rate: cfg.sample_rate,
                     latency_blocks: 0,
                     params: param_names(),
+                    values: Vec::new(),
                 });
             }
             if args.hog {

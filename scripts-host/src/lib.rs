@@ -13,12 +13,21 @@
 //!   the interpreter keeps serving the next job.
 //! - A script file is loaded again when it changes (mtime or size), so edits
 //!   take effect at the next job.
+//! - A track script's hooks are called only as `python/outboard_rt.py` lists:
+//!   `setup` at each (re)load, before the load is answered; `process` and
+//!   `tick` once per block the track sent, in order. Nothing calls a hook to
+//!   warm up or probe a script.
+//! - Every message about a track (its errors, reloads, `ctx.log`,
+//!   `outboard.log` from its code) is one stderr line: 0x1E, then JSON
+//!   `{"track":ID|null,"level":"error"|"warning"|"info","text":"..."}`
+//!   (`outboard_rt.emit` writes them all); any other stderr line is about
+//!   the worker as a whole.
 //!
 //! Nothing here is realtime: it holds the GIL, allocates and does I/O. It runs
 //! in its own process precisely so that none of that reaches an audio thread.
 
-use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 
 use outboard_engine::protocol::{JobError, JobReply};
 use outboard_engine::stats::StatsRow;
@@ -31,15 +40,29 @@ const JOBS_PY: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("../python/outbo
 /// Index of this worker, as `outboard.worker_index` shows it to scripts.
 static WORKER_INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// Where `outboard.log` sends its messages once the realtime runtime runs:
+/// `outboard_rt.log_from_script`, which writes a record attributed to the
+/// track whose code is running.
+static LOG_SINK: OnceLock<Py<PyAny>> = OnceLock::new();
+
 /// The `outboard` module scripts can import.
 #[pymodule]
 mod outboard {
     use super::*;
 
-    /// Writes a line to the host's log (the worker's stderr), tagged with the worker.
+    /// Writes a message to the host's log (the worker's stderr). In a worker
+    /// running track scripts it is a record attributed to the track whose
+    /// code is running (see `outboard_rt.emit`); elsewhere (jobs) a plain
+    /// line tagged with the worker.
     #[pyfunction]
-    fn log(message: &str) {
-        eprintln!("[outboard worker {}] {message}", worker_label());
+    fn log(py: Python<'_>, message: &str) -> PyResult<()> {
+        match LOG_SINK.get() {
+            Some(sink) => sink.call1(py, (message,)).map(drop),
+            None => {
+                eprintln!("[outboard worker {}] {message}", worker_label());
+                Ok(())
+            }
+        }
     }
 
     #[pymodule_init]
@@ -155,13 +178,17 @@ impl JobRuntime {
 /// The realtime runtime's Python source.
 const RT_PY: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("../python/outboard_rt.py"));
 
-/// The embedded interpreter's realtime side: per-track scripts and their hooks.
+/// The embedded interpreter's realtime side: per-track scripts and their hooks
+/// (`python/outboard_rt.py` says which hook is called when).
 pub struct RealtimeRuntime {
     load: Py<PyAny>,
     unload: Py<PyAny>,
     process: Py<PyAny>,
+    warm_up: Py<PyAny>,
     check_reloads: Py<PyAny>,
     report_bad_samples: Py<PyAny>,
+    emit: Py<PyAny>,
+    emit_for_slot: Py<PyAny>,
 }
 
 /// One block for a track's script.
@@ -190,6 +217,24 @@ pub struct BlockOutcome {
     pub events: Vec<outboard_engine::block::Event>,
 }
 
+/// How serious a message on the host's log is (the record's "level").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Info => "info",
+        }
+    }
+}
+
 impl RealtimeRuntime {
     /// Starts Python (once per process) and loads the realtime runtime; fails
     /// clearly when numpy is missing.
@@ -202,20 +247,36 @@ impl RealtimeRuntime {
             let module = PyModule::from_code(py, RT_PY, c"outboard_rt.py", c"outboard_rt")
                 .map_err(|e| format!("cannot start the realtime runtime: {e}"))?;
             let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(|e| e.to_string());
+            // From now on outboard.log writes records attributed to tracks.
+            let _ = LOG_SINK.set(get("log_from_script")?);
             Ok(RealtimeRuntime {
                 load: get("load")?,
                 unload: get("unload")?,
                 process: get("process")?,
+                warm_up: get("warm_up")?,
                 check_reloads: get("check_reloads")?,
                 report_bad_samples: get("report_bad_samples")?,
+                emit: get("emit")?,
+                emit_for_slot: get("emit_for_slot")?,
             })
         })
     }
 
-    /// Starts a track's script (errors go to the log; the track plays dry).
-    /// Returns whether the script loaded.
+    /// Starts a track's script and runs its `setup` (errors go to the log;
+    /// the track plays dry). Returns whether the script loaded.
     pub fn load(&self, spec: &outboard_engine::protocol::ScriptSpec) -> bool {
-        Python::attach(|py| {
+        self.load_with_values(spec, &[])
+    }
+
+    /// [`load`](Self::load), with the parameters' current values (by index)
+    /// for `setup` to see in `ctx.params`; those missing are 0.
+    ///
+    /// After the script's own setup, the runtime's path for a block (numpy
+    /// arrays made and read back, the result checks) runs once on a
+    /// throwaway silent block without calling any of the script's hooks, so
+    /// that the first real block does not pay for first calls.
+    pub fn load_with_values(&self, spec: &outboard_engine::protocol::ScriptSpec, values: &[f32]) -> bool {
+        let loaded = Python::attach(|py| {
             let path = spec.path.to_string_lossy().into_owned();
             let args = (
                 spec.slot,
@@ -227,15 +288,43 @@ impl RealtimeRuntime {
                 spec.rate,
                 spec.latency_blocks,
                 spec.params.clone(),
+                values.to_vec(),
             );
-            match self.load.call1(py, args).and_then(|ok| ok.extract::<bool>(py)) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    eprintln!("outboard: cannot load {}: {e}", spec.path.display());
-                    false
-                }
+            self.load.call1(py, args).and_then(|ok| ok.extract::<bool>(py))
+        });
+        match loaded {
+            Ok(true) => {
+                let silent = vec![0.0f32; spec.channels * spec.frames];
+                let mut out = vec![0.0f32; silent.len()];
+                let params = [0.0f32; outboard_engine::block::MAX_PARAMS];
+                let block = BlockIn {
+                    slot: spec.slot,
+                    seq: 0,
+                    sample_time: 0,
+                    channels: spec.channels,
+                    params: &params,
+                    samples: &silent,
+                };
+                self.run_block(&self.warm_up, &block, &mut out);
+                true
             }
-        })
+            Ok(false) => false,
+            Err(e) => {
+                let text = format!("outboard: cannot load {} for {}: {e}", spec.path.display(), spec.name);
+                self.report(Some(spec.track), Level::Error, &text);
+                false
+            }
+        }
+    }
+
+    /// Writes a message on the host's log as a record (see
+    /// `outboard_rt.emit`), about `track` or, with `None`, the worker.
+    pub fn report(&self, track: Option<u32>, level: Level, text: &str) {
+        Python::attach(|py| {
+            if self.emit.call1(py, (track, level.as_str(), text)).is_err() {
+                eprintln!("{text}");
+            }
+        });
     }
 
     pub fn unload(&self, slot: usize) {
@@ -244,18 +333,28 @@ impl RealtimeRuntime {
         });
     }
 
-    /// Reloads scripts whose files changed (checked at most every 250 ms each).
+    /// Reloads scripts whose files changed (checked at most every 250 ms
+    /// each), running their `setup` again.
     pub fn check_reloads(&self) {
         Python::attach(|py| {
             if let Err(e) = self.check_reloads.call0(py) {
-                eprintln!("outboard: reload check failed: {e}");
+                let text = format!("outboard: reload check failed: {e}");
+                if self.emit.call1(py, (None::<u32>, Level::Error.as_str(), text.as_str())).is_err() {
+                    eprintln!("{text}");
+                }
             }
         });
     }
 
-    /// Runs a track's hooks on one block; the processed block lands in `out`
-    /// when the status is Processed.
+    /// Runs a track's hooks on one block (its `process`, then its `tick`);
+    /// the processed block lands in `out` when the status is Processed.
     pub fn process(&self, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
+        self.run_block(&self.process, block, out)
+    }
+
+    /// Calls `function` (`outboard_rt.process` or `warm_up`) on one block
+    /// and reads back what it returns.
+    fn run_block(&self, function: &Py<PyAny>, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
         let BlockIn { slot, seq, sample_time, channels, params, samples } = *block;
         use numpy::{PyArray1, PyArray2, PyArrayMethods};
         use outboard_engine::block::{Event, EventAction, MAX_SAMPLE, ResultStatus, samples_playable};
@@ -263,7 +362,7 @@ impl RealtimeRuntime {
         let outcome: PyResult<BlockOutcome> = Python::attach(|py| {
             let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;
             let params = pyo3::types::PyTuple::new(py, params)?;
-            let reply = self.process.call1(py, (slot, block, seq, sample_time, params))?;
+            let reply = function.call1(py, (slot, block, seq, sample_time, params))?;
             let (status, array, raw_events): ProcessReply<'_> = reply.extract(py)?;
             let mut status = match status {
                 0 => ResultStatus::Processed,
@@ -310,7 +409,12 @@ impl RealtimeRuntime {
             Ok(BlockOutcome { status, events })
         });
         outcome.unwrap_or_else(|e| {
-            eprintln!("outboard: the realtime runtime failed: {e}");
+            let text = format!("outboard: the realtime runtime failed: {e}");
+            let reported =
+                Python::attach(|py| self.emit_for_slot.call1(py, (slot, Level::Error.as_str(), &text)).is_ok());
+            if !reported {
+                eprintln!("{text}");
+            }
             BlockOutcome { status: ResultStatus::ScriptError, events: Vec::new() }
         })
     }

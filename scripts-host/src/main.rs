@@ -5,19 +5,22 @@
 //! with FD an inherited memfd holding its region. It serves job requests until
 //! told to shut down, until its host dies, or until its rings fault.
 
+use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::block::{self, BlockHeader, BlockKind, EVENT_BYTES, HEADER_BYTES, MAX_PARAMS, ResultStatus};
+use outboard_engine::block::{
+    self, BlockHeader, BlockKind, EVENT_BYTES, Event, HEADER_BYTES, MAX_PARAMS, ResultStatus,
+};
 use outboard_engine::clock::monotonic_ns;
 use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
 use outboard_engine::region::{Region, WorkerStatus};
 use outboard_engine::ring::{Consumer, PopError, Producer, PushError};
 use outboard_engine::track::MAX_EVENTS_PER_REPLY;
 use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
-use outboard_scripts_host::{BlockIn, JobRuntime, RealtimeRuntime};
+use outboard_scripts_host::{BlockIn, BlockOutcome, JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
@@ -29,6 +32,28 @@ const WAKE_EARLY: Duration = Duration::from_micros(150);
 /// How long the worker keeps beating while its interpreter starts (see
 /// `beating_while`): far beyond any healthy start, so a wedged one is still caught.
 const STARTUP_BEAT_LIMIT: Duration = Duration::from_secs(30);
+/// How many of a track's blocks that are already too late to be played a
+/// worker that fell behind still runs through the script, beyond the L
+/// blocks that are still on time (which it always runs): when more than
+/// L + CATCH_UP_BLOCKS blocks are waiting, the oldest beyond that are skipped
+/// unseen (the script learns of the gap from `ctx.skipped`).
+///
+/// Running late blocks keeps a script's state honest (a phase, a counter
+/// sees every block), but each costs as much as an on-time one and its
+/// audio is thrown away, while the blocks behind it wait: after a long stall
+/// (a page fault storm, a stop-the-world GC, a machine suspended) replaying
+/// all of it would keep the track late for as long again. 16 blocks is
+/// 21 ms at 64 frames and 48 kHz: a hiccup is replayed whole, a stall is
+/// not. (With the engine's ring shapes, L + 6 blocks, a full ring already
+/// stops the track sending before this bound is reached; the bound holds
+/// whatever rings the worker is given.)
+const CATCH_UP_BLOCKS: usize = 16;
+/// Events of blocks whose result was not sent (too late to be played) are
+/// held and sent with the next result, packed together: sent block by block,
+/// a catch-up of ticking blocks would fill the ring back to the track with
+/// one message each and crowd out the results that can still be played. At
+/// most this many are held (the newest); the track applies them at once, late.
+const HELD_EVENTS: usize = 4 * MAX_EVENTS_PER_REPLY;
 
 struct Args {
     shm_fd: i32,
@@ -113,6 +138,9 @@ fn main() -> ExitCode {
             from_host: region.consumer(slot_ring_to_script(s)).expect("fresh region"),
             to_host: region.producer(slot_ring_from_script(s)).expect("fresh region"),
             spec: None,
+            backlog: VecDeque::new(),
+            newest: None,
+            held_events: Vec::new(),
         })
         .collect();
     let mut worker = Worker {
@@ -129,7 +157,7 @@ fn main() -> ExitCode {
         block_in: Vec::new(),
         block_out: Vec::new(),
         message: Vec::new(),
-        backlog: Vec::new(),
+        spare: Vec::new(),
     };
     worker.serve(&region)
 }
@@ -139,6 +167,13 @@ struct TrackRings {
     from_host: Consumer,
     to_host: Producer,
     spec: Option<ScriptSpec>,
+    /// Block messages taken off `from_host` and not yet run, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    /// The newest block number taken off `from_host` (what decides whether a
+    /// block's result can still be played).
+    newest: Option<u64>,
+    /// Events of blocks whose result was not sent, for the next message (see `HELD_EVENTS`).
+    held_events: Vec<Event>,
 }
 
 struct Worker {
@@ -156,8 +191,8 @@ struct Worker {
     block_in: Vec<f32>,
     block_out: Vec<f32>,
     message: Vec<u8>,
-    /// Blocks drained from a slot's ring, with their lengths (buffers reused).
-    backlog: Vec<(Vec<u8>, usize)>,
+    /// Message buffers for the slots' backlogs, reused.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Worker {
@@ -240,7 +275,7 @@ impl Worker {
     fn has_work(&mut self) -> bool {
         self.requests.has_message()
             || self.requests.fault().is_some()
-            || self.slots.iter_mut().any(|s| s.spec.is_some() && s.from_host.has_message())
+            || self.slots.iter_mut().any(|s| s.spec.is_some() && (!s.backlog.is_empty() || s.from_host.has_message()))
     }
 
     /// Handles every waiting control message. `Some(code)` means exit.
@@ -272,8 +307,11 @@ impl Worker {
                         let index = self.index;
                         self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index)))?);
                     }
-                    let ok = self.realtime.as_ref().expect("started").load(&spec);
+                    // Runs the script's setup: the answer below means it is ready.
+                    let ok = self.realtime.as_ref().expect("started").load_with_values(&spec, &spec.values);
                     let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
+                    // Blocks already waiting are the same track's: the new
+                    // script (or, if it did not load, the one it replaces) runs them.
                     slot.spec = Some(spec);
                     send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
                 }
@@ -281,6 +319,8 @@ impl Worker {
                     let body: serde_json::Value = serde_json::from_slice(&message.body).map_err(|e| e.to_string())?;
                     if let Some(slot) = body["slot"].as_u64().and_then(|s| self.slots.get_mut(s as usize)) {
                         slot.spec = None;
+                        slot.held_events.clear();
+                        self.spare.extend(slot.backlog.drain(..));
                         if let Some(rt) = &self.realtime {
                             rt.unload(body["slot"].as_u64().unwrap_or(0) as usize);
                         }
@@ -297,62 +337,98 @@ impl Worker {
         }
     }
 
-    /// Processes the blocks waiting on `slot`; true if there were any.
+    /// Processes the blocks waiting on `slot`, in order; true if there were any.
     ///
-    /// A worker that fell behind skips blocks whose answer could no longer
-    /// arrive in time (a block L or more newer is already waiting): the track
-    /// plays those dry anyway, and working on them would only make the next
-    /// ones late too.
+    /// A worker that fell behind still runs every waiting block through the
+    /// script, oldest first, so that its state sees them all. A block whose
+    /// result could no longer be played (one L or more newer has come) has
+    /// its audio thrown away instead of sent (the track would drop it as
+    /// stale); its events still go to the track, with the next result (see
+    /// `HELD_EVENTS`). Only when more than L + `CATCH_UP_BLOCKS` blocks are
+    /// waiting are the oldest beyond that skipped unseen. One call runs at
+    /// most the blocks that were waiting when it began, so a script slower
+    /// than real time cannot keep the worker from its other tracks and its
+    /// control ring.
     fn serve_blocks(&mut self, slot: usize, heartbeat: &AtomicU64) -> bool {
-        let rings = &mut self.slots[slot];
-        let Some(spec) = rings.spec.as_ref() else {
+        let Some(spec) = self.slots[slot].spec.as_ref() else {
             return false;
         };
         let latency = spec.latency_blocks as u64;
-        let payload = rings.from_host.shape().payload;
-        let mut waiting = 0;
+        let keep = spec.latency_blocks + CATCH_UP_BLOCKS;
+        let mut budget = None;
         loop {
-            if waiting == self.backlog.len() {
-                self.backlog.push((vec![0u8; payload], 0));
+            if !self.take_waiting(slot) {
+                return true;
             }
-            let (buf, len) = &mut self.backlog[waiting];
-            buf.resize(payload, 0);
-            match rings.from_host.try_pop(buf) {
-                Ok(n) => {
-                    *len = n;
-                    waiting += 1;
-                }
-                Err(PopError::Empty) => break,
-                Err(e) => {
-                    eprintln!("{} track ring {slot} unusable ({e:?})", self.tag);
-                    rings.spec = None;
-                    return waiting > 0;
-                }
+            let rings = &mut self.slots[slot];
+            let Some(left) = rings.backlog.front().map(|_| budget.get_or_insert(rings.backlog.len())) else {
+                break;
+            };
+            if *left == 0 {
+                break;
             }
-        }
-        let seq_of = |(buf, len): &(Vec<u8>, usize)| BlockHeader::read(&buf[..*len]).map_or(0, |h| h.seq);
-        let newest = self.backlog[..waiting].iter().map(seq_of).max().unwrap_or(0);
-        for i in 0..waiting {
+            *left -= 1;
+            while rings.backlog.len() > keep {
+                self.spare.extend(rings.backlog.pop_front());
+            }
+            let msg = rings.backlog.pop_front().expect("a block is waiting");
             heartbeat.fetch_add(1, Ordering::Relaxed);
-            if seq_of(&self.backlog[i]) + latency <= newest {
-                continue;
+            if let Some((header, outcome)) = self.run_script(slot, &msg) {
+                // Blocks that came while the script ran count too: the
+                // track may have moved past this one already.
+                if !self.take_waiting(slot) {
+                    return true;
+                }
+                let newest = self.slots[slot].newest.unwrap_or(header.seq);
+                let playable = header.seq.saturating_add(latency) > newest;
+                self.send_reply(slot, &header, &outcome, playable);
             }
-            let (buf, len) = std::mem::take(&mut self.backlog[i]);
-            self.process_block(slot, &buf[..len]);
-            self.backlog[i] = (buf, 0);
+            self.spare.push(msg);
         }
-        waiting > 0
+        budget.is_some()
     }
 
-    /// Runs the slot's script on one block message and sends the replies.
-    fn process_block(&mut self, slot: usize, msg: &[u8]) {
+    /// Moves the blocks waiting on `slot`'s ring into its backlog. False if
+    /// the ring is unusable (the slot is then dropped: its track sees the
+    /// fault and the supervisor restarts this worker).
+    fn take_waiting(&mut self, slot: usize) -> bool {
+        let rings = &mut self.slots[slot];
+        if rings.spec.is_none() {
+            return false;
+        }
+        let payload = rings.from_host.shape().payload;
+        loop {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.resize(payload, 0);
+            match rings.from_host.try_pop(&mut buf) {
+                Ok(len) => {
+                    buf.truncate(len);
+                    if let Ok(h) = BlockHeader::read(&buf) {
+                        rings.newest = Some(rings.newest.map_or(h.seq, |n| n.max(h.seq)));
+                    }
+                    rings.backlog.push_back(buf);
+                }
+                Err(PopError::Empty) => {
+                    self.spare.push(buf);
+                    return true;
+                }
+                Err(e) => {
+                    eprintln!("{} track ring {slot} unusable ({e:?})", self.tag);
+                    self.spare.push(buf);
+                    self.spare.extend(rings.backlog.drain(..));
+                    rings.spec = None;
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Runs the slot's script (its process and tick) on one block message.
+    /// None if the message is not a block of this slot's track (it is skipped).
+    fn run_script(&mut self, slot: usize, msg: &[u8]) -> Option<(BlockHeader, BlockOutcome)> {
         let len = msg.len();
-        let Some(spec) = self.slots[slot].spec.as_ref() else {
-            return;
-        };
-        let Ok(h) = BlockHeader::read(msg) else {
-            return;
-        };
+        let spec = self.slots[slot].spec.as_ref()?;
+        let h = BlockHeader::read(msg).ok()?;
         let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
         let expected = HEADER_BYTES + count * 4 + channels * frames * 4;
         if h.kind != BlockKind::Process as u32
@@ -363,7 +439,7 @@ impl Worker {
             || len != expected
         {
             eprintln!("{} malformed block on slot {slot}; skipped", self.tag);
-            return;
+            return None;
         }
         let mut params = [0.0f32; MAX_PARAMS];
         block::read_samples(msg, HEADER_BYTES, &mut params[..count]);
@@ -382,11 +458,29 @@ impl Worker {
             },
             &mut self.block_out,
         );
+        Some((h, outcome))
+    }
+
+    /// Sends a block's result and its events to the track; with `audio`
+    /// false (the result is too late to be played), holds its events for
+    /// the next result instead.
+    fn send_reply(&mut self, slot: usize, h: &BlockHeader, outcome: &BlockOutcome, audio: bool) {
         let rings = &mut self.slots[slot];
-        // The result first: it is what the track is waiting for.
-        let reply_len = HEADER_BYTES + channels * frames * 4;
+        if rings.spec.is_none() {
+            return;
+        }
+        let held = &mut rings.held_events;
+        held.extend_from_slice(&outcome.events);
+        if !audio {
+            let excess = held.len().saturating_sub(HELD_EVENTS);
+            held.drain(..excess);
+            return;
+        }
+        let samples = self.block_out.len();
+        let reply_len = HEADER_BYTES + samples * 4;
         let mut reply = std::mem::take(&mut self.message);
         reply.resize(reply_len.max(HEADER_BYTES + MAX_EVENTS_PER_REPLY * EVENT_BYTES), 0);
+        // The result first: it is what the track is waiting for.
         if outcome.status == ResultStatus::Processed {
             block::write_samples(&mut reply, HEADER_BYTES, &self.block_out);
         } else {
@@ -397,18 +491,19 @@ impl Worker {
             status: outcome.status as u32,
             count: 0,
             done_ns: monotonic_ns(),
-            ..h
+            ..*h
         };
         header.encode(&mut reply);
         let _ = rings.to_host.try_push(&reply[..reply_len]);
-        for chunk in outcome.events.chunks(MAX_EVENTS_PER_REPLY) {
-            let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..h };
+        for chunk in rings.held_events.chunks(MAX_EVENTS_PER_REPLY) {
+            let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..*h };
             header.encode(&mut reply);
             for (i, event) in chunk.iter().enumerate() {
                 event.encode(&mut reply[HEADER_BYTES + i * EVENT_BYTES..]);
             }
             let _ = rings.to_host.try_push(&reply[..HEADER_BYTES + chunk.len() * EVENT_BYTES]);
         }
+        rings.held_events.clear();
         self.message = reply;
     }
 }
@@ -419,7 +514,7 @@ impl Worker {
 /// second, but with several workers starting at once on a busy machine it
 /// took over a second, the supervisor's heartbeat timeout, and the worker was
 /// killed as hung, restarted, killed again. A script's own code (its import,
-/// setup, warm-up) never runs under this: a hang there is a hang.
+/// its setup) never runs under this: a hang there is a hang.
 fn beating_while<T>(heartbeat: &AtomicU64, work: impl FnOnce() -> T) -> T {
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
