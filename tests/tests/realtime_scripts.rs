@@ -75,7 +75,6 @@ fn a_slow_script_is_never_waited_for() {
     assert_eq!(late, dry);
     assert!(dry > 100, "the slow blocks were played dry ({dry})");
     assert!(blocks.iter().filter(|b| **b == Some(true)).count() > 300, "the others were processed");
-    assert!(track.stats().stale_results.load(Ordering::Relaxed) > 0, "late results were dropped when they came");
 }
 
 #[test]
@@ -169,7 +168,10 @@ fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
         &gains[300..310]
     );
     assert!(share(300..600, 2.0) > 0.9, "before the edit: the first version");
-    assert_eq!(share(600..2400, 2.0) + share(600..2400, 3.0) + share(600..2400, 1.0), 1.0, "only wet or dry");
+    let hits = |range: std::ops::Range<usize>, gain: f32| {
+        gains[range].iter().filter(|g| g.is_some_and(|g| (g - gain).abs() < 1e-5)).count()
+    };
+    assert_eq!(hits(600..2400, 2.0) + hits(600..2400, 3.0) + hits(600..2400, 1.0), 1800, "only wet or dry");
     assert!(share(1350..1400, 3.0) > 0.9, "the edit took effect within a second (750 blocks)");
     assert!(share(1500..2400, 3.0) > 0.9, "the broken edit left the running version alone");
     assert_eq!(share(0..2400, 5.0), 0.0, "the broken version never ran");
