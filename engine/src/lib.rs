@@ -67,6 +67,8 @@ pub mod graph;
 pub mod histogram;
 #[cfg(not(loom))]
 pub mod protocol;
+/// Which Python environment a script imports from.
+pub mod python_env;
 #[cfg(not(loom))]
 pub mod region;
 /// Messages from scripts and workers, attributed to their tracks.

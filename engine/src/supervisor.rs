@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
+use crate::python_env;
 use crate::region::{Region, Wake};
 use crate::ring::{Consumer, Producer, RingShape};
 use crate::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
@@ -92,13 +93,33 @@ pub struct ScriptedTrack {
     pub script: PathBuf,
     /// Parameter names by index; index 0 should be "mix".
     pub params: Vec<String>,
+    /// The Python environment its script imports from (None: the built-in
+    /// one); see [`crate::python_env`].
+    pub python_env: Option<PathBuf>,
+}
+
+impl ScriptedTrack {
+    /// A track running `script` in the environment [`python_env::resolve`]
+    /// chooses for it when the track names none: a `.venv` beside the
+    /// script, else `$OUTBOARD_PYTHON_ENV`, else the built-in one.
+    pub fn new(port: TrackPort, script: impl Into<PathBuf>, params: Vec<String>) -> ScriptedTrack {
+        let script = script.into();
+        let python_env = python_env::resolve(None, Some(&script));
+        ScriptedTrack { port, script, params, python_env }
+    }
+
+    /// The same, in the environment the track names (if `named` is `Some`).
+    pub fn with_python_env(mut self, named: Option<&Path>) -> ScriptedTrack {
+        self.python_env = python_env::resolve(named, Some(&self.script));
+        self
+    }
 }
 
 enum Request {
     AddTrack(Box<ScriptedTrack>),
     AddHog(PathBuf, String),
     RemoveTrack(u32),
-    SetScript(u32, PathBuf),
+    SetScript(u32, PathBuf, Option<PathBuf>),
     KillWorkerOf(u32, Sender<Option<u32>>),
     /// A line a worker wrote on its stderr (sent by its log thread).
     WorkerLog {
@@ -206,11 +227,13 @@ impl Supervisor {
         let _ = self.commands.send(Request::RemoveTrack(id));
     }
 
-    /// Points track `id` at another script file: its worker loads it (the
+    /// Points track `id` at another script file, in the Python environment
+    /// `python_env` (see [`crate::python_env`]): its worker loads it (the
     /// current script keeps running until the new one has loaded, and if
-    /// it fails to load), and restarts use it from now on.
-    pub fn set_script(&self, id: u32, script: PathBuf) {
-        let _ = self.commands.send(Request::SetScript(id, script));
+    /// it fails to load), and restarts use it from now on. A new
+    /// environment moves the track to a worker running it.
+    pub fn set_script(&self, id: u32, script: PathBuf, python_env: Option<PathBuf>) {
+        let _ = self.commands.send(Request::SetScript(id, script, python_env));
     }
 
     /// Kills (SIGKILL) the worker serving track `id`, as a crash would; returns its pid.
@@ -254,12 +277,15 @@ struct TrackEntry {
     port: TrackPort,
     script: PathBuf,
     params: Vec<String>,
+    python_env: Option<PathBuf>,
     worker: usize,
     slot: usize,
 }
 
 struct Worker {
     generation: u32,
+    /// The Python environment its scripts import from (None: built-in).
+    python_env: Option<PathBuf>,
     child: Child,
     region: Region,
     requests: Producer,
@@ -390,7 +416,7 @@ impl Watcher {
     fn handle(&mut self, command: Request) {
         match command {
             Request::AddTrack(track) => self.add_track(*track),
-            Request::AddHog(script, function) => match self.spawn(0, true) {
+            Request::AddHog(script, function) => match self.spawn(0, true, None) {
                 Ok(mut worker) => {
                     let job = JobRequest::new(script, function, vec![]);
                     for fragment in protocol::fragments(Kind::JobRequest, 1, &job.to_json(), CONTROL_RING.payload) {
@@ -402,11 +428,20 @@ impl Watcher {
                 Err(e) => self.say(None, LogLevel::Error, format!("outboard: cannot start the hog worker: {e}")),
             },
             Request::RemoveTrack(id) => self.remove_track(id),
-            Request::SetScript(id, script) => {
-                if let Some(entry) = self.tracks.iter_mut().find(|t| t.port.config.id == id) {
+            Request::SetScript(id, script, python_env) => {
+                let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
+                if self.tracks[index].python_env == python_env {
+                    let entry = &mut self.tracks[index];
                     entry.script = script;
-                    let worker = &mut self.workers[entry.worker];
-                    Self::load_script(worker, entry);
+                    Self::load_script(&mut self.workers[entry.worker], entry);
+                } else {
+                    // Another environment: another worker. The track plays
+                    // dry for the few blocks in flight on the old one.
+                    let mut entry = self.unplace(index);
+                    entry.script = script;
+                    entry.python_env = python_env;
+                    self.recycle_spent_workers();
+                    self.place(entry);
                 }
             }
             Request::KillWorkerOf(track, reply) => {
@@ -447,22 +482,21 @@ impl Watcher {
     /// A message of the supervisor's own about `worker`'s tracks (or about
     /// every track, with `None`).
     fn say(&self, worker: Option<usize>, level: LogLevel, text: String) {
-        let tracks = match worker {
+        let tracks: Vec<u32> = match worker {
             Some(worker) => self.tracks.iter().filter(|t| t.worker == worker).map(|t| t.port.config.id).collect(),
             None => Vec::new(),
         };
+        if worker.is_some() && tracks.is_empty() {
+            // About a worker no track uses: nobody's business but the log's.
+            self.shared.keep(&text, self.config.echo_log);
+            return;
+        }
         self.emit(LogRecord { level, tracks, text });
     }
 
     fn remove_track(&mut self, id: u32) {
         let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
-        let entry = self.tracks.swap_remove(index);
-        let worker = &mut self.workers[entry.worker];
-        let body = serde_json::json!({ "slot": entry.slot }).to_string();
-        for fragment in protocol::fragments(Kind::UnloadScript, 0, body.as_bytes(), CONTROL_RING.payload) {
-            let _ = worker.requests.try_push(&fragment);
-        }
-        worker.slots[entry.slot] = Slot::Retired;
+        self.unplace(index);
     }
 
     /// Restarts, with a fresh region, every track worker whose tracks were
@@ -488,55 +522,85 @@ impl Watcher {
             self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
             return;
         }
-        let track_workers = self.workers.iter().filter(|w| !w.hog).count();
-        // A worker whose tracks were all removed takes the next track before
-        // any new process is started.
-        let idle = (0..self.workers.len()).find(|&i| {
-            let w = &self.workers[i];
-            !w.hog && w.slots.contains(&Slot::Free) && !w.slots.iter().any(|s| matches!(s, Slot::Track(_)))
-        });
-        let worker = if let Some(idle) = idle {
-            idle
-        } else if track_workers < self.config.max_workers {
-            match self.spawn(self.config.slots_per_worker, false) {
-                Ok(worker) => {
-                    self.workers.push(worker);
-                    self.publish_pids();
-                    self.workers.len() - 1
-                }
-                Err(e) => {
-                    let text = format!("outboard: cannot start a worker for {}: {e}; it plays dry", cfg.name);
-                    self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
-                    return;
-                }
-            }
-        } else {
-            // Past the cap: share, round-robin over workers with a free slot.
-            let candidates: Vec<usize> = (0..self.workers.len())
-                .filter(|&i| !self.workers[i].hog && self.workers[i].slots.contains(&Slot::Free))
-                .collect();
-            if candidates.is_empty() {
-                let text = format!("outboard: no worker slot left for {}; it plays dry", cfg.name);
-                self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
-                return;
-            }
-            self.next_shared_worker += 1;
-            candidates[self.next_shared_worker % candidates.len()]
-        };
-        let slot = self.workers[worker].slots.iter().position(|s| *s == Slot::Free).expect("a free slot");
-        self.workers[worker].slots[slot] = Slot::Track(cfg.id);
-        let mut entry = TrackEntry {
+        let entry = TrackEntry {
             ready_since: None,
             late_seen: 0,
             blocks_seen: 0,
             port: track.port,
             script: track.script,
             params: track.params,
-            worker,
-            slot,
+            python_env: track.python_env,
+            worker: usize::MAX,
+            slot: 0,
         };
+        self.place(entry);
+    }
+
+    /// Finds (or starts) a worker for the track, in its Python environment,
+    /// loads its script there and sends it its link.
+    fn place(&mut self, mut entry: TrackEntry) {
+        let env = entry.python_env.clone();
+        let same_env = |w: &Worker| !w.hog && w.python_env == env;
+        let track_workers = self.workers.iter().filter(|w| !w.hog).count();
+        // A worker whose tracks were all removed takes the next track before
+        // any new process is started (restarted first if it runs another
+        // environment).
+        let idle = (0..self.workers.len()).find(|&i| {
+            let w = &self.workers[i];
+            !w.hog && w.slots.contains(&Slot::Free) && !w.slots.iter().any(|s| matches!(s, Slot::Track(_)))
+        });
+        let shared: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| same_env(&self.workers[i]) && self.workers[i].slots.contains(&Slot::Free))
+            .collect();
+        let worker = if let Some(idle) = idle {
+            if self.workers[idle].python_env != env {
+                self.workers[idle].python_env = env.clone();
+                self.restart(idle, "is taken by a track in another Python environment");
+            }
+            idle
+        } else if track_workers < self.config.max_workers || shared.is_empty() {
+            // Past the cap, a new environment still gets a worker of its own:
+            // workers are shared only between tracks of the same environment.
+            match self.spawn(self.config.slots_per_worker, false, env.clone()) {
+                Ok(worker) => {
+                    self.workers.push(worker);
+                    self.publish_pids();
+                    self.workers.len() - 1
+                }
+                Err(e) => {
+                    let cfg = &entry.port.config;
+                    let text = format!("outboard: cannot start a worker for {}: {e}; it plays dry", cfg.name);
+                    self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
+                    return;
+                }
+            }
+        } else {
+            // Past the cap: share, round-robin over workers of the same
+            // environment with a free slot.
+            self.next_shared_worker += 1;
+            shared[self.next_shared_worker % shared.len()]
+        };
+        let slot = self.workers[worker].slots.iter().position(|s| *s == Slot::Free).expect("a free slot");
+        self.workers[worker].slots[slot] = Slot::Track(entry.port.config.id);
+        entry.worker = worker;
+        entry.slot = slot;
+        entry.ready_since = None;
+        entry.port.stats.script_ready.store(false, Ordering::Release);
         Self::connect(&mut self.workers[worker], &mut entry);
         self.tracks.push(entry);
+    }
+
+    /// Takes a track off its worker's slot (retired until that worker
+    /// restarts) and returns it.
+    fn unplace(&mut self, index: usize) -> TrackEntry {
+        let entry = self.tracks.swap_remove(index);
+        let worker = &mut self.workers[entry.worker];
+        let body = serde_json::json!({ "slot": entry.slot }).to_string();
+        for fragment in protocol::fragments(Kind::UnloadScript, 0, body.as_bytes(), CONTROL_RING.payload) {
+            let _ = worker.requests.try_push(&fragment);
+        }
+        worker.slots[entry.slot] = Slot::Retired;
+        entry
     }
 
     /// Loads the track's script on its worker and sends the track its link.
@@ -573,12 +637,19 @@ impl Watcher {
     }
 
     /// Starts a new worker, to be pushed at the end of `workers`.
-    fn spawn(&mut self, slots: usize, hog: bool) -> Result<Worker, String> {
-        self.spawn_generation(self.workers.len(), slots, hog, 1)
+    fn spawn(&mut self, slots: usize, hog: bool, python_env: Option<PathBuf>) -> Result<Worker, String> {
+        self.spawn_generation(self.workers.len(), slots, hog, 1, python_env)
     }
 
     /// Starts incarnation `generation` of worker `index`.
-    fn spawn_generation(&mut self, index: usize, slots: usize, hog: bool, generation: u32) -> Result<Worker, String> {
+    fn spawn_generation(
+        &mut self,
+        index: usize,
+        slots: usize,
+        hog: bool,
+        generation: u32,
+        python_env: Option<PathBuf>,
+    ) -> Result<Worker, String> {
         let (to, from) = self.config.slot_rings;
         let mut rings = vec![(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)];
         for _ in 0..slots {
@@ -589,6 +660,9 @@ impl Watcher {
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
         let mut command = worker_command(&self.config.exe, &region, index);
+        if let Some(env) = &python_env {
+            command.arg("--python-env").arg(env);
+        }
         command.stderr(Stdio::piped());
         if let Some(limit) = self.config.memory_limit {
             // SAFETY: runs in the child between fork and exec; setrlimit is
@@ -622,6 +696,7 @@ impl Watcher {
         let beat = region.status().heartbeat.load(Ordering::Relaxed);
         Ok(Worker {
             generation,
+            python_env,
             child,
             region,
             requests,
@@ -813,7 +888,13 @@ impl Watcher {
         let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
         recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
         recent.push_back(now);
-        let mut fresh = match self.spawn_generation(index, slots.len(), false, generation) {
+        let mut fresh = match self.spawn_generation(
+            index,
+            slots.len(),
+            false,
+            generation,
+            self.workers[index].python_env.clone(),
+        ) {
             Ok(worker) => worker,
             Err(e) => {
                 self.say(Some(index), LogLevel::Error, format!("outboard: cannot restart worker {index}: {e}"));

@@ -742,7 +742,7 @@ impl Rig {
 }
 
 fn scripted(port: TrackPort, script: &Path) -> ScriptedTrack {
-    ScriptedTrack { port, script: script.to_path_buf(), params: vec!["mix".into(), "gain".into()] }
+    ScriptedTrack::new(port, script.to_path_buf(), vec!["mix".into(), "gain".into()])
 }
 
 /// Polls `f` every 2 ms until it gives a value or `limit` passes.

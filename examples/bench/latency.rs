@@ -163,7 +163,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
                 .map(|i| {
                     let (track, port) = Track::new(track_config(i, args, true));
                     stats.push(track.stats().clone());
-                    sup.add_track(ScriptedTrack { port, script: script.to_path_buf(), params: param_names() });
+                    sup.add_track(ScriptedTrack::new(port, script.to_path_buf(), param_names()));
                     GraphTrack { name: format!("track {i}"), processor: Box::new(track), source: source(i) }
                 })
                 .collect();
@@ -178,7 +178,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
             })
             .collect(),
         Mode::InprocGil => {
-            let runtime = Arc::new(RealtimeRuntime::new(None)?);
+            let runtime = Arc::new(RealtimeRuntime::new(None, None)?);
             for i in 0..args.tracks {
                 let cfg = track_config(i, args, true);
                 runtime.load(&ScriptSpec {

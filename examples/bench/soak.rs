@@ -123,7 +123,7 @@ pub fn run(args: SoakArgs) -> Result<(), String> {
         let (track, port) = Track::new(config_of(i));
         stats.push(track.stats().clone());
         let params = ["mix", "gain", "rate_hz", "depth"].map(String::from).to_vec();
-        supervisor.add_track(ScriptedTrack { port, script: scripts.join(SCRIPTS[i % SCRIPTS.len()].0), params });
+        supervisor.add_track(ScriptedTrack::new(port, scripts.join(SCRIPTS[i % SCRIPTS.len()].0), params));
         tracks.push(GraphTrack {
             name: format!("track {i}"),
             processor: Box::new(track),

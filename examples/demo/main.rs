@@ -126,7 +126,7 @@ fn run(args: Args) -> Result<(), String> {
         if !script.is_file() {
             return Err(format!("script {} not found", script.display()));
         }
-        supervisor.add_track(ScriptedTrack { port, script, params: vec!["mix".into()] });
+        supervisor.add_track(ScriptedTrack::new(port, script, vec!["mix".into()]));
         graph_tracks.push(GraphTrack { name: t.name.into(), processor: Box::new(track), source: Source::Silence });
     }
     let graph_config = GraphConfig { rate: f64::from(rate), period: PERIOD, priority: Some(70), master_channels: 2 };

@@ -33,6 +33,10 @@ pub struct Cli {
     /// A Python script to load into every instance (Outboard states only).
     #[arg(long)]
     pub script: Option<PathBuf>,
+    /// The Python environment (a virtual environment's folder) every
+    /// instance's script imports from (Outboard states only).
+    #[arg(long)]
+    pub python_env: Option<PathBuf>,
     /// Process as fast as possible instead of in real time (no deadlines).
     #[arg(long)]
     pub offline: bool,
@@ -74,6 +78,7 @@ impl Cli {
             rate: self.rate,
             seconds: self.seconds,
             script: self.script.clone(),
+            python_env: self.python_env.clone(),
             offline: self.offline,
             json: self.json.clone(),
             output_wav: self.output_wav.clone(),

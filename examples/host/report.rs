@@ -33,6 +33,11 @@
 //!   underscores ignored), its value at the end of the run is the instance's
 //!   count and `late_results` is the sum; otherwise `late_results` is 0 and
 //!   `late_results_source` says it was not observable.
+//! - `child_processes`, `children_rss_kib`: the processes the plugins
+//!   started (Outboard: its script workers), and their resident memory at
+//!   the end of the run.
+//! - `activate_ms`: the longest `activate` call of any instance (Outboard
+//!   waits there for its script to have loaded: the wet start).
 //! - `panics`: panics in the host process during the run: those its panic
 //!   hook saw (the `outboard-host` binary installs it) plus those a plugin
 //!   reported caught ("Plugin panicked", which clack-plugin logs when it
@@ -104,6 +109,11 @@ pub struct Report {
     pub max_concurrent_process: usize,
     /// Child processes of the host while the instances were active.
     pub child_processes: usize,
+    /// Resident memory of those children at the end of the run (KiB).
+    pub children_rss_kib: u64,
+    /// The longest `activate` call of any instance (ms): what a plugin
+    /// spends getting ready (Outboard: waiting for its script to load).
+    pub activate_ms: f64,
     /// Panics during the run (see the module docs).
     pub panics: u64,
     /// Frames after the latency over which `dry_blocks_at_start` is measured.
@@ -189,6 +199,8 @@ impl Report {
             "latency_samples": self.latency_samples,
             "max_concurrent_process": self.max_concurrent_process,
             "child_processes": self.child_processes,
+            "children_rss_kib": self.children_rss_kib,
+            "activate_ms": self.activate_ms,
             "host_callbacks": {
                 "restart_requests": c.restart_requests,
                 "process_requests": c.process_requests,
@@ -257,6 +269,8 @@ mod tests {
             input_peak: 0.5,
             max_concurrent_process: 2,
             child_processes: 0,
+            children_rss_kib: 0,
+            activate_ms: 0.0,
             per_instance: vec![
                 InstanceReport {
                     blocks: 750,

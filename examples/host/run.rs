@@ -64,6 +64,8 @@ pub struct RunConfig {
     pub seconds: f64,
     /// A Python script to put in every instance's state before activation.
     pub script: Option<PathBuf>,
+    /// The Python environment to name in every instance's state.
+    pub python_env: Option<PathBuf>,
     pub offline: bool,
     pub json: Option<PathBuf>,
     /// Instance 0's output (the first two channels of its first output
@@ -95,6 +97,7 @@ impl RunConfig {
             rate: 48_000,
             seconds: 1.0,
             script: None,
+            python_env: None,
             offline: false,
             json: None,
             output_wav: None,
@@ -312,17 +315,35 @@ pub fn apply_script_file(instance: &mut Instance, path: &Path) -> Result<(), Str
 }
 
 fn apply_script_from(instance: &mut Instance, name: &str, script: &str, path: &str) -> Result<(), String> {
-    let bytes = instance.save_state().map_err(|e| format!("--script: saving the plugin's state: {e}"))?;
+    edit_outboard_state(instance, "--script", |state| {
+        state.script = script.to_string();
+        state.script_name = name.to_string();
+        state.script_path = path.to_string();
+    })
+}
+
+/// Names the Python environment `env` in the instance's Outboard state, as
+/// `--python-env` does: its script imports that environment's packages.
+pub fn apply_python_env(instance: &mut Instance, env: &Path) -> Result<(), String> {
+    let env = std::path::absolute(env).map_err(|e| format!("{}: {e}", env.display()))?;
+    edit_outboard_state(instance, "--python-env", |state| state.python_env = env.to_string_lossy().into_owned())
+}
+
+/// Saves the instance's Outboard state, changes it, loads it back.
+fn edit_outboard_state(
+    instance: &mut Instance,
+    option: &str,
+    change: impl FnOnce(&mut OutboardState),
+) -> Result<(), String> {
+    let bytes = instance.save_state().map_err(|e| format!("{option}: saving the plugin's state: {e}"))?;
     let mut state = OutboardState::decode(&bytes).map_err(|e| {
         format!(
-            "--script needs outboard.clap: plugin {:?} saved a state that is not Outboard's: {e}",
+            "{option} needs outboard.clap: plugin {:?} saved a state that is not Outboard's: {e}",
             instance.plugin_id()
         )
     })?;
-    state.script = script.to_string();
-    state.script_name = name.to_string();
-    state.script_path = path.to_string();
-    instance.load_state(&state.encode()).map_err(|e| format!("--script: the plugin refused the new state: {e}"))
+    change(&mut state);
+    instance.load_state(&state.encode()).map_err(|e| format!("{option}: the plugin refused the new state: {e}"))
 }
 
 /// The hook for late results (see [`crate::report`]): the value of a
@@ -645,6 +666,9 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         if let Some(path) = &config.script {
             apply_script_file(&mut instance, path)?;
         }
+        if let Some(env) = &config.python_env {
+            apply_python_env(&mut instance, env)?;
+        }
         if config.offline {
             // A plugin with the render extension may then take longer than
             // real time (Outboard waits for its scripts instead of playing dry).
@@ -666,11 +690,14 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         service_all(&mut instances);
     }
     let mut processors = Vec::with_capacity(config.tracks);
+    let mut activate_ms = 0.0f64;
     let buffer_frames =
         if config.quirks.contains(Quirk::HugeBlock) { config.block * quirks::HUGE_BLOCK_FACTOR } else { 0 };
     for i in 0..instances.len() {
         let activate = ActivateConfig { buffer_frames, ..ActivateConfig::new(f64::from(config.rate), config.block) };
+        let began = Instant::now();
         let mut processor = instances[i].activate(activate)?;
+        activate_ms = activate_ms.max(began.elapsed().as_secs_f64() * 1e3);
         processor.set_transport(Some(Transport { tempo: TEMPO, playing: true }));
         processor.set_quirks(config.quirks);
         processors.push(processor);
@@ -735,7 +762,9 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     // destroy.
     drain_main_thread(&mut instances, DRAIN_QUIET, DRAIN_LIMIT);
     // What the plugins started while active (Outboard: its script workers).
-    let child_processes = crate::procfs::children().len();
+    let children = crate::procfs::children();
+    let child_processes = children.len();
+    let children_rss_kib = children.iter().map(|&(pid, _)| crate::procfs::rss_kib(pid)).sum();
     let mut per_instance = Vec::with_capacity(results.len());
     let process_us = Histogram::new();
     let mut capture = None;
@@ -807,6 +836,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         process_us: process_us.percentiles(),
         max_concurrent_process: pacing.max_concurrent.load(Ordering::Relaxed),
         child_processes,
+        children_rss_kib,
+        activate_ms,
         panics,
         dry_window_frames: kept.saturating_sub(latency as usize),
         per_instance,

@@ -111,14 +111,17 @@ pub const DEFAULT_SCRIPT_ENV: &str = "OUTBOARD_DEFAULT_SCRIPT";
 /// names a readable file (which the instance then follows), else
 /// [`DEFAULT_SCRIPT`]. The second value is worth a line on the log.
 fn initial_script() -> (ScriptSource, Option<String>) {
-    let passthrough =
-        ScriptSource { name: DEFAULT_SCRIPT_NAME.to_string(), source: DEFAULT_SCRIPT.to_string(), path: String::new() };
+    let passthrough = ScriptSource {
+        name: DEFAULT_SCRIPT_NAME.to_string(),
+        source: DEFAULT_SCRIPT.to_string(),
+        ..Default::default()
+    };
     let Some(path) = std::env::var_os(DEFAULT_SCRIPT_ENV).map(PathBuf::from) else { return (passthrough, None) };
     let path = std::path::absolute(&path).unwrap_or(path);
     match std::fs::read_to_string(&path) {
         Ok(source) if source.len() <= state::MAX_SCRIPT_BYTES => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (ScriptSource { name, source, path: path.to_string_lossy().into_owned() }, None)
+            (ScriptSource { name, source, path: path.to_string_lossy().into_owned(), ..Default::default() }, None)
         }
         Ok(_) => {
             let why =
@@ -219,8 +222,8 @@ pub struct OutboardMainThread<'a> {
     script: RefCell<ScriptSource>,
     /// Samples; set at activation.
     latency: Cell<u32>,
-    /// While active: the engine track and the file its worker runs.
-    running: RefCell<Option<(u32, PathBuf)>>,
+    /// While active: the engine track and what its worker runs.
+    running: RefCell<Option<(u32, scripting::Running)>>,
     /// Messages for the host's log, from other threads.
     mailbox: Arc<Mailbox>,
 }
@@ -382,13 +385,18 @@ impl OutboardMainThread<'_> {
                 return Err(format!("{} = {value} is out of range", spec.name));
             }
         }
-        let script = ScriptSource { name: state.script_name, source: state.script, path: state.script_path };
+        let script = ScriptSource {
+            name: state.script_name,
+            source: state.script,
+            path: state.script_path,
+            python_env: state.python_env,
+        };
         if let Some((track, running)) = self.running.borrow_mut().as_mut() {
-            let (file, note) = scripting::retarget(*track, &script, running)?;
+            let (now, note) = scripting::retarget(*track, &script, running)?;
             if let Some(note) = note {
                 self.say(LogLevel::Warning, &note);
             }
-            *running = file;
+            *running = now;
         } else if !script.path.is_empty() && script.followed_file().is_none() {
             self.say(
                 LogLevel::Warning,
@@ -515,6 +523,7 @@ impl PluginStateImpl for OutboardMainThread<'_> {
             script_name: script.name.clone(),
             script: script.source.clone(),
             script_path: script.path.clone(),
+            python_env: script.python_env.clone(),
         };
         output.write_all(&state.encode())?;
         Ok(())

@@ -151,6 +151,10 @@ pub struct ScriptSource {
     pub source: String,
     /// The file it came from (absolute); empty if it never was a file.
     pub path: String,
+    /// The Python environment the instance names for it (a virtual
+    /// environment's folder); empty: the usual choice (a `.venv` beside the
+    /// file, `$OUTBOARD_PYTHON_ENV`, the built-in one).
+    pub python_env: String,
 }
 
 impl ScriptSource {
@@ -238,17 +242,32 @@ fn file_to_run(service: &mut Service, track: u32, script: &ScriptSource) -> Resu
     Ok((copy, note))
 }
 
+/// What a track's worker runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Running {
+    pub file: PathBuf,
+    /// The Python environment it imports from (None: the built-in one).
+    pub python_env: Option<PathBuf>,
+}
+
+fn running(file: PathBuf, script: &ScriptSource) -> Running {
+    let named = (!script.python_env.is_empty()).then(|| Path::new(&script.python_env));
+    let python_env = outboard_engine::python_env::resolve(named, Some(&file));
+    Running { file, python_env }
+}
+
 /// Points a registered track at `script` (a state loaded while active).
-/// Returns the file the worker now runs and a note for the log.
-pub fn retarget(track: u32, script: &ScriptSource, running: &Path) -> Result<(PathBuf, Option<String>), String> {
+/// Returns what the worker now runs and a note for the log.
+pub fn retarget(track: u32, script: &ScriptSource, current: &Running) -> Result<(Running, Option<String>), String> {
     let mut service = service();
     let (file, note) = file_to_run(&mut service, track, script)?;
-    if file != running
+    let new = running(file, script);
+    if new != *current
         && let Some(supervisor) = &service.supervisor
     {
-        supervisor.set_script(track, file.clone());
+        supervisor.set_script(track, new.file.clone(), new.python_env.clone());
     }
-    Ok((file, note))
+    Ok((new, note))
 }
 
 /// The shape every track of this process fits (the supervisor's rings are
@@ -264,8 +283,8 @@ fn template() -> TrackConfig {
 /// What registering a track gave.
 pub struct Registered {
     pub registration: Registration,
-    /// The file the worker runs.
-    pub running: PathBuf,
+    /// What the worker runs.
+    pub running: Running,
     /// Worth a line on the log (a followed file that is missing).
     pub note: Option<String>,
 }
@@ -303,13 +322,13 @@ pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Un
         service.supervisor = Some(Supervisor::start(config));
     }
     let track = port.config.id;
-    let (running, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
+    let (file, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
+    let running = running(file, script);
     let supervisor = service.supervisor.as_ref().expect("started above");
-    supervisor.add_track(ScriptedTrack {
-        port,
-        script: running.clone(),
-        params: SCRIPT_PARAM_NAMES.iter().map(|s| s.to_string()).collect(),
-    });
+    let params = SCRIPT_PARAM_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut scripted = ScriptedTrack::new(port, running.file.clone(), params);
+    scripted.python_env = running.python_env.clone();
+    supervisor.add_track(scripted);
     Ok(Registered { registration: Registration { track }, running, note })
 }
 

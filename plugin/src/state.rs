@@ -23,6 +23,8 @@
 //! | script        | UTF-8          | Python source                          |
 //! | path length   | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
 //! | path          | UTF-8          | the file the script came from, or none |
+//! | env length    | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
+//! | env           | UTF-8          | the Python environment named, or none  |
 //! | checksum      | u64            | FNV-1a 64 of every byte before it      |
 
 use std::fmt;
@@ -37,7 +39,7 @@ pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 pub const MAX_PATH_BYTES: usize = 4096;
 /// No valid state is longer than this; a reader stops here.
 pub const MAX_STATE_BYTES: usize =
-    8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 4 + MAX_PATH_BYTES + 8;
+    8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 2 * (4 + MAX_PATH_BYTES) + 8;
 
 /// What a state holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +53,10 @@ pub struct PluginState {
     /// The file the script came from (absolute), which the instance follows
     /// where it exists; empty for a script that never was a file.
     pub script_path: String,
+    /// The Python environment (a virtual environment's folder) the instance
+    /// names for its script; empty: the usual choice (see
+    /// `outboard_engine::python_env`).
+    pub python_env: String,
 }
 
 /// Why a state was rejected.
@@ -107,7 +113,7 @@ impl PluginState {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&value.to_le_bytes());
         }
-        for text in [&self.script_name, &self.script, &self.script_path] {
+        for text in [&self.script_name, &self.script, &self.script_path, &self.python_env] {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
@@ -161,7 +167,11 @@ impl PluginState {
         }
         let script_name = reader.text(MAX_NAME_BYTES)?;
         let script = reader.text(MAX_SCRIPT_BYTES)?;
-        let script_path = if version == VERSION_1 { String::new() } else { reader.text(MAX_PATH_BYTES)? };
+        let (script_path, python_env) = if version == VERSION_1 {
+            (String::new(), String::new())
+        } else {
+            (reader.text(MAX_PATH_BYTES)?, reader.text(MAX_PATH_BYTES)?)
+        };
         if reader.at + 8 > bytes.len() {
             return Err(StateError::Truncated);
         }
@@ -177,7 +187,7 @@ impl PluginState {
         if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
             return Err(StateError::BadChecksum);
         }
-        Ok(PluginState { params, script_name, script, script_path })
+        Ok(PluginState { params, script_name, script, script_path, python_env })
     }
 }
 
@@ -218,6 +228,7 @@ mod tests {
             script_name: "gain.py".into(),
             script: "def process(block, ctx):\n    block *= 0.5\n".into(),
             script_path: "/home/user/scripts/gain.py".into(),
+            python_env: "/home/user/venvs/audio".into(),
         }
     }
 
@@ -225,12 +236,12 @@ mod tests {
     fn reads_version_1_states_and_saves_them_as_version_2() {
         let v2 = sample().encode();
         // A version 1 state: no path field, its own checksum.
-        let mut v1 = v2[..v2.len() - 8 - 4 - sample().script_path.len()].to_vec();
+        let mut v1 = v2[..v2.len() - 8 - 8 - sample().script_path.len() - sample().python_env.len()].to_vec();
         v1[8..12].copy_from_slice(&VERSION_1.to_le_bytes());
         let sum = fnv1a(&v1);
         v1.extend_from_slice(&sum.to_le_bytes());
         let decoded = PluginState::decode(&v1).unwrap();
-        assert_eq!(decoded, PluginState { script_path: String::new(), ..sample() });
+        assert_eq!(decoded, PluginState { script_path: String::new(), python_env: String::new(), ..sample() });
         assert_eq!(PluginState::decode(&decoded.encode()).unwrap(), decoded);
     }
 

@@ -177,6 +177,7 @@ impl JobRuntime {
 
 /// The realtime runtime's Python source.
 const RT_PY: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("../python/outboard_rt.py"));
+const ENV_PY: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("../python/outboard_env.py"));
 
 /// The embedded interpreter's realtime side: per-track scripts and their hooks
 /// (`python/outboard_rt.py` says which hook is called when).
@@ -189,6 +190,8 @@ pub struct RealtimeRuntime {
     report_bad_samples: Py<PyAny>,
     emit: Py<PyAny>,
     emit_for_slot: Py<PyAny>,
+    /// Why the worker's Python environment was refused (said on each load).
+    env_problem: Option<String>,
 }
 
 /// One block for a track's script.
@@ -237,10 +240,26 @@ impl Level {
 
 impl RealtimeRuntime {
     /// Starts Python (once per process) and loads the realtime runtime; fails
-    /// clearly when numpy is missing.
-    pub fn new(worker_index: Option<usize>) -> Result<RealtimeRuntime, String> {
+    /// clearly when numpy is missing. With `python_env`, that environment's
+    /// packages come first on `sys.path` (before numpy is imported); an
+    /// environment that cannot be used is reported on every script loaded.
+    pub fn new(worker_index: Option<usize>, python_env: Option<&std::path::Path>) -> Result<RealtimeRuntime, String> {
         start_python(worker_index);
         Python::attach(|py| {
+            let env_problem = match python_env {
+                None => None,
+                Some(env) => {
+                    let module = PyModule::from_code(py, ENV_PY, c"outboard_env.py", c"outboard_env")
+                        .map_err(|e| format!("cannot start the environment loader: {e}"))?;
+                    let why = module.getattr("use").and_then(|f| f.call1((env.to_string_lossy().into_owned(),)));
+                    match why {
+                        Ok(why) => why.extract::<Option<String>>().map_err(|e| e.to_string())?,
+                        Err(e) => {
+                            Some(format!("outboard: the Python environment {} cannot be used: {e}", env.display()))
+                        }
+                    }
+                }
+            };
             if let Err(e) = py.import("numpy") {
                 return Err(format!("numpy is not installed for this Python ({e}); `cargo xtask setup` installs it"));
             }
@@ -258,6 +277,7 @@ impl RealtimeRuntime {
                 report_bad_samples: get("report_bad_samples")?,
                 emit: get("emit")?,
                 emit_for_slot: get("emit_for_slot")?,
+                env_problem,
             })
         })
     }
@@ -276,6 +296,9 @@ impl RealtimeRuntime {
     /// throwaway silent block without calling any of the script's hooks, so
     /// that the first real block does not pay for first calls.
     pub fn load_with_values(&self, spec: &outboard_engine::protocol::ScriptSpec, values: &[f32]) -> bool {
+        if let Some(why) = &self.env_problem {
+            self.report(Some(spec.track), Level::Error, why);
+        }
         let loaded = Python::attach(|py| {
             let path = spec.path.to_string_lossy().into_owned();
             let args = (

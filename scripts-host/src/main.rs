@@ -60,6 +60,9 @@ struct Args {
     worker: usize,
     generation: u32,
     parent_pid: Option<u32>,
+    /// The Python environment whose packages scripts import (see
+    /// outboard_engine::python_env).
+    python_env: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,13 +70,20 @@ fn parse_args() -> Result<Args, String> {
     let mut worker = 0;
     let mut generation = 1;
     let mut parent_pid = None;
-    let mut args = std::env::args().skip(1);
+    let mut python_env = None;
+    let mut args = std::env::args_os().skip(1);
     while let Some(flag) = args.next() {
+        let flag = flag.to_string_lossy().into_owned();
         if flag == "--version" {
             println!("outboard-scripts-host {}", env!("CARGO_PKG_VERSION"));
             std::process::exit(0);
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let raw = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--python-env" {
+            python_env = Some(std::path::PathBuf::from(raw));
+            continue;
+        }
+        let value = raw.to_string_lossy().into_owned();
         let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
         match flag.as_str() {
             "--shm-fd" => shm_fd = Some(value.parse().map_err(bad)?),
@@ -87,7 +97,7 @@ fn parse_args() -> Result<Args, String> {
     if shm_fd < 3 {
         return Err(format!("--shm-fd {shm_fd} is a standard stream"));
     }
-    Ok(Args { shm_fd, worker, generation, parent_pid })
+    Ok(Args { shm_fd, worker, generation, parent_pid, python_env })
 }
 
 fn parent_gone(parent: Option<u32>) -> bool {
@@ -153,6 +163,7 @@ fn main() -> ExitCode {
         reassembler: Reassembler::default(),
         jobs: None,
         realtime: None,
+        python_env: args.python_env,
         buf: vec![0u8; CONTROL_RING.payload],
         block_in: Vec::new(),
         block_out: Vec::new(),
@@ -187,6 +198,8 @@ struct Worker {
     /// Started at the first job / first script, so a worker pays only for what it serves.
     jobs: Option<JobRuntime>,
     realtime: Option<RealtimeRuntime>,
+    /// The Python environment scripts import from (None: the built-in one).
+    python_env: Option<std::path::PathBuf>,
     buf: Vec<u8>,
     block_in: Vec<f32>,
     block_out: Vec<f32>,
@@ -305,7 +318,8 @@ impl Worker {
                     };
                     if self.realtime.is_none() {
                         let index = self.index;
-                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index)))?);
+                        let env = self.python_env.as_deref();
+                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index), env))?);
                     }
                     // Runs the script's setup: the answer below means it is ready.
                     let ok = self.realtime.as_ref().expect("started").load_with_values(&spec, &spec.values);

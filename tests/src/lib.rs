@@ -20,6 +20,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
 }
 
+/// The workspace's root folder (where the example scripts are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
 /// A temporary folder of scripts, removed when dropped.
 pub struct ScriptDir {
     path: PathBuf,

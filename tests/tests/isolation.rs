@@ -129,7 +129,7 @@ fn regions_are_memfds_and_the_only_descriptors_workers_inherit() {
         let tracks = (1..=2)
             .map(|id| {
                 let (track, port) = Track::new(TrackConfig::new(id, format!("track {id}")));
-                sup.add_track(ScriptedTrack { port, script: script.clone(), params: vec!["mix".into()] });
+                sup.add_track(ScriptedTrack::new(port, script.clone(), vec!["mix".into()]));
                 track
             })
             .collect();

@@ -103,7 +103,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
     let (mut track, port) = Track::new(cfg.clone());
     let stats = track.stats().clone();
     let dsp = track.params().clone();
-    supervisor.add_track(ScriptedTrack { port, script: PathBuf::from(script), params: vec!["mix".into()] });
+    supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(script), vec!["mix".into()]));
 
     let blocks = 3000u64;
     let progress = Progress::default();
@@ -429,11 +429,7 @@ fn the_graph_track_threads_are_realtime_safe() {
         let tracks: Vec<GraphTrack> = (0..3)
             .map(|i| {
                 let (track, port) = Track::new(TrackConfig::new(i, format!("t{i}")));
-                supervisor.add_track(ScriptedTrack {
-                    port,
-                    script: PathBuf::from(&script),
-                    params: vec!["mix".into()],
-                });
+                supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(&script), vec!["mix".into()]));
                 let calls = Arc::new(AtomicU64::new(0));
                 counters.push((track.stats().clone(), calls.clone()));
                 GraphTrack {

@@ -16,11 +16,7 @@ fn supervisor(template: &TrackConfig) -> Supervisor {
 
 fn scripted(config: TrackConfig, script: &str, supervisor: &Supervisor) -> Track {
     let (track, port) = Track::new(config);
-    supervisor.add_track(ScriptedTrack {
-        port,
-        script: PathBuf::from(script),
-        params: vec!["mix".into(), "gain".into()],
-    });
+    supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(script), vec!["mix".into(), "gain".into()]));
     track
 }
 
@@ -223,7 +219,7 @@ fn tick_events_land_on_their_sample() {
     cfg.voice = Some(outboard_engine::voice::Waveform::Sine);
     let sup = supervisor(&cfg);
     let (mut track, port) = Track::new(cfg.clone());
-    sup.add_track(ScriptedTrack { port, script: PathBuf::from(&script), params: vec!["mix".into()] });
+    sup.add_track(ScriptedTrack::new(port, PathBuf::from(&script), vec!["mix".into()]));
     // Silent input: only the voice can make sound.
     let b = cfg.block;
     let blocks = 1200;

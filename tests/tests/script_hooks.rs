@@ -35,11 +35,7 @@ fn supervisor(template: &TrackConfig, adjust: impl FnOnce(&mut SupervisorConfig)
 
 fn scripted(config: TrackConfig, script: &str, supervisor: &Supervisor) -> Track {
     let (track, port) = Track::new(config);
-    supervisor.add_track(ScriptedTrack {
-        port,
-        script: PathBuf::from(script),
-        params: vec!["mix".into(), "gain".into()],
-    });
+    supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(script), vec!["mix".into(), "gain".into()]));
     track
 }
 

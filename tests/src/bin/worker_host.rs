@@ -33,7 +33,7 @@ fn main() {
             let tracks: Vec<Track> = (0..n as u32)
                 .map(|id| {
                     let (track, port) = Track::new(TrackConfig::new(id, format!("track {id}")));
-                    supervisor.add_track(ScriptedTrack { port, script: script.clone(), params: vec!["mix".into()] });
+                    supervisor.add_track(ScriptedTrack::new(port, script.clone(), vec!["mix".into()]));
                     track
                 })
                 .collect();
