@@ -38,8 +38,13 @@ pub enum Kind {
     /// Host → worker: stop a track slot's script (body: `{"slot": n}`).
     UnloadScript = 5,
     /// Worker → host: a slot's script was loaded (body: `{"slot": n, "ok": bool}`);
-    /// the worker is ready to answer that track's blocks.
+    /// the worker is ready to answer that track's blocks. In answer to
+    /// [`Kind::Warm`], the body is `{"warm": true}`.
     ScriptLoaded = 6,
+    /// Host → worker: start the realtime runtime (the interpreter, numpy,
+    /// the Python environment) with no script, to stand by as a spare
+    /// (empty body); answered with [`Kind::ScriptLoaded`].
+    Warm = 7,
 }
 
 impl Kind {
@@ -51,6 +56,7 @@ impl Kind {
             4 => Some(Kind::LoadScript),
             5 => Some(Kind::UnloadScript),
             6 => Some(Kind::ScriptLoaded),
+            7 => Some(Kind::Warm),
             _ => None,
         }
     }

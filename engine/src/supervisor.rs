@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -67,6 +67,12 @@ pub struct SupervisorConfig {
     /// Hears every message (script errors, `ctx.log` lines, worker
     /// lifecycle) with the tracks it concerns, on the supervisor's thread.
     pub on_log: Option<LogListener>,
+    /// Keep a spare worker started and idle (interpreter, numpy, no
+    /// script) while any track is scripted: a worker that crashes or hangs
+    /// is replaced by it at once instead of by a cold start (about 150 ms
+    /// of interpreter start), and a new spare is started in the background.
+    /// It costs one idle process (its memory is in BENCHMARKS.md).
+    pub spare_worker: bool,
 }
 
 impl SupervisorConfig {
@@ -83,6 +89,7 @@ impl SupervisorConfig {
             memory_limit: Some(2 << 30),
             echo_log: true,
             on_log: None,
+            spare_worker: true,
         }
     }
 }
@@ -123,8 +130,7 @@ enum Request {
     KillWorkerOf(u32, Sender<Option<u32>>),
     /// A line a worker wrote on its stderr (sent by its log thread).
     WorkerLog {
-        worker: usize,
-        generation: u32,
+        pid: u32,
         line: WorkerLine,
     },
 }
@@ -134,6 +140,8 @@ enum Request {
 struct Shared {
     log: Mutex<VecDeque<String>>,
     restarts: AtomicU64,
+    /// Pid of the spare worker once it is warm (0: none ready).
+    spare_ready: AtomicU32,
     stop: AtomicBool,
     pids: Mutex<Vec<u32>>,
 }
@@ -147,6 +155,8 @@ const RAISED_NICE: i32 = -10;
 /// and numpy is a burst of CPU (and kernel work) that must not delay the
 /// running workers' blocks, as it did at their nice -10.
 const STARTING_NICE: i32 = 0;
+/// Nice value of the spare worker while it warms up and waits.
+const SPARE_NICE: i32 = 10;
 
 /// Sets a worker's scheduling policy and nice value; false if not permitted.
 fn set_scheduling(pid: u32, policy: libc::c_int, priority: i32, nice: i32) -> bool {
@@ -248,6 +258,11 @@ impl Supervisor {
         self.shared.log.lock().expect("log lock").iter().cloned().collect()
     }
 
+    /// The spare worker's pid, once it is warm and standing by.
+    pub fn spare_ready(&self) -> Option<u32> {
+        Some(self.shared.spare_ready.load(Ordering::Acquire)).filter(|&pid| pid != 0)
+    }
+
     /// Workers restarted so far.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::Relaxed)
@@ -336,6 +351,14 @@ struct Watcher {
     /// Cloned into each worker's log thread, which forwards its lines here.
     log_tx: Sender<Request>,
     workers: Vec<Worker>,
+    /// The spare (see `SupervisorConfig::spare_worker`), and whether it has
+    /// answered that it is warm.
+    spare: Option<(Worker, bool)>,
+    /// Not before this is a spare started again (one that keeps dying).
+    spare_not_before: Option<Instant>,
+    /// (pid, worker index) of recently replaced incarnations, so their last
+    /// words reach their tracks' logs.
+    retired: VecDeque<(u32, usize)>,
     tracks: Vec<TrackEntry>,
     next_shared_worker: usize,
     priority_warned: bool,
@@ -360,6 +383,9 @@ impl Watcher {
             commands,
             log_tx,
             workers: Vec::new(),
+            spare: None,
+            spare_not_before: None,
+            retired: VecDeque::new(),
             tracks: Vec::new(),
             next_shared_worker: 0,
             priority_warned: false,
@@ -383,6 +409,7 @@ impl Watcher {
             }
             self.read_replies();
             self.watch();
+            self.keep_spare();
             if last_policing.elapsed() >= POLICING_WINDOW {
                 last_policing = Instant::now();
                 self.police_hogs();
@@ -390,6 +417,9 @@ impl Watcher {
             for track in &mut self.tracks {
                 track.port.collect_garbage();
             }
+        }
+        if let Some((spare, _)) = self.spare.take() {
+            self.workers.push(spare);
         }
         for worker in &mut self.workers {
             let bye = protocol::fragments(Kind::Shutdown, 0, &[], CONTROL_RING.payload);
@@ -452,10 +482,15 @@ impl Watcher {
                 });
                 let _ = reply.send(pid);
             }
-            Request::WorkerLog { worker, generation, line } => {
+            Request::WorkerLog { pid, line } => {
                 // A line from an incarnation since replaced still concerns
-                // the tracks of that worker slot.
-                let current = self.workers.get(worker).is_some_and(|w| w.generation == generation);
+                // the tracks of that worker slot; one from the spare, none.
+                let current = self.workers.iter().position(|w| w.child.id() == pid);
+                let Some(worker) = current.or_else(|| self.retired.iter().find(|r| r.0 == pid).map(|r| r.1)) else {
+                    self.shared.keep(&line.text, self.config.echo_log);
+                    return;
+                };
+                let current = current.is_some();
                 let own = |t: &&TrackEntry| t.worker == worker;
                 let tracks = match line.track {
                     // Only a track on that worker: no script writes into
@@ -682,7 +717,7 @@ impl Watcher {
             let thread = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     let line = WorkerLine::parse(&line);
-                    if tx.send(Request::WorkerLog { worker: index, generation, line }).is_err() {
+                    if tx.send(Request::WorkerLog { pid, line }).is_err() {
                         break;
                     }
                 }
@@ -740,6 +775,16 @@ impl Watcher {
     /// Reads what workers report on their control rings: scripts loaded.
     fn read_replies(&mut self) {
         let buf = &mut self.reply_buf;
+        if let Some((spare, ready)) = &mut self.spare {
+            while let Ok(len) = spare.replies.try_pop(buf) {
+                if let Ok(Some(message)) = spare.reassembler.push(&buf[..len])
+                    && message.kind == Kind::ScriptLoaded
+                {
+                    *ready = true;
+                    self.shared.spare_ready.store(spare.child.id(), Ordering::Release);
+                }
+            }
+        }
         for (index, worker) in self.workers.iter_mut().enumerate() {
             while let Ok(len) = worker.replies.try_pop(buf) {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
@@ -878,6 +923,64 @@ impl Watcher {
         }
     }
 
+    /// Keeps a spare started while any track is scripted (and none while
+    /// none is: scanning a plugin starts nothing); replaces one that died.
+    fn keep_spare(&mut self) {
+        if let Some((spare, _)) = &mut self.spare
+            && !matches!(spare.child.try_wait(), Ok(None))
+        {
+            // It died idle (killed from outside, out of memory): start
+            // another, but not in a loop.
+            self.spare = None;
+            self.shared.spare_ready.store(0, Ordering::Release);
+            self.spare_not_before = Some(Instant::now() + Duration::from_secs(1));
+        }
+        let wanted = self.config.spare_worker && !self.tracks.is_empty();
+        if !wanted {
+            if let Some((mut spare, _)) = self.spare.take() {
+                self.shared.spare_ready.store(0, Ordering::Release);
+                let _ = spare.child.kill();
+                let _ = spare.child.wait();
+            }
+            return;
+        }
+        // Not while a worker with tracks is starting: the spare must not
+        // delay a first wet block.
+        let starting = self.workers.iter().any(|w| !w.hog && w.standing == Standing::Starting);
+        if self.spare.is_some() || starting || self.spare_not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match self.spawn(self.config.slots_per_worker, false, None) {
+            Ok(mut spare) => {
+                // Warming up is background work, below every worker that serves.
+                set_scheduling(spare.child.id(), libc::SCHED_OTHER, 0, SPARE_NICE);
+                for fragment in protocol::fragments(Kind::Warm, 0, &[], CONTROL_RING.payload) {
+                    let _ = spare.requests.try_push(&fragment);
+                }
+                self.spare = Some((spare, false));
+            }
+            Err(e) => {
+                self.shared.keep(&format!("outboard: cannot start a spare worker: {e}"), self.config.echo_log);
+                self.spare_not_before = Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// The spare, if it is warm, runs `python_env` and has `slots` slots.
+    fn take_spare(&mut self, python_env: &Option<PathBuf>, slots: usize) -> Option<Worker> {
+        match &self.spare {
+            Some((spare, true)) if spare.python_env == *python_env && spare.slots.len() == slots => {}
+            _ => return None,
+        }
+        let (mut spare, _) = self.spare.take()?;
+        self.shared.spare_ready.store(0, Ordering::Release);
+        // Its interpreter is up: it serves blocks from now on.
+        spare.standing = Standing::Probation;
+        set_scheduling(spare.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
+        spare.last_beat_at = Instant::now();
+        Some(spare)
+    }
+
     fn restart(&mut self, index: usize, why: &str) {
         let now = Instant::now();
         let old_pid = self.workers[index].child.id();
@@ -888,13 +991,18 @@ impl Watcher {
         let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
         recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
         recent.push_back(now);
-        let mut fresh = match self.spawn_generation(
-            index,
-            slots.len(),
-            false,
-            generation,
-            self.workers[index].python_env.clone(),
-        ) {
+        self.retired.push_back((old_pid, index));
+        if self.retired.len() > 16 {
+            self.retired.pop_front();
+        }
+        let env = self.workers[index].python_env.clone();
+        let warm = self.take_spare(&env, slots.len());
+        let from_spare = warm.is_some();
+        let spawned = match warm {
+            Some(spare) => Ok(spare),
+            None => self.spawn_generation(index, slots.len(), false, generation, env),
+        };
+        let mut fresh = match spawned {
             Ok(worker) => worker,
             Err(e) => {
                 self.say(Some(index), LogLevel::Error, format!("outboard: cannot restart worker {index}: {e}"));
@@ -904,6 +1012,7 @@ impl Watcher {
             }
         };
         fresh.slots = slots;
+        fresh.generation = generation;
         // Crash-looping: back off 0.5 s, 1 s, 2 s ... up to 10 s.
         if recent.len() >= 3 {
             let backoff = Duration::from_millis(500 << (recent.len() - 3).min(5)).min(Duration::from_secs(10));
@@ -920,6 +1029,7 @@ impl Watcher {
         }
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         self.publish_pids();
+        let spare = if from_spare { " (the warm spare)" } else { "" };
         let backing_off = match self.workers[index].restart_not_before {
             Some(t) => format!("; it keeps failing, so the next restart waits {:.1} s", (t - now).as_secs_f64()),
             None => String::new(),
@@ -928,7 +1038,7 @@ impl Watcher {
             Some(index),
             LogLevel::Warning,
             format!(
-                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid} (generation {generation}){backing_off}"
+                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid}{spare} (generation {generation}){backing_off}"
             ),
         );
     }

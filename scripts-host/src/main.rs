@@ -340,6 +340,15 @@ impl Worker {
                         }
                     }
                 }
+                Kind::Warm => {
+                    // A spare: everything a script needs started, no script.
+                    if self.realtime.is_none() {
+                        let (index, env) = (self.index, self.python_env.as_deref());
+                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index), env))?);
+                    }
+                    let body = serde_json::json!({"warm": true}).to_string();
+                    send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
+                }
                 Kind::JobReply | Kind::ScriptLoaded => {
                     let error = JobReply {
                         result: Err(JobError::new("ProtocolError", "a worker does not take replies")),

@@ -52,7 +52,8 @@ fn many_instances_run_in_parallel_threads_and_share_one_set_of_workers() {
     assert!(report["max_concurrent_process"].as_u64().unwrap() >= 2, "instances overlapped: {report}");
     let cores = std::thread::available_parallelism().unwrap().get() as u64;
     let workers = report["child_processes"].as_u64().unwrap();
-    assert!((1..=2 * cores).contains(&workers), "{workers} worker processes for 16 instances on {cores} cores");
+    // At most 2 x cores serving, and the warm spare.
+    assert!((1..=2 * cores + 1).contains(&workers), "{workers} worker processes for 16 instances on {cores} cores");
     assert_eq!(report["late_results"], 0);
     let (peak_in, peak_out) = (report["input_peak"].as_f64().unwrap(), report["output_peak"].as_f64().unwrap());
     assert!((peak_out - 0.5 * peak_in).abs() < 1e-6, "every instance ran the script: {peak_in} -> {peak_out}");

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_engine::track::{Track, TrackConfig};
@@ -271,6 +272,31 @@ fn a_killed_worker_is_restarted_while_the_track_keeps_playing() {
     assert!(track.stats().link_generation.load(Ordering::Relaxed) >= 2);
     let log = sup.log_lines().join("\n");
     assert!(log.contains(&format!("(pid {old})")) && log.contains("restarted as pid"), "{log}");
+}
+
+#[test]
+fn a_crashed_worker_is_replaced_by_the_warm_spare_and_a_new_spare_is_started() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("rt-spare");
+    let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
+    let cfg = TrackConfig::new(9, "spared");
+    let sup = supervisor(&cfg);
+    let mut track = scripted(cfg.clone(), &script, &sup);
+    assert!(track.wait_ready(Duration::from_secs(20)), "{:?}", sup.log_lines());
+    assert!(eventually(20.0, || sup.spare_ready().is_some()), "a spare stands by: {:?}", sup.log_lines());
+    let spare = sup.spare_ready().unwrap();
+    let old = sup.kill_worker_of(9).expect("the track had a worker");
+    assert!(eventually(10.0, || sup.worker_pids().contains(&spare)), "the spare took over: {:?}", sup.log_lines());
+    assert!(!sup.worker_pids().contains(&old));
+    let log = sup.log_lines().join("\n");
+    assert!(log.contains(&format!("restarted as pid {spare} (the warm spare)")), "{log}");
+    // The track is served by it (offline: waits for each result).
+    track.set_offline(Some(Duration::from_secs(5)));
+    let out = run_paced(&mut track, 200, |_, _| {});
+    let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
+    assert!(blocks[100..].iter().all(|b| *b == Some(true)), "wet again: {blocks:?}");
+    // And another spare is started in the background.
+    assert!(eventually(20.0, || sup.spare_ready().is_some_and(|p| p != spare)), "{:?}", sup.log_lines());
 }
 
 #[test]
