@@ -498,8 +498,20 @@ impl Watcher {
                     Some(track) if current && self.tracks.iter().filter(own).any(|t| t.port.config.id == track) => {
                         vec![track]
                     }
-                    _ => self.tracks.iter().filter(own).map(|t| t.port.config.id).collect(),
+                    // A track that is not (or no longer) on that worker: a
+                    // removed track's last words, or a script pretending to
+                    // be another track. Kept, heard by nobody.
+                    Some(_) => {
+                        self.shared.keep(&line.text, self.config.echo_log);
+                        return;
+                    }
+                    None => self.tracks.iter().filter(own).map(|t| t.port.config.id).collect(),
                 };
+                if tracks.is_empty() {
+                    // A worker no track uses: not every track's business.
+                    self.shared.keep(&line.text, self.config.echo_log);
+                    return;
+                }
                 self.emit(LogRecord { level: line.level, tracks, text: line.text });
             }
         }

@@ -30,6 +30,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use outboard_engine::script_log::LogListener;
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
@@ -64,10 +65,17 @@ struct Service {
     /// Why there is no supervisor, once we know there cannot be one.
     unavailable: Option<String>,
     script_dir: Option<PathBuf>,
+    /// Tracks taken off the supervisor, and when: their script copies are
+    /// removed a while later (their worker may still be looking at them
+    /// until it hears of the removal), or with the folder.
+    retired: Vec<(u32, Instant)>,
 }
 
 static SERVICE: Mutex<Service> =
-    Mutex::new(Service { users: 0, supervisor: None, unavailable: None, script_dir: None });
+    Mutex::new(Service { users: 0, supervisor: None, unavailable: None, script_dir: None, retired: Vec::new() });
+
+/// How long a retired track's script copies are kept.
+const KEEP_RETIRED_COPIES: Duration = Duration::from_secs(5);
 
 fn service() -> std::sync::MutexGuard<'static, Service> {
     // A panic while holding the lock leaves plain data behind: keep going.
@@ -89,6 +97,7 @@ pub fn leave() {
             return;
         }
         service.unavailable = None;
+        service.retired.clear();
         (service.supervisor.take(), service.script_dir.take())
     };
     drop(supervisor);
@@ -200,14 +209,24 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let service = service();
+        let mut service = service();
         if let Some(supervisor) = &service.supervisor {
             supervisor.remove_track(self.track);
         }
-        if let Some(dir) = &service.script_dir {
-            remove_copies(dir, self.track);
-        }
+        service.retired.push((self.track, Instant::now()));
     }
+}
+
+/// Removes the script copies of tracks retired long enough ago.
+fn remove_old_copies(service: &mut Service) {
+    let Some(dir) = service.script_dir.clone() else { return };
+    service.retired.retain(|&(track, since)| {
+        let old = since.elapsed() >= KEEP_RETIRED_COPIES;
+        if old {
+            remove_copies(&dir, track);
+        }
+        !old
+    });
 }
 
 /// Removes the copies of scripts written for `track`.
@@ -322,6 +341,7 @@ pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Un
         service.supervisor = Some(Supervisor::start(config));
     }
     let track = port.config.id;
+    remove_old_copies(&mut service);
     let (file, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
     let running = running(file, script);
     let supervisor = service.supervisor.as_ref().expect("started above");
