@@ -153,6 +153,13 @@ pub static clap_entry: clap_plugin_entry = clap_plugin_entry {
     get_factory: Some(entry_get_factory),
 };
 
+// The VST3 entry points (`GetPluginFactory`, `ModuleEntry`, `ModuleExit`):
+// free-audio's clap-wrapper, compiled in by the `clap-wrapper` crate, which
+// finds `clap_entry` above in this same library and wraps every instance
+// it makes. So a VST3 host meets the same plugin behind the same guard;
+// `cargo xtask bundle` lays the library out as `Outboard.vst3`.
+clap_wrapper::export_vst3!();
+
 /// clack's plugin factory, once the host asked for one.
 static INNER_FACTORY: AtomicPtr<clap_plugin_factory> = AtomicPtr::new(null_mut());
 

@@ -138,6 +138,11 @@ fn initial_script() -> (ScriptSource, Option<String>) {
 pub const WET_START_WAIT: Duration = Duration::from_secs(2);
 pub const WET_START_ENV: &str = "OUTBOARD_WET_START_MS";
 
+/// The last wet-start wait timed out (see `activate`).
+static WET_START_FAILING: AtomicBool = AtomicBool::new(false);
+/// The wait while wet starts are failing.
+const FAILING_WAIT: Duration = Duration::from_millis(200);
+
 fn wet_start_wait() -> Duration {
     std::env::var(WET_START_ENV)
         .ok()
@@ -276,8 +281,15 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
                 }
                 *main_thread.running.borrow_mut() = Some((id, registered.running));
                 // A wet start: the first blocks are the script's, not dry.
-                let wait = wet_start_wait();
-                if !wait.is_zero() && !track.wait_ready(wait) {
+                // After a wait that timed out (a scripts host that cannot
+                // start Python, say), later instances wait briefly until one
+                // is ready again: fifty instances must not freeze a DAW's
+                // project load for fifty times the wait.
+                let full = wet_start_wait();
+                let wait = if WET_START_FAILING.load(Ordering::Relaxed) { full.min(FAILING_WAIT) } else { full };
+                let ready = wait.is_zero() || track.wait_ready(wait);
+                WET_START_FAILING.store(!ready, Ordering::Relaxed);
+                if !ready {
                     main_thread.say(
                         LogLevel::Warning,
                         &format!(
@@ -354,9 +366,9 @@ impl OutboardMainThread<'_> {
     }
 
     /// Writes a message on the host's log now (main thread), or on stderr
-    /// where the host has none.
+    /// where the host has none (or one that drops it, as VST3's wrapper).
     fn say(&self, level: LogLevel, text: &str) {
-        let Some(log) = self.host.get_extension::<HostLog>() else {
+        let Some(log) = self.host.get_extension::<HostLog>().filter(|_| self.mailbox.host_logs()) else {
             return messages::to_stderr(&[(level, text.to_string())]);
         };
         let severity = match level {

@@ -12,8 +12,9 @@
 //!   mailbox with mail, and posts each host quirk ([`crate::guard`]) once;
 //! - the instance's `on_main_thread` delivers the mail to the host's log.
 //!
-//! Where the host has no log extension, the mailman writes the mail to
-//! stderr instead; where the host never calls back (some wrappers only do
+//! Where the host has no log extension, or one known to drop what it is
+//! given (clap-wrapper's, which is how Outboard is a VST3, on Linux), the
+//! mailman writes the mail to stderr instead; where the host never calls back (some wrappers only do
 //! while an editor is open), mail older than [`UNDELIVERED_AFTER`] goes to
 //! stderr too. Nothing is lost silently: a mailbox over [`MAX_PENDING`]
 //! messages keeps the first ones and says how many it dropped. Repeats of
@@ -69,16 +70,25 @@ struct Pending {
 }
 
 impl Mailbox {
+    /// `host_logs`: the host offers the log extension. A log known to go
+    /// nowhere ([`log_is_dropped`]) counts as none: its mail goes to stderr.
+    ///
     /// # Safety
     /// `host` must stay valid until the mailbox is [`unregister`]ed.
     pub unsafe fn new(host: *const clap_host, host_logs: bool) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             host: RawHost(host),
-            host_logs,
+            // SAFETY: per the contract, `host` is valid.
+            host_logs: host_logs && !unsafe { log_is_dropped(host) },
             track: AtomicU32::new(0),
             pending: Mutex::new(Pending::default()),
             requested: AtomicBool::new(false),
         })
+    }
+
+    /// Whether messages go to the host's log (else to stderr).
+    pub fn host_logs(&self) -> bool {
+        self.host_logs
     }
 
     /// The track whose messages this mailbox takes (0: none).
@@ -109,6 +119,27 @@ impl Mailbox {
         self.requested.store(false, Ordering::Release);
         take_from(&mut self.lock())
     }
+}
+
+/// The `clap_host` of free-audio's clap-wrapper (how Outboard is a VST3)
+/// names it in its vendor and url.
+const CLAP_WRAPPER_URL: &[u8] = b"https://github.com/free-audio/clap-wrapper";
+const CLAP_WRAPPER_VENDOR: &[u8] = b"The CLAP Wrapper Team";
+
+/// Whether `host` offers a log extension that drops what it is given:
+/// clap-wrapper's does on Linux (it writes only to Windows' debugger and
+/// macOS' stderr), so a VST3 host would never see Outboard's messages.
+///
+/// # Safety
+/// `host` must be null or a valid `clap_host`.
+pub unsafe fn log_is_dropped(host: *const clap_host) -> bool {
+    // SAFETY: per the contract.
+    let Some(host) = (unsafe { host.as_ref() }) else { return false };
+    let is = |text: *const std::ffi::c_char, expected: &[u8]| {
+        // SAFETY: the host's strings are NUL-terminated or null (CLAP).
+        !text.is_null() && unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes() == expected
+    };
+    cfg!(target_os = "linux") && (is(host.url, CLAP_WRAPPER_URL) || is(host.vendor, CLAP_WRAPPER_VENDOR))
 }
 
 fn take_from(pending: &mut Pending) -> Vec<(LogLevel, String)> {
@@ -250,5 +281,43 @@ fn mailman() {
             return;
         }
         registry = MAILMAN.1.wait_timeout(registry, ROUNDS).unwrap_or_else(|e| e.into_inner()).0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_char;
+    use std::ptr::null;
+
+    fn host(vendor: &'static [u8], url: &'static [u8]) -> clap_host {
+        clap_host {
+            clap_version: clap_sys::version::CLAP_VERSION,
+            host_data: std::ptr::null_mut(),
+            name: c"some host".as_ptr(),
+            vendor: if vendor.is_empty() { null() } else { vendor.as_ptr() as *const c_char },
+            url: if url.is_empty() { null() } else { url.as_ptr() as *const c_char },
+            version: c"1".as_ptr(),
+            get_extension: None,
+            request_restart: None,
+            request_process: None,
+            request_callback: None,
+        }
+    }
+
+    #[test]
+    fn the_vst3_wrappers_log_counts_as_none() {
+        let wrapper = host(b"The CLAP Wrapper Team\0", b"https://github.com/free-audio/clap-wrapper\0");
+        let renamed = host(b"\0", b"https://github.com/free-audio/clap-wrapper\0");
+        let other = host(b"Bitwig GmbH\0", b"https://www.bitwig.com\0");
+        let bare = host(b"", b"");
+        // SAFETY: valid hosts (or null).
+        unsafe {
+            assert_eq!(log_is_dropped(&wrapper), cfg!(target_os = "linux"));
+            assert_eq!(log_is_dropped(&renamed), cfg!(target_os = "linux"));
+            assert!(!log_is_dropped(&other));
+            assert!(!log_is_dropped(&bare));
+            assert!(!log_is_dropped(null()));
+        }
     }
 }

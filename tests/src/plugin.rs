@@ -39,6 +39,52 @@ impl PluginBundle {
     }
 }
 
+/// The VST3 bundle as `cargo xtask bundle` lays it out, from this profile's
+/// build: `Outboard.vst3/Contents/<arch>-linux/Outboard.so` (the library must
+/// carry the bundle's name) with the scripts host beside it, where the
+/// plugin looks for it.
+pub struct Vst3Bundle {
+    dir: ScriptDir,
+}
+
+impl Vst3Bundle {
+    pub fn new(label: &str) -> Vst3Bundle {
+        let dir = ScriptDir::new(label);
+        let bundle = Vst3Bundle { dir };
+        let binaries = bundle.binaries();
+        std::fs::create_dir_all(&binaries).expect("create the VST3 bundle");
+        std::fs::copy(workspace_bin("liboutboard_plugin.so"), binaries.join("Outboard.so")).expect("copy the plugin");
+        std::fs::copy(workspace_bin("outboard-scripts-host"), binaries.join("outboard-scripts-host"))
+            .expect("copy the scripts host");
+        bundle
+    }
+
+    /// The `Outboard.vst3` folder a host loads.
+    pub fn vst3(&self) -> PathBuf {
+        self.dir.path().join("Outboard.vst3")
+    }
+
+    /// `Contents/<arch>-linux`, the VST3 SDK's folder for Linux binaries.
+    pub fn binaries(&self) -> PathBuf {
+        self.vst3().join("Contents").join(format!("{}-linux", std::env::consts::ARCH))
+    }
+
+    /// A scratch folder beside the bundle (not inside it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, source: &str) -> String {
+        self.dir.write(name, source)
+    }
+}
+
+/// The Python the scripts run on and `cargo xtask setup` installs packages
+/// into: `$PYO3_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Reads a 32-bit float WAV (as outboard-host writes it) into planar channels.
 pub fn read_wav(path: &std::path::Path) -> Vec<Vec<f32>> {
     let mut reader = hound::WavReader::open(path).expect("open WAV");

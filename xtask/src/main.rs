@@ -4,8 +4,9 @@
 //!   JACK headers, pkg-config, the JACK server, numpy for the Python pyo3 links)
 //!   and says what it installs; fails with the exact command when it cannot.
 //! - `cargo xtask test`: setup, then the whole test suite: unit and
-//!   cross-process tests, the loom model of the ring, and the release bundle
-//!   of the plugin loaded by `outboard-host`.
+//!   cross-process tests (among them Outboard.vst3 in pedalboard), the loom
+//!   model of the ring, and the release bundle of the plugin loaded by
+//!   `outboard-host` (the CLAP) and by pedalboard (the VST3).
 //! - `cargo xtask demo [ARGS]`: setup, then `outboard-demo` in release mode,
 //!   through a running JACK server, else the sound card, else a private JACK
 //!   server with the dummy driver that it starts and stops; the master output
@@ -13,15 +14,22 @@
 //! - `cargo xtask bench ARGS...`: setup, then `outboard-bench ARGS...` in release mode.
 //! - `cargo xtask bundle`: setup, then a release build of the plugin, written
 //!   as `target/bundled/outboard.clap` with `outboard-scripts-host` beside it
-//!   (the plugin looks for its sidecar there), ready to copy into `~/.clap`.
+//!   (the plugin looks for its sidecar there), ready to copy into `~/.clap`,
+//!   and as the VST3 bundle `target/bundled/Outboard.vst3` (the same library,
+//!   `Contents/x86_64-linux/Outboard.so`, with the scripts host beside it),
+//!   ready to copy into `~/.vst3`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 /// Debian packages the build and the tests need.
 const APT_PACKAGES: &[&str] = &["pkg-config", "libasound2-dev", "libjack-jackd2-dev", "jackd2"];
-/// Python packages the scripts use.
-const PYTHON_PACKAGES: &[&str] = &["numpy"];
+/// Python packages: (import name, pip requirement, Debian package). numpy
+/// for the scripts; pedalboard (Spotify's VST3 host, PyPI only), which the
+/// tests and the benchmark load Outboard.vst3 into (0.9.12 reports plugin
+/// latency; the tests were written against 0.9.26).
+const PYTHON_PACKAGES: &[(&str, &str, Option<&str>)] =
+    &[("numpy", "numpy", Some("python3-numpy")), ("pedalboard", "pedalboard>=0.9.12,<0.10", None)];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -140,37 +148,51 @@ fn install_python_packages() -> Result {
     if !succeeds(&python, &["--version"]) {
         return Err(format!("{python} not found: Outboard embeds CPython 3; install python3 (or set PYO3_PYTHON)"));
     }
-    let missing: Vec<&str> =
-        PYTHON_PACKAGES.iter().copied().filter(|p| !succeeds(&python, &["-c", &format!("import {p}")])).collect();
-    if missing.is_empty() {
+    let imports = |python: &str, name: &str| succeeds(python, &["-c", &format!("import {name}")]);
+    let missing = || -> Vec<(&str, &str, Option<&str>)> {
+        PYTHON_PACKAGES.iter().copied().filter(|(name, _, _)| !imports(&python, name)).collect()
+    };
+    let first = missing();
+    if first.is_empty() {
         return Ok(());
     }
-    let list = missing.join(" ");
-    eprintln!("xtask: installing Python packages for {python}: {list}");
-    if run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .args(&missing))
-    .is_ok()
-    {
+    let specs: Vec<&str> = first.iter().map(|(_, spec, _)| *spec).collect();
+    eprintln!("xtask: installing Python packages for {python}: {}", specs.join(" "));
+    let pip = |extra: &[&str], specs: &[&str]| {
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .args(specs)
+            .env("PIP_ROOT_USER_ACTION", "ignore"))
+    };
+    if pip(&[], &specs).is_ok() && missing().is_empty() {
         return Ok(());
     }
-    // Debian's own python3 refuses pip (PEP 668); its packages come from apt.
-    let debian: Vec<String> = missing.iter().map(|p| format!("python3-{p}")).collect();
-    if is_root()
-        && run(Command::new("apt-get")
+    // Debian's own python3 refuses pip (PEP 668): its packages come from
+    // apt, and what Debian does not package goes to the user's site folder.
+    let debian: Vec<&str> = missing().iter().filter_map(|(_, _, deb)| *deb).collect();
+    if is_root() && !debian.is_empty() {
+        let _ = run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&debian)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .is_ok()
-        && missing.iter().all(|p| succeeds(&python, &["-c", &format!("import {p}")]))
-    {
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+    }
+    let rest: Vec<&str> = missing().iter().map(|(_, spec, _)| *spec).collect();
+    if !rest.is_empty() {
+        eprintln!("xtask: pip refused; installing {} for this user only (pip --user)", rest.join(" "));
+        let _ = pip(&["--user", "--break-system-packages"], &rest);
+    }
+    let left = missing();
+    if left.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "cannot install {list} for {python}; run one of:\n  {python} -m pip install {list}\n  sudo apt-get install {}",
-        debian.join(" ")
-    ))
+    let specs: Vec<String> = left.iter().map(|(_, spec, _)| format!("'{spec}'")).collect();
+    let debian: Vec<&str> = left.iter().filter_map(|(_, _, deb)| *deb).collect();
+    let mut how = format!("  {python} -m pip install {}", specs.join(" "));
+    if !debian.is_empty() {
+        how.push_str(&format!("\n  sudo apt-get install {}", debian.join(" ")));
+    }
+    Err(format!("cannot install {} for {python}; run:\n{how}", specs.join(" ")))
 }
 
 fn test() -> Result {
@@ -192,6 +214,13 @@ fn test() -> Result {
         .arg(root().join("examples/scripts/gain.py"))
         .arg("--json")
         .arg(bundled.join("smoke.json")))?;
+    eprintln!("xtask: the release VST3 bundle, loaded by pedalboard (the benchmark, briefly)");
+    run(Command::new(python())
+        .arg(root().join("examples/bench/pedalboard_bench.py"))
+        .arg("--bundle")
+        .arg(bundled.join("Outboard.vst3"))
+        .args(["--seconds", "2", "--repeat", "1", "--check"])
+        .env_remove("OUTBOARD_SCRIPTS_HOST"))?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
@@ -291,22 +320,36 @@ impl Drop for PrivateJack {
     }
 }
 
-/// Builds the plugin and its sidecar in release mode and lays them out as a
-/// host expects; returns the bundle folder.
+/// Builds the plugin and its sidecar in release mode and lays them out as
+/// hosts expect, as a CLAP and as a VST3; returns the bundle folder.
 fn bundle() -> Result<PathBuf> {
     run(cargo().args(["build", "--release", "-p", "outboard-plugin", "-p", "outboard-scripts-host"]))?;
     let release = root().join("target/release");
     let bundled = root().join("target/bundled");
-    std::fs::create_dir_all(&bundled).map_err(|e| format!("cannot create {}: {e}", bundled.display()))?;
-    for (from, to) in [("liboutboard_plugin.so", "outboard.clap"), ("outboard-scripts-host", "outboard-scripts-host")] {
-        let (from, to) = (release.join(from), bundled.join(to));
+    // The VST3 bundle layout for Linux: the library is named after the
+    // bundle (hosts look for Contents/<arch>-linux/<name>.so), and the
+    // plugin finds its scripts host beside the library it was loaded from.
+    let vst3 = bundled.join("Outboard.vst3");
+    let vst3_binaries = vst3.join("Contents").join(format!("{}-linux", std::env::consts::ARCH));
+    for dir in [&bundled, &vst3_binaries] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let copies = [
+        ("liboutboard_plugin.so", bundled.join("outboard.clap")),
+        ("outboard-scripts-host", bundled.join("outboard-scripts-host")),
+        ("liboutboard_plugin.so", vst3_binaries.join("Outboard.so")),
+        ("outboard-scripts-host", vst3_binaries.join("outboard-scripts-host")),
+    ];
+    for (from, to) in copies {
+        let from = release.join(from);
         // Replace, not overwrite in place: a host may have the old file mapped.
         let _ = std::fs::remove_file(&to);
         std::fs::copy(&from, &to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
     eprintln!(
-        "xtask: bundled {0}/outboard.clap with {0}/outboard-scripts-host beside it\n\
-         xtask: install with: mkdir -p ~/.clap && cp {0}/outboard.clap {0}/outboard-scripts-host ~/.clap/",
+        "xtask: bundled {0}/outboard.clap with {0}/outboard-scripts-host beside it, and {0}/Outboard.vst3\n\
+         xtask: install the CLAP with: mkdir -p ~/.clap && cp {0}/outboard.clap {0}/outboard-scripts-host ~/.clap/\n\
+         xtask: install the VST3 with: mkdir -p ~/.vst3 && rm -rf ~/.vst3/Outboard.vst3 && cp -r {0}/Outboard.vst3 ~/.vst3/",
         bundled.display()
     );
     Ok(bundled)
