@@ -65,6 +65,8 @@ pub mod futex;
 pub mod graph;
 #[cfg(not(loom))]
 pub mod histogram;
+/// Buffers a realtime thread writes, made present before it runs.
+pub mod memory;
 #[cfg(not(loom))]
 pub mod protocol;
 /// Which Python environment a script imports from.

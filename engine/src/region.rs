@@ -161,6 +161,24 @@ impl Mapping {
         Ok(Mapping { base, len, fd })
     }
 
+    /// Gives every page of the region memory now and maps it writable in
+    /// this process, so the realtime thread's first write to a ring page is
+    /// not a page fault (which neither seccomp nor an allocation check can
+    /// see, and which `mlockall` hides but a DAW does not call). On the
+    /// creating thread (the supervisor's, never a realtime one), before any
+    /// peer has the region.
+    fn prefault(&self) -> io::Result<()> {
+        rustix::fs::fallocate(&self.fd, rustix::fs::FallocateFlags::empty(), 0, self.len as u64)?;
+        let page = rustix::param::page_size();
+        for offset in (0..self.len).step_by(page) {
+            // SAFETY: inside the fresh mapping, which no peer has yet; the
+            // bytes are zero (ftruncate) and stay zero. Volatile, so the
+            // write that maps the page is not optimised away.
+            unsafe { self.base.add(offset).as_ptr().write_volatile(0) };
+        }
+        Ok(())
+    }
+
     fn at(&self, offset: usize) -> NonNull<u8> {
         assert!(offset < self.len);
         // SAFETY: offset < len, so the pointer stays inside the mapping.
@@ -208,6 +226,7 @@ impl Region {
         rustix::fs::ftruncate(&fd, len as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let mapping = Mapping::map(fd, len)?;
+        mapping.prefault()?;
         let mut header = Header {
             magic: MAGIC,
             version: PROTOCOL_VERSION,

@@ -91,7 +91,15 @@ impl Processor {
     pub fn new(track: Track, registration: Option<Registration>, max_frames: u32) -> Processor {
         let latency = track.config().latency_frames();
         let capacity = (max_frames.max(1) as usize).min(1 << 16);
-        let buffer = |n: usize| -> [Box<[f32]>; CHANNELS] { std::array::from_fn(|_| vec![0.0; n].into()) };
+        // Touched here (the main thread), so the audio thread's first
+        // writes are not page faults.
+        let buffer = |n: usize| -> [Box<[f32]>; CHANNELS] {
+            std::array::from_fn(|_| {
+                let mut line: Box<[f32]> = vec![0.0; n].into();
+                outboard_engine::memory::touch_pages(&mut line);
+                line
+            })
+        };
         Processor {
             track,
             registration,

@@ -78,3 +78,23 @@ pub fn assert_child_ok(status: ExitStatus, what: &str) {
         None => assert!(status.success(), "{what}: child failed ({status})"),
     }
 }
+
+/// The calling thread's kernel id (a syscall: call it before the filter).
+pub fn current_tid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Page faults, minor and major together, that thread `tid` of this process
+/// has taken so far, read from /proc (by another thread: the realtime one
+/// makes no syscall for it). A page fault is invisible to seccomp and to the
+/// allocation check, yet it stalls the thread in the kernel: the first touch
+/// of a fresh page of shared memory, say.
+pub fn page_faults(tid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("the thread's stat");
+    // Fields after the command name (which may hold spaces): state is field
+    // 3, minflt field 10, majflt field 12.
+    let after = &stat[stat.rfind(')').expect("stat format") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| fields[n - 3].parse::<u64>().expect("a count");
+    field(10) + field(12)
+}

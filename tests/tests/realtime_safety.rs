@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_no_alloc::{AllocDisabler, assert_no_alloc, reset_violation_count, violation_count};
@@ -15,7 +15,9 @@ use outboard_engine::graph::{Graph, GraphConfig, GraphTrack, Source};
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_engine::track::{Track, TrackConfig};
 use outboard_engine::voice::Waveform;
-use outboard_tests::rt_safety::{assert_child_ok, forbid_syscalls_but_wake, run_child, scenario};
+use outboard_tests::rt_safety::{
+    assert_child_ok, current_tid, forbid_syscalls_but_wake, page_faults, run_child, scenario,
+};
 use outboard_tests::{ScriptDir, workspace_bin};
 
 #[global_allocator]
@@ -27,6 +29,8 @@ const SCRIPT: &str = "import numpy as np\n\ndef process(block, ctx):\n    block 
 /// done, wet blocks heard, and (at the end) its allocation violations.
 #[derive(Clone, Default)]
 struct Progress {
+    /// The realtime thread's kernel id, for reading its page faults.
+    tid: Arc<AtomicI32>,
     done: Arc<AtomicBool>,
     processed: Arc<AtomicU64>,
     wet: Arc<AtomicU64>,
@@ -34,6 +38,16 @@ struct Progress {
 }
 
 impl Progress {
+    /// On the realtime thread, first (before any filter): who it is.
+    fn started(&self) {
+        self.tid.store(current_tid(), Ordering::Release);
+    }
+
+    /// On the test's thread: the realtime thread's page faults so far.
+    fn page_faults(&self) -> u64 {
+        page_faults(self.tid.load(Ordering::Acquire))
+    }
+
     /// On the realtime thread: block `k` is done. Atomics only.
     fn block_done(&self, k: u64, wet: bool) {
         if wet {
@@ -81,6 +95,16 @@ impl Progress {
 }
 
 struct Outcome {
+    /// Page faults the realtime thread took from the end of the warm-up to
+    /// the worker's kill (the DSP load raised in between). Around the
+    /// restart that follows, the count is printed, not held to 0: the
+    /// supervisor forks the replacement spare, and fork() write-protects
+    /// every page of the process, so the realtime thread's next write to
+    /// each page it uses is a (copy-on-write) fault. The regions themselves
+    /// are pre-faulted (see `Region::create_with`), which removes the faults
+    /// of first touching a fresh region; spawning workers without fork
+    /// (posix_spawn) would remove the rest.
+    page_faults: u64,
     blocks: u64,
     violations: u32,
     wet_blocks: u64,
@@ -113,6 +137,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
         let input = vec![vec![0.25f32; b]; 2];
         let mut output = vec![vec![0.0f32; b]; 2];
         let period = Duration::from_secs_f64(b as f64 / cfg.sample_rate);
+        rt_progress.started();
         if seccomp {
             forbid_syscalls_but_wake();
         }
@@ -137,12 +162,19 @@ fn track_scenario(seccomp: bool) -> Outcome {
     // Raise the DSP load a third of the way (the track computes it on its
     // thread), and kill the worker half-way: the track must adopt the new
     // link on its own.
+    progress.wait_for(blocks / 6);
+    let faults_before = progress.page_faults();
     progress.wait_for(blocks / 3);
     dsp.set_dsp_terms(5_000);
     progress.wait_for(blocks / 2);
+    let page_faults = progress.page_faults() - faults_before;
     supervisor.kill_worker_of(1).expect("the track had a worker");
+    progress.wait_for(blocks * 9 / 10);
+    let restart_faults = progress.page_faults() - faults_before - page_faults;
+    eprintln!("page faults on the realtime thread: {page_faults} steady, {restart_faults} around the worker restart");
     progress.wait_done();
     Outcome {
+        page_faults,
         blocks: progress.blocks(),
         violations: progress.violations(),
         wet_blocks: progress.wet_blocks(),
@@ -154,6 +186,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
 
 fn check(outcome: &Outcome) {
     assert_eq!(outcome.blocks, 3000);
+    assert_eq!(outcome.page_faults, 0, "the realtime thread took page faults in its steady state");
     assert_eq!(outcome.violations, 0, "the track allocated or freed on its realtime thread");
     assert!(outcome.wet_blocks > 1000, "the script's output was played ({} blocks)", outcome.wet_blocks);
     assert!(outcome.events > 10, "tick events arrived ({})", outcome.events);
