@@ -34,8 +34,8 @@
 //!   count and `late_results` is the sum; otherwise `late_results` is 0 and
 //!   `late_results_source` says it was not observable.
 //! - `child_processes`, `children_rss_kib`: the processes the plugins
-//!   started (Outboard: its script workers), and their resident memory at
-//!   the end of the run.
+//!   started (Outboard: its script workers and its spare), and the resident
+//!   memory of each at the end of the run (KiB, smallest first).
 //! - `activate_ms`: the longest `activate` call of any instance (Outboard
 //!   waits there for its script to have loaded: the wet start).
 //! - `panics`: panics in the host process during the run: those its panic
@@ -109,8 +109,9 @@ pub struct Report {
     pub max_concurrent_process: usize,
     /// Child processes of the host while the instances were active.
     pub child_processes: usize,
-    /// Resident memory of those children at the end of the run (KiB).
-    pub children_rss_kib: u64,
+    /// Resident memory of each of those children at the end of the run
+    /// (KiB, smallest first).
+    pub children_rss_kib: Vec<u64>,
     /// The longest `activate` call of any instance (ms): what a plugin
     /// spends getting ready (Outboard: waiting for its script to load).
     pub activate_ms: f64,
@@ -269,7 +270,7 @@ mod tests {
             input_peak: 0.5,
             max_concurrent_process: 2,
             child_processes: 0,
-            children_rss_kib: 0,
+            children_rss_kib: Vec::new(),
             activate_ms: 0.0,
             per_instance: vec![
                 InstanceReport {

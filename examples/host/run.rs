@@ -764,7 +764,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     // What the plugins started while active (Outboard: its script workers).
     let children = crate::procfs::children();
     let child_processes = children.len();
-    let children_rss_kib = children.iter().map(|&(pid, _)| crate::procfs::rss_kib(pid)).sum();
+    let mut children_rss_kib: Vec<u64> = children.iter().map(|&(pid, _)| crate::procfs::rss_kib(pid)).collect();
+    children_rss_kib.sort_unstable();
     let mut per_instance = Vec::with_capacity(results.len());
     let process_us = Histogram::new();
     let mut capture = None;
