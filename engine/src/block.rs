@@ -134,7 +134,24 @@ impl BlockHeader {
         channels: usize,
         max_events: usize,
     ) -> Result<BlockHeader, BlockError> {
-        let h = BlockHeader::read(msg)?;
+        BlockHeader::read(msg)?.check_reply(msg.len(), track, frames, channels, max_events)
+    }
+
+    /// Validates a header read from a reply of `len` bytes (header included),
+    /// as [`BlockHeader::decode_reply`] does: for readers that copy the header
+    /// out of a ring slot without copying the whole message.
+    pub fn check_reply(
+        self,
+        len: usize,
+        track: u32,
+        frames: usize,
+        channels: usize,
+        max_events: usize,
+    ) -> Result<BlockHeader, BlockError> {
+        let h = self;
+        if len < HEADER_BYTES {
+            return Err(BlockError::TooShort);
+        }
         if h.track != track {
             return Err(BlockError::WrongTrack(h.track));
         }
@@ -156,8 +173,8 @@ impl BlockHeader {
             }
             other => return Err(BlockError::WrongKind(other)),
         };
-        if msg.len() != expected {
-            return Err(BlockError::BadLength { expected, got: msg.len() });
+        if len != expected {
+            return Err(BlockError::BadLength { expected, got: len });
         }
         Ok(h)
     }

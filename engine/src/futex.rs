@@ -56,3 +56,54 @@ pub fn wake(word: &AtomicU32, count: u32, scope: Scope) {
     // address, impossible for a reference, and nothing useful could be done.
     let _ = futex::wake(word, scope.flags(), count);
 }
+
+/// Most words [`wait_any`] sleeps on at once (the kernel's FUTEX_WAITV_MAX).
+pub const WAIT_ANY_MAX: usize = 128;
+
+/// Sleeps until any of `words` no longer holds its expected value, or is
+/// woken, for at most `timeout` (FUTEX_WAITV, Linux 5.16 and later). Where
+/// the kernel lacks it, or there are more than [`WAIT_ANY_MAX`] words, sleeps
+/// on the first word for at most a millisecond instead: callers re-check
+/// their condition in a loop either way. Not for realtime threads.
+pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>, scope: Scope) {
+    let Some(&(first, expected)) = words.first() else {
+        if let Some(timeout) = timeout {
+            std::thread::sleep(timeout);
+        }
+        return;
+    };
+    if words.len() <= WAIT_ANY_MAX {
+        let mut flags = futex::WaitFlags::SIZE_U32;
+        if scope == Scope::Private {
+            flags |= futex::WaitFlags::PRIVATE;
+        }
+        let waiters: Vec<futex::Wait> = words
+            .iter()
+            .map(|&(word, value)| {
+                let mut wait = futex::Wait::new();
+                wait.val = u64::from(value);
+                wait.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
+                wait.flags = flags;
+                wait
+            })
+            .collect();
+        // FUTEX_WAITV takes an absolute deadline on the clock it is given.
+        let deadline = timeout.map(|t| {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
+            futex::Timespec {
+                tv_sec: now
+                    .tv_sec
+                    .saturating_add(t.as_secs().min(i64::MAX as u64 / 2) as i64 + (nanos / 1_000_000_000) as i64),
+                tv_nsec: (nanos % 1_000_000_000) as i64,
+            }
+        });
+        match futex::waitv(&waiters, futex::WaitvFlags::empty(), deadline.as_ref(), futex::ClockId::Monotonic) {
+            Err(rustix::io::Errno::NOSYS) => {}
+            // Woken, a word changed (EAGAIN), a signal, or the time-out.
+            _ => return,
+        }
+    }
+    let slice = Duration::from_millis(1);
+    wait(first, expected, Some(timeout.map_or(slice, |t| t.min(slice))), scope);
+}

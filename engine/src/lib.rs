@@ -28,7 +28,10 @@
 //!   its driver);
 //! - [`ring::Producer::try_push`], [`ring::Consumer::try_pop`],
 //!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`],
-//!   [`ring::Doorbell::ring`];
+//!   [`ring::Doorbell::ring`]; writing and reading in place:
+//!   [`ring::Producer::reserve`], the [`ring::WriteSlot`] `put_*` methods and
+//!   [`ring::WriteSlot::commit`], [`ring::Consumer::read`], the
+//!   [`ring::ReadSlot`] copies and [`ring::ReadSlot::release`];
 //! - [`histogram::Histogram::record`], [`clock::monotonic_ns`] (after the
 //!   process's first call, which locates the vDSO);
 //! - [`compute::partial_sum`], [`compute::JobServer::submit`] and

@@ -14,9 +14,18 @@
 //!   stops touching the ring and reports [`RingFault`] from then on. A hostile
 //!   peer can make us drop or garble messages; it cannot make us read or write
 //!   outside the ring, panic, or block.
-//! - Messages are copied in and out (copy, then validate), so a peer writing a
-//!   slot while we read it can only hand us bytes that fail validation later,
-//!   never change what we already checked.
+//! - Messages can be written and read in place: [`Producer::reserve`] hands
+//!   out the next free slot as a [`WriteSlot`] to write into and
+//!   [`WriteSlot::commit`] publishes it (rtrb's `write_chunk` shape);
+//!   [`Consumer::read`] hands out the oldest message as a [`ReadSlot`], its
+//!   length validated, and [`ReadSlot::release`] frees it. Both are wait-free
+//!   and realtime-safe like `try_push`/`try_pop`, which are built on them.
+//! - Every byte of a slot is accessed with volatile loads and stores (its
+//!   length word with an atomic), never through a reference, a plain slice or
+//!   `copy_nonoverlapping`: what Rust allows for memory that something
+//!   outside the program may change meanwhile. A hostile peer writing a slot
+//!   while we read or write it can only garble bytes. Readers copy out, then
+//!   validate the copy, so what was checked cannot change under them.
 //!
 //! # Protocol
 //!
@@ -377,33 +386,126 @@ impl Producer {
         if let Some(fault) = self.fault {
             return Err(PushError::Faulted(fault));
         }
-        let shape = self.ring.shape;
-        if msg.len() > shape.payload {
-            return Err(PushError::TooLarge { len: msg.len(), max: shape.payload });
+        let max = self.ring.shape.payload;
+        if msg.len() > max {
+            return Err(PushError::TooLarge { len: msg.len(), max });
         }
-        if self.tail - self.head_cache == shape.capacity as u64 {
+        let mut slot = self.reserve()?;
+        slot.put_bytes(0, msg);
+        slot.commit(msg.len())
+    }
+
+    /// Reserves the next slot to write a message straight into it, without a
+    /// scratch copy (rtrb's `write_chunk` shape): write with the `put_*`
+    /// methods, then [`WriteSlot::commit`] publishes it. Dropping the guard
+    /// uncommitted publishes nothing and leaves the slot free. `Full` when
+    /// every slot holds an unread message. Wait-free, realtime-safe.
+    pub fn reserve(&mut self) -> Result<WriteSlot<'_>, PushError> {
+        if let Some(fault) = self.fault {
+            return Err(PushError::Faulted(fault));
+        }
+        let capacity = self.ring.shape.capacity as u64;
+        if self.tail - self.head_cache == capacity {
             let head = self.ring.ctrl().head.load(Ordering::Acquire);
             if !self.accept_head(head) {
                 return Err(PushError::Faulted(self.fault.expect("just set")));
             }
-            if self.tail - head == shape.capacity as u64 {
+            if self.tail - head == capacity {
                 return Err(PushError::Full);
             }
         }
+        // The slot is ours: the consumer's head (Acquire, above or at an
+        // earlier reserve) is past the message that last used it, so the
+        // consumer will not read it until commit's Release store of `tail`.
         let slot = self.ring.slot(self.tail);
-        self.ring.write_slot(self.tail, || {
-            // SAFETY: the slot is ours: the consumer's head (Acquire above or at
-            // an earlier push) is past the message that last used it, so the
-            // consumer will not read it until our Release store of `tail`
-            // below. `msg.len() <= payload`, so the copy stays in the slot.
-            unsafe {
-                slot.cast::<u32>().write_unaligned(msg.len() as u32);
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(SLOT_HEADER), msg.len());
+        let access = self.ring.write_access(self.tail);
+        Ok(WriteSlot { slot, payload: self.ring.shape.payload, overflow: false, access, producer: self })
+    }
+}
+
+/// The next free slot of a ring, reserved by [`Producer::reserve`] and
+/// written in place. Offsets count from the start of the message (the slot's
+/// payload). A write that would not fit writes nothing and makes
+/// [`commit`](WriteSlot::commit) refuse the message (`TooLarge`): no panic.
+/// Every write is a run of volatile stores (see the module docs).
+pub struct WriteSlot<'a> {
+    producer: &'a mut Producer,
+    /// The slot's start (its length word); the payload follows the slot header.
+    slot: *mut u8,
+    payload: usize,
+    overflow: bool,
+    access: WriteAccess,
+}
+
+impl WriteSlot<'_> {
+    /// Bytes a message in this slot may hold.
+    pub fn capacity(&self) -> usize {
+        self.payload
+    }
+
+    /// Where `len` bytes at `offset` go, if they fit the slot.
+    fn span(&mut self, offset: usize, len: usize) -> Option<*mut u8> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.payload => {
+                // SAFETY: SLOT_HEADER + offset + len <= the slot's stride, so
+                // the pointer stays in the slot.
+                Some(unsafe { self.slot.add(SLOT_HEADER + offset) })
             }
-        });
-        self.tail += 1;
-        self.ring.ctrl().tail.store(self.tail, Ordering::Release);
-        self.ring.doorbell().ring();
+            _ => {
+                self.overflow = true;
+                None
+            }
+        }
+    }
+
+    /// Writes `bytes` at `offset`.
+    pub fn put_bytes(&mut self, offset: usize, bytes: &[u8]) {
+        if let Some(dst) = self.span(offset, bytes.len()) {
+            // SAFETY: the span is in the slot, which the protocol gives to us
+            // alone until commit (see `Producer::reserve`); a hostile peer's
+            // writes can only race with our volatile stores.
+            unsafe { shared::store_bytes(dst, bytes) }
+        }
+    }
+
+    /// Writes `value` at `offset`, little-endian.
+    pub fn put_u32(&mut self, offset: usize, value: u32) {
+        self.put_bytes(offset, &value.to_le_bytes());
+    }
+
+    /// Writes `value` at `offset`, little-endian.
+    pub fn put_u64(&mut self, offset: usize, value: u64) {
+        self.put_bytes(offset, &value.to_le_bytes());
+    }
+
+    /// Writes `values` at `offset` as little-endian f32s.
+    pub fn put_f32s(&mut self, offset: usize, values: &[f32]) {
+        let Some(len) = values.len().checked_mul(4) else {
+            self.overflow = true;
+            return;
+        };
+        if let Some(dst) = self.span(offset, len) {
+            // SAFETY: as in put_bytes.
+            unsafe { shared::store_f32s(dst, values) }
+        }
+    }
+
+    /// Publishes the first `len` bytes of the slot as the next message and
+    /// wakes the consumer if it sleeps. `TooLarge` (nothing published, the
+    /// slot stays free) if `len` exceeds the slot or a write did not fit.
+    pub fn commit(self, len: usize) -> Result<(), PushError> {
+        let WriteSlot { producer, slot, payload, overflow, access } = self;
+        if overflow || len > payload {
+            return Err(PushError::TooLarge { len, max: payload });
+        }
+        // SAFETY: the slot starts 64-byte aligned and is ours until published.
+        unsafe { shared::store_len(slot, len as u32) };
+        // The claim on the slot ends before the publication below.
+        #[allow(clippy::drop_non_drop)] // a loom guard under cfg(loom)
+        drop(access);
+        producer.tail += 1;
+        producer.ring.ctrl().tail.store(producer.tail, Ordering::Release);
+        producer.ring.doorbell().ring();
         Ok(())
     }
 }
@@ -467,43 +569,47 @@ impl Consumer {
     /// Copies the next message into `out` and frees its slot; returns its length.
     /// Wait-free, realtime-safe.
     pub fn try_pop(&mut self, out: &mut [u8]) -> Result<usize, PopError> {
+        let message = self.read()?;
+        let len = message.len();
+        if len > out.len() {
+            return Err(PopError::BufferTooSmall { needed: len });
+        }
+        message.copy_to(0, &mut out[..len]);
+        message.release();
+        Ok(len)
+    }
+
+    /// The oldest message, read in place: a guard over its slot, whose length
+    /// has been validated (a length beyond the slot faults the ring). Copy out
+    /// what you need with the guard's methods, validate the copies, then
+    /// [`ReadSlot::release`] frees the slot; dropping the guard unreleased
+    /// leaves the message in the ring. Wait-free, realtime-safe.
+    pub fn read(&mut self) -> Result<ReadSlot<'_>, PopError> {
         if !self.has_message() {
             return Err(match self.fault {
                 Some(fault) => PopError::Faulted(fault),
                 None => PopError::Empty,
             });
         }
+        // `tail` (Acquire) is past this slot, so the producer wrote it before
+        // its Release store and will not touch it again until our Release
+        // store of `head`. A hostile producer may still write it now: we only
+        // load through `shared`, and validate what we loaded before using it.
         let slot = self.ring.slot(self.head);
         let max = self.ring.shape.payload;
-        let outcome = self.ring.read_slot(self.head, || {
-            // SAFETY: `tail` (Acquire) is past this slot, so the producer wrote
-            // it before its Release store and will not touch it again until our
-            // Release store of `head`. A hostile producer may still write it now;
-            // we only copy bytes, and validate the length before using it.
-            let len = unsafe { slot.cast::<u32>().read_unaligned() };
-            if len as usize > max {
-                return Err(RingFault::SlotLengthOutOfRange { seen: len, max });
-            }
-            let len = len as usize;
-            if len > out.len() {
-                return Ok(Err(PopError::BufferTooSmall { needed: len }));
-            }
-            // SAFETY: len <= payload keeps the read inside the slot; `out` holds len bytes.
-            unsafe { std::ptr::copy_nonoverlapping(slot.add(SLOT_HEADER), out.as_mut_ptr(), len) };
-            Ok(Ok(len))
-        });
-        match outcome {
-            Err(fault) => {
-                self.fault = Some(fault);
-                Err(PopError::Faulted(fault))
-            }
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(len)) => {
-                self.head += 1;
-                self.ring.ctrl().head.store(self.head, Ordering::Release);
-                Ok(len)
-            }
+        let access = self.ring.read_access(self.head);
+        // SAFETY: the slot starts 64-byte aligned, inside the ring.
+        let len = unsafe { shared::load_len(slot) };
+        if len as usize > max {
+            #[allow(clippy::drop_non_drop)] // a loom guard under cfg(loom)
+            drop(access);
+            let fault = RingFault::SlotLengthOutOfRange { seen: len, max };
+            self.fault = Some(fault);
+            return Err(PopError::Faulted(fault));
         }
+        // SAFETY: the payload follows the slot header, inside the slot.
+        let payload = unsafe { slot.add(SLOT_HEADER) };
+        Ok(ReadSlot { payload, len: len as usize, access, consumer: self })
     }
 
     /// Pops the next message, sleeping until one arrives or `timeout` passes.
@@ -544,6 +650,163 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// A handle that can tell whether this ring seems to have a message and
+    /// sleep until it does, without the consumer: from any thread, while
+    /// another holds the consumer (see [`sleep_until_any`]).
+    #[cfg(not(loom))]
+    pub fn watch(&self) -> RingWatch {
+        RingWatch { ctrl: self.ring.ctrl, doorbell: self.ring.doorbell, _owner: self.ring._owner.clone() }
+    }
+}
+
+/// Looks at a ring from its consumer's side without consuming: made by
+/// [`Consumer::watch`]. `Send`, `Sync` and `Clone`: it only loads the ring's
+/// positions and sleeps on its consumer's doorbell, and keeps the ring's
+/// memory mapped while it lives.
+#[cfg(not(loom))]
+#[derive(Clone)]
+pub struct RingWatch {
+    ctrl: NonNull<RingControl>,
+    doorbell: NonNull<Doorbell>,
+    _owner: Owner,
+}
+
+// SAFETY: the pointers reach only atomics in memory that `_owner` (Send +
+// Sync) keeps mapped; loading and waiting on atomics is sound from any thread.
+#[cfg(not(loom))]
+unsafe impl Send for RingWatch {}
+// SAFETY: as above; every method takes `&self` and only loads atomics.
+#[cfg(not(loom))]
+unsafe impl Sync for RingWatch {}
+
+#[cfg(not(loom))]
+impl RingWatch {
+    fn ctrl(&self) -> &RingControl {
+        // SAFETY: as in RingPtrs::ctrl: all atomics, kept mapped by `_owner`.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        // SAFETY: as in RingPtrs::doorbell.
+        unsafe { self.doorbell.as_ref() }
+    }
+
+    /// Whether the producer has published past what the consumer took: a
+    /// hint only (the positions are not validated here; a hostile peer can
+    /// make it say anything). The consumer's pop is what validates.
+    pub fn looks_ready(&self) -> bool {
+        self.ctrl().tail.load(Ordering::Acquire) != self.ctrl().head.load(Ordering::Relaxed)
+    }
+}
+
+/// Sleeps until one of `watches` looks ready (true), or `deadline` passes or
+/// the sleep ends early (false: look again). The consumer side of the wake-up
+/// hand-shake of [`Doorbell::sleep_unless`] over many doorbells at once:
+/// every doorbell says "asleep", then the rings are checked, then one futex
+/// wait covers them all (FUTEX_WAITV), so whichever producer publishes first
+/// wakes us. Only one thread may sleep on a given ring's doorbell at a time
+/// (it is its consumer's). Blocks: never on a realtime thread.
+#[cfg(not(loom))]
+pub fn sleep_until_any(watches: &[RingWatch], deadline: Option<Instant>) -> bool {
+    let seen: Vec<u32> = watches.iter().map(|w| w.doorbell().seq.load(Ordering::Acquire)).collect();
+    for watch in watches {
+        watch.doorbell().asleep.store(1, Ordering::Relaxed);
+    }
+    // Dekker, as in Doorbell::sleep_unless: our flags, then the publications.
+    fence(Ordering::SeqCst);
+    let mut ready = watches.iter().any(RingWatch::looks_ready);
+    if !ready {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if timeout != Some(Duration::ZERO) {
+            let words: Vec<(&AtomicU32, u32)> =
+                watches.iter().zip(&seen).map(|(w, &value)| (&w.doorbell().seq, value)).collect();
+            crate::futex::wait_any(&words, timeout, crate::futex::Scope::Shared);
+        }
+        ready = watches.iter().any(RingWatch::looks_ready);
+    }
+    for watch in watches {
+        watch.doorbell().asleep.store(0, Ordering::Relaxed);
+    }
+    ready
+}
+
+/// The oldest message of a ring, read in place: see [`Consumer::read`].
+/// Offsets count from the start of the message; a read outside the message
+/// (its validated length) copies nothing and says so. Every read is a run of
+/// volatile loads (see the module docs): copy out, then validate the copy.
+pub struct ReadSlot<'a> {
+    consumer: &'a mut Consumer,
+    payload: *const u8,
+    /// The message's length, validated (at most the slot's payload) when the
+    /// guard was made; the peer rewriting the slot's length word since
+    /// changes nothing here.
+    len: usize,
+    access: ReadAccess,
+}
+
+impl ReadSlot<'_> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where `len` bytes at `offset` are, if inside the message.
+    fn span(&self, offset: usize, len: usize) -> Option<*const u8> {
+        match offset.checked_add(len) {
+            // SAFETY: offset + len <= self.len <= payload: inside the slot.
+            Some(end) if end <= self.len => Some(unsafe { self.payload.add(offset) }),
+            _ => None,
+        }
+    }
+
+    /// Copies `out.len()` bytes at `offset` into `out`; false (and nothing
+    /// copied) if they are not all inside the message.
+    pub fn copy_to(&self, offset: usize, out: &mut [u8]) -> bool {
+        let Some(src) = self.span(offset, out.len()) else { return false };
+        // SAFETY: the span is inside the slot, which the protocol leaves to us
+        // until release (see `Consumer::read`); a hostile peer's writes can
+        // only race with our volatile loads.
+        unsafe { shared::load_bytes(src, out) };
+        true
+    }
+
+    /// The little-endian u32 at `offset`, if inside the message.
+    pub fn u32_at(&self, offset: usize) -> Option<u32> {
+        let mut bytes = [0u8; 4];
+        self.copy_to(offset, &mut bytes).then(|| u32::from_le_bytes(bytes))
+    }
+
+    /// The little-endian u64 at `offset`, if inside the message.
+    pub fn u64_at(&self, offset: usize) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.copy_to(offset, &mut bytes).then(|| u64::from_le_bytes(bytes))
+    }
+
+    /// Copies `out.len()` little-endian f32s at `offset` into `out`; false
+    /// (and nothing copied) if they are not all inside the message.
+    pub fn copy_f32s_to(&self, offset: usize, out: &mut [f32]) -> bool {
+        let Some(src) = out.len().checked_mul(4).and_then(|len| self.span(offset, len)) else { return false };
+        // SAFETY: as in copy_to.
+        unsafe { shared::load_f32s(src, out) };
+        true
+    }
+
+    /// Frees the slot: the message is consumed.
+    pub fn release(self) {
+        let ReadSlot { consumer, access, .. } = self;
+        // The claim on the slot ends before the slot is handed back.
+        #[allow(clippy::drop_non_drop)] // a loom guard under cfg(loom)
+        drop(access);
+        consumer.head += 1;
+        consumer.ring.ctrl().head.store(consumer.head, Ordering::Release);
+    }
+}
+
 impl RingPtrs {
     fn new(
         ctrl: NonNull<RingControl>,
@@ -565,32 +828,188 @@ impl RingPtrs {
         }
     }
 
-    /// Runs `write` as the one writer of slot `position` (loom checks that claim).
-    fn write_slot<R>(&self, position: u64, write: impl FnOnce() -> R) -> R {
+    /// Claims slot `position` for writing until the token is dropped (loom
+    /// checks that no read of the slot overlaps the claim).
+    fn write_access(&self, position: u64) -> WriteAccess {
         #[cfg(loom)]
         {
             let index = (position % self.shape.capacity as u64) as usize;
-            self.tracker[index].with_mut(|_| write())
+            self.tracker[index].get_mut()
         }
         #[cfg(not(loom))]
         {
             let _ = position;
-            write()
+            Claim
         }
     }
 
-    /// Runs `read` as a reader of slot `position` (loom checks no write overlaps it).
-    fn read_slot<R>(&self, position: u64, read: impl FnOnce() -> R) -> R {
+    /// Claims slot `position` for reading until the token is dropped (loom
+    /// checks that no write of the slot overlaps the claim).
+    fn read_access(&self, position: u64) -> ReadAccess {
         #[cfg(loom)]
         {
             let index = (position % self.shape.capacity as u64) as usize;
-            self.tracker[index].with(|_| read())
+            self.tracker[index].get()
         }
         #[cfg(not(loom))]
         {
             let _ = position;
-            read()
+            Claim
         }
+    }
+}
+
+/// A claim on a slot, tracked by loom; nothing at run time (not `Copy`, so
+/// that dropping one marks where the claim ends).
+#[cfg(not(loom))]
+struct Claim;
+#[cfg(loom)]
+type WriteAccess = loom::cell::MutPtr<()>;
+#[cfg(not(loom))]
+type WriteAccess = Claim;
+#[cfg(loom)]
+type ReadAccess = loom::cell::ConstPtr<()>;
+#[cfg(not(loom))]
+type ReadAccess = Claim;
+
+mod shared {
+    //! Copies between this process's memory and ring memory that the peer may
+    //! write at any moment. Ring memory is never reached through a reference
+    //! or a plain slice copy: bulk bytes go through volatile loads and stores
+    //! (16 bytes at a time where aligned), the slot's length word through an
+    //! atomic. Both are what Rust allows for memory outside its own
+    //! allocations that something outside the program may change meanwhile
+    //! (the mapping of a memfd another process writes): a peer writing while
+    //! we read can only hand us a mix of old and new bytes, which the
+    //! reader's validation of its copy catches, never undefined behaviour.
+    //! Within this process the ring protocol orders every access to a slot
+    //! (the positions' Release/Acquire: happens-before, never concurrent), so
+    //! the same holds where both endpoints live here (tests, the loom model).
+    use std::ptr;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    /// The widest plain load/store the target always has.
+    #[cfg(target_arch = "x86_64")]
+    type Wide = std::arch::x86_64::__m128i;
+    #[cfg(not(target_arch = "x86_64"))]
+    type Wide = u64;
+    const WIDE: usize = std::mem::size_of::<Wide>();
+
+    /// Stores `bytes` at `dst`, in order.
+    ///
+    /// # Safety
+    /// `dst .. dst + bytes.len()` is valid for writes, and reached only
+    /// through this module, for the duration of the call.
+    pub(super) unsafe fn store_bytes(dst: *mut u8, bytes: &[u8]) {
+        let n = bytes.len();
+        let src = bytes.as_ptr();
+        let mut i = 0;
+        // SAFETY (all three loops): every address is inside the caller's
+        // span; `Wide` stores are made only at multiples of its alignment
+        // (its size); the source reads are inside `bytes`, unaligned.
+        unsafe {
+            while i < n && (dst as usize + i) % WIDE != 0 {
+                ptr::write_volatile(dst.add(i), bytes[i]);
+                i += 1;
+            }
+            while i + WIDE <= n {
+                let word = ptr::read_unaligned(src.add(i).cast::<Wide>());
+                ptr::write_volatile(dst.add(i).cast::<Wide>(), word);
+                i += WIDE;
+            }
+            while i < n {
+                ptr::write_volatile(dst.add(i), bytes[i]);
+                i += 1;
+            }
+        }
+    }
+
+    /// Loads `out.len()` bytes from `src` into `out`.
+    ///
+    /// # Safety
+    /// `src .. src + out.len()` is valid for reads, and reached only through
+    /// this module, for the duration of the call.
+    pub(super) unsafe fn load_bytes(src: *const u8, out: &mut [u8]) {
+        let n = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        // SAFETY: as in store_bytes, the other way round (the unaligned
+        // writes are inside `out`).
+        unsafe {
+            while i < n && (src as usize + i) % WIDE != 0 {
+                *dst.add(i) = ptr::read_volatile(src.add(i));
+                i += 1;
+            }
+            while i + WIDE <= n {
+                let word = ptr::read_volatile(src.add(i).cast::<Wide>());
+                ptr::write_unaligned(dst.add(i).cast::<Wide>(), word);
+                i += WIDE;
+            }
+            while i < n {
+                *dst.add(i) = ptr::read_volatile(src.add(i));
+                i += 1;
+            }
+        }
+    }
+
+    /// Stores `values` at `dst` as little-endian f32s.
+    ///
+    /// # Safety
+    /// As for [`store_bytes`], for `4 * values.len()` bytes.
+    pub(super) unsafe fn store_f32s(dst: *mut u8, values: &[f32]) {
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: an f32 is 4 bytes with no padding, in memory exactly as
+            // its little-endian encoding; the view lives for this call only.
+            let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) };
+            // SAFETY: the caller's contract.
+            unsafe { store_bytes(dst, bytes) }
+        }
+        #[cfg(not(target_endian = "little"))]
+        for (i, v) in values.iter().enumerate() {
+            // SAFETY: inside the caller's span.
+            unsafe { store_bytes(dst.add(4 * i), &v.to_le_bytes()) };
+        }
+    }
+
+    /// Loads `out.len()` little-endian f32s from `src`.
+    ///
+    /// # Safety
+    /// As for [`load_bytes`], for `4 * out.len()` bytes.
+    pub(super) unsafe fn load_f32s(src: *const u8, out: &mut [f32]) {
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: every bit pattern is a valid f32, and the little-endian
+            // encoding is its memory layout; the view lives for this call only.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len() * 4) };
+            // SAFETY: the caller's contract.
+            unsafe { load_bytes(src, bytes) }
+        }
+        #[cfg(not(target_endian = "little"))]
+        for (i, v) in out.iter_mut().enumerate() {
+            let mut bytes = [0u8; 4];
+            // SAFETY: inside the caller's span.
+            unsafe { load_bytes(src.add(4 * i), &mut bytes) };
+            *v = f32::from_le_bytes(bytes);
+        }
+    }
+
+    /// Stores a slot's length word (slots are 64-byte aligned).
+    ///
+    /// # Safety
+    /// `dst` is 4-aligned and valid for a 4-byte write, reached only as an atomic.
+    pub(super) unsafe fn store_len(dst: *mut u8, len: u32) {
+        // SAFETY: the caller's contract.
+        unsafe { AtomicU32::from_ptr(dst.cast()).store(len.to_le(), Relaxed) }
+    }
+
+    /// Loads a slot's length word.
+    ///
+    /// # Safety
+    /// As for [`store_len`], for reads.
+    pub(super) unsafe fn load_len(src: *const u8) -> u32 {
+        // SAFETY: the caller's contract.
+        u32::from_le(unsafe { AtomicU32::from_ptr(src.cast_mut().cast()).load(Relaxed) })
     }
 }
 
@@ -690,6 +1109,103 @@ mod loom_tests {
         });
     }
 
+    /// The same through the in-place API: a writer that reserves, writes and
+    /// commits (once dropping a reservation uncommitted), a reader that
+    /// looks at each message through a guard before releasing it (once
+    /// dropping the guard and reading the message again). In order, intact,
+    /// and no write to a slot overlaps a read of it, whatever the interleaving.
+    #[test]
+    fn in_place_messages_arrive_in_order_without_races() {
+        loom::model(|| {
+            let (mut producer, mut consumer) = loom_ring(SHAPE);
+            let writer = thread::spawn(move || {
+                let mut abandoned = false;
+                for i in 0..3u8 {
+                    loop {
+                        match producer.reserve() {
+                            Ok(mut slot) => {
+                                slot.put_bytes(0, &[i, i]);
+                                slot.put_u32(2, u32::from(i) << 8);
+                                if i == 1 && !abandoned {
+                                    // Dropped uncommitted: nothing published.
+                                    abandoned = true;
+                                    drop(slot);
+                                    continue;
+                                }
+                                slot.commit(6).unwrap();
+                                break;
+                            }
+                            Err(PushError::Full) => thread::yield_now(),
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                }
+            });
+            let mut peeked = false;
+            let mut i = 0u8;
+            while i < 3 {
+                match consumer.read() {
+                    Ok(message) => {
+                        assert_eq!(message.len(), 6);
+                        let mut head = [0u8; 2];
+                        assert!(message.copy_to(0, &mut head));
+                        assert_eq!(head, [i, i]);
+                        assert_eq!(message.u32_at(2), Some(u32::from(i) << 8));
+                        assert_eq!(message.u32_at(3), None, "past the message");
+                        if i == 0 && !peeked {
+                            // Dropped unreleased: the message stays.
+                            peeked = true;
+                            continue;
+                        }
+                        message.release();
+                        i += 1;
+                    }
+                    Err(PopError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A writer never reserves a slot whose message the reader still holds
+    /// through a guard (one slot: the reservation must wait for the release).
+    #[test]
+    fn a_slot_being_read_is_never_reserved() {
+        loom::model(|| {
+            let (mut producer, mut consumer) = loom_ring(RingShape { capacity: 1, payload: 8 });
+            let writer = thread::spawn(move || {
+                let mut sent = 0u8;
+                while sent < 2 {
+                    match producer.reserve() {
+                        Ok(mut slot) => {
+                            slot.put_f32s(0, &[f32::from(sent)]);
+                            slot.commit(4).unwrap();
+                            sent += 1;
+                        }
+                        Err(PushError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match consumer.read() {
+                    Ok(message) => {
+                        let mut value = [0f32];
+                        assert!(message.copy_f32s_to(0, &mut value));
+                        got.push(value[0]);
+                        message.release();
+                    }
+                    Err(PopError::Empty) => thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(got, vec![0.0, 1.0]);
+            writer.join().unwrap();
+        });
+    }
+
     /// A consumer that goes to sleep is always woken: no lost wake-up, whatever
     /// the interleaving of its sleep hand-shake with the producer's push.
     #[test]
@@ -740,6 +1256,48 @@ mod loom_tests {
 }
 
 #[cfg(all(test, not(loom)))]
+mod watch_tests {
+    //! Sleeping on many rings at once, as the job pool's waiter does.
+    use super::*;
+    use crate::region::{Region, Wake};
+
+    const SHAPE: RingShape = RingShape { capacity: 4, payload: 8 };
+
+    #[test]
+    fn a_sleeper_on_many_rings_wakes_for_whichever_gets_a_message() {
+        let mut region = Region::create_with(&[(SHAPE, Wake::Own), (SHAPE, Wake::Own), (SHAPE, Wake::Own)], 1).unwrap();
+        let mut consumers: Vec<Consumer> = (0..3).map(|i| region.consumer(i).unwrap()).collect();
+        let watches: Vec<RingWatch> = consumers.iter().map(Consumer::watch).collect();
+        // Nothing waiting: the sleep ends at its deadline, saying so.
+        let began = Instant::now();
+        assert!(!sleep_until_any(&watches, Some(Instant::now() + Duration::from_millis(20))));
+        assert!(began.elapsed() >= Duration::from_millis(20));
+        assert!(!watches.iter().any(RingWatch::looks_ready));
+        // A message on the last ring, pushed by another thread while we sleep.
+        let mut producer = region.producer(2).unwrap();
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            producer.try_push(&[9]).unwrap();
+            producer
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sleep_until_any(&watches, Some(deadline)) {
+            assert!(Instant::now() < deadline, "never woken");
+        }
+        let _producer = pusher.join().unwrap();
+        assert!(watches[2].looks_ready() && !watches[0].looks_ready());
+        let mut out = [0u8; 8];
+        assert_eq!(consumers[2].try_pop(&mut out), Ok(1));
+        assert!(!watches[2].looks_ready(), "popped");
+        // The watches keep the memory mapped after the region and endpoints go.
+        drop(consumers);
+        drop(region);
+        assert!(!sleep_until_any(&watches, Some(Instant::now())));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+#[allow(clippy::drop_non_drop)] // guards dropped on purpose, to abandon them
 mod proptests {
     //! Whatever a hostile peer writes into a ring's shared words and slots, at
     //! any moment, both endpoints hand back valid data or an error: no panic,
@@ -779,6 +1337,20 @@ mod proptests {
         Push(usize),
         /// The consumer pops into a buffer of this many bytes.
         Pop(usize),
+        /// The producer reserves a slot, writes a message of this many bytes
+        /// in place (as a u32, f32s and bytes), and commits it; or drops the
+        /// reservation (`abandon`); or also writes past the slot (`overflow`).
+        PushInPlace {
+            len: usize,
+            abandon: bool,
+            overflow: bool,
+        },
+        /// The consumer reads the oldest message in place, copies it out at
+        /// `split`, and releases it; or drops the guard (`keep`).
+        ReadInPlace {
+            split: usize,
+            keep: bool,
+        },
         HasMessage,
         FreeSlots,
         /// The peer overwrites the tail, or the head, word.
@@ -796,7 +1368,10 @@ mod proptests {
         let len = 0..=payload + 8;
         prop_oneof![
             6 => len.clone().prop_map(Op::Push),
-            6 => len.prop_map(Op::Pop),
+            6 => len.clone().prop_map(Op::Pop),
+            4 => (len, prop::bool::weighted(0.2), prop::bool::weighted(0.1))
+                .prop_map(|(len, abandon, overflow)| Op::PushInPlace { len, abandon, overflow }),
+            4 => (0..=payload + 8, prop::bool::weighted(0.2)).prop_map(|(split, keep)| Op::ReadInPlace { split, keep }),
             1 => Just(Op::HasMessage),
             1 => Just(Op::FreeSlots),
             1 => pos().prop_map(Op::Tail),
@@ -965,6 +1540,95 @@ mod proptests {
                             }
                         };
                         prop_assert!(out[written..].iter().all(|&b| b == 0xEE), "wrote past the message");
+                        prop_assert_eq!(rx.fault(), rx_fault);
+                    }
+                    Op::PushInPlace { len, abandon, overflow } => {
+                        let msg: Vec<u8> = (0..*len).map(|i| (n + i) as u8).collect();
+                        let result = match tx.reserve() {
+                            Ok(mut slot) => {
+                                prop_assert_eq!(slot.capacity(), payload);
+                                // A u32, then f32s, then the rest as bytes.
+                                let word = msg.len().min(4);
+                                if word == 4 {
+                                    slot.put_u32(0, u32::from_le_bytes(msg[..4].try_into().unwrap()));
+                                } else {
+                                    slot.put_bytes(0, &msg[..word]);
+                                }
+                                let floats: Vec<f32> = msg[word..]
+                                    .chunks_exact(4)
+                                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                                    .collect();
+                                slot.put_f32s(word, &floats);
+                                let at = word + floats.len() * 4;
+                                slot.put_bytes(at, &msg[at..]);
+                                if *overflow {
+                                    slot.put_bytes(payload, &[1]);
+                                }
+                                if *abandon {
+                                    drop(slot);
+                                    continue;
+                                }
+                                slot.commit(*len)
+                            }
+                            Err(e) => Err(e),
+                        };
+                        if let Some(fault) = tx_fault {
+                            prop_assert_eq!(result, Err(PushError::Faulted(fault)), "faults are sticky");
+                        }
+                        match result {
+                            Ok(()) => {
+                                prop_assert!(*len <= payload && !*overflow);
+                                if !scribbled {
+                                    prop_assert!(fifo.len() < capacity);
+                                    fifo.push_back(msg);
+                                }
+                            }
+                            Err(PushError::Full) => prop_assert!(scribbled || fifo.len() == capacity),
+                            Err(PushError::TooLarge { max, .. }) => {
+                                prop_assert!(max == payload && (*len > payload || *overflow));
+                            }
+                            Err(PushError::Faulted(fault)) => {
+                                prop_assert!(scribbled, "faulted with no hostile write: {:?}", fault);
+                                tx_fault = Some(fault);
+                            }
+                        }
+                        prop_assert_eq!(tx.fault(), tx_fault);
+                    }
+                    Op::ReadInPlace { split, keep } => {
+                        let result = rx.read();
+                        if let Some(fault) = rx_fault {
+                            prop_assert!(matches!(result, Err(PopError::Faulted(f)) if f == fault), "faults are sticky");
+                        }
+                        match result {
+                            Ok(message) => {
+                                let got = message.len();
+                                prop_assert!(got <= payload);
+                                let mut out = vec![0xEEu8; got];
+                                let split = (*split).min(got);
+                                prop_assert!(message.copy_to(0, &mut out[..split]));
+                                prop_assert!(message.copy_to(split, &mut out[split..]));
+                                prop_assert!(!message.copy_to(got, &mut [0u8]), "read past the message");
+                                prop_assert!(!message.copy_to(usize::MAX, &mut [0u8]), "offset overflow");
+                                prop_assert_eq!(message.u32_at(got.saturating_sub(4)).is_some(), got >= 4);
+                                if !scribbled {
+                                    prop_assert_eq!(Some(&out), fifo.front());
+                                }
+                                if *keep {
+                                    drop(message);
+                                } else {
+                                    message.release();
+                                    if !scribbled {
+                                        fifo.pop_front();
+                                    }
+                                }
+                            }
+                            Err(PopError::Empty) => prop_assert!(scribbled || fifo.is_empty()),
+                            Err(PopError::BufferTooSmall { .. }) => prop_assert!(false, "read has no buffer"),
+                            Err(PopError::Faulted(fault)) => {
+                                prop_assert!(scribbled, "faulted with no hostile write: {:?}", fault);
+                                rx_fault = Some(fault);
+                            }
+                        }
                         prop_assert_eq!(rx.fault(), rx_fault);
                     }
                     Op::HasMessage => {

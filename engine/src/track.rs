@@ -242,8 +242,6 @@ pub struct Track {
     /// Results for blocks before this one are from before the last reset:
     /// dropped, like stale ones.
     first_wanted: u64,
-    /// Scratch for one message in either direction.
-    message: Box<[u8]>,
     /// The block being filled: k.
     seq: u64,
     voice: Option<Voice>,
@@ -269,7 +267,6 @@ impl Track {
         let _ = partial_sum(1, 2);
         let samples = cfg.block_samples();
         let l = cfg.latency_blocks;
-        let message_bytes = cfg.to_script_ring().payload.max(cfg.from_script_ring().payload);
         let (link_tx, link_rx) = rtrb::RingBuffer::new(4);
         let (grave_tx, grave_rx) = rtrb::RingBuffer::new(16);
         let stats = Arc::new(TrackStats::default());
@@ -292,7 +289,6 @@ impl Track {
             sent_at: vec![0; l].into(),
             in_flight: vec![0; l].into(),
             first_wanted: 0,
-            message: vec![0; message_bytes].into(),
             seq: 0,
             pending: Vec::with_capacity(MAX_PENDING_EVENTS),
             param_overrides: [None; MAX_PARAMS],
@@ -492,11 +488,11 @@ impl Track {
         self.stats.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Writes block k straight into the next slot of the ring to the script
+    /// (no scratch message): header and parameters, then the samples.
     fn push_block(&mut self, k: u64) {
         self.wait_offline(|t| t.link.is_some());
-        let Some(link) = self.link.as_mut() else { return };
         let n = self.cfg.block_samples();
-        let len = HEADER_BYTES + MAX_PARAMS * 4 + n * 4;
         let sent = monotonic_ns();
         let header = BlockHeader {
             kind: BlockKind::Process as u32,
@@ -510,14 +506,22 @@ impl Track {
             sent_ns: sent,
             done_ns: 0,
         };
-        let msg = &mut self.message[..len];
-        header.encode(msg);
+        let mut head = [0u8; HEADER_BYTES + MAX_PARAMS * 4];
+        header.encode(&mut head);
         for i in 0..MAX_PARAMS {
-            let value = self.param_overrides[i].unwrap_or_else(|| self.params.get(i));
-            msg[HEADER_BYTES + i * 4..HEADER_BYTES + i * 4 + 4].copy_from_slice(&value.to_le_bytes());
+            let value = self.param(i);
+            head[HEADER_BYTES + i * 4..HEADER_BYTES + i * 4 + 4].copy_from_slice(&value.to_le_bytes());
         }
-        block::write_samples(msg, HEADER_BYTES + MAX_PARAMS * 4, &self.input);
-        match link.to_script.try_push(msg) {
+        let Some(link) = self.link.as_mut() else { return };
+        let pushed = match link.to_script.reserve() {
+            Ok(mut slot) => {
+                slot.put_bytes(0, &head);
+                slot.put_f32s(head.len(), &self.input);
+                slot.commit(head.len() + n * 4)
+            }
+            Err(e) => Err(e),
+        };
+        match pushed {
             Ok(()) => {
                 let slot = (k % self.cfg.latency_blocks as u64) as usize;
                 self.sent_at[slot] = sent;
@@ -558,33 +562,45 @@ impl Track {
         }
     }
 
+    /// Takes in every reply waiting, reading each in place in its ring slot:
+    /// the header is copied out and validated, then events or samples are
+    /// copied to where they are used (and validated there), then the slot is
+    /// released.
     fn drain_replies(&mut self) {
         let k = self.seq;
         let l = self.cfg.latency_blocks as u64;
         let n = self.cfg.block_samples();
         loop {
             let Some(link) = self.link.as_mut() else { return };
-            let len = match link.from_script.try_pop(&mut self.message) {
-                Ok(len) => len,
+            let message = match link.from_script.read() {
+                Ok(message) => message,
                 Err(PopError::Empty) => return,
                 Err(_) => return self.link_fault(),
             };
-            let msg = &self.message[..len];
-            let Ok(h) =
-                BlockHeader::decode_reply(msg, self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
-            else {
+            let mut head = [0u8; HEADER_BYTES];
+            let checked = if message.copy_to(0, &mut head) {
+                BlockHeader::read(&head).and_then(|h| {
+                    h.check_reply(message.len(), self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
+                })
+            } else {
+                Err(block::BlockError::TooShort)
+            };
+            let Ok(h) = checked else {
                 return self.link_fault();
             };
             if h.kind == BlockKind::Events as u32 {
                 for i in 0..h.count as usize {
-                    let at = HEADER_BYTES + i * EVENT_BYTES;
-                    match Event::decode(&msg[at..at + EVENT_BYTES]) {
+                    let mut bytes = [0u8; EVENT_BYTES];
+                    let event =
+                        message.copy_to(HEADER_BYTES + i * EVENT_BYTES, &mut bytes).then(|| Event::decode(&bytes));
+                    match event.flatten() {
                         Some(event) if self.pending.len() < self.pending.capacity() => self.pending.push(event),
                         _ => {
                             self.stats.faults.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
+                message.release();
                 continue;
             }
             let j = h.seq;
@@ -593,11 +609,15 @@ impl Track {
                 return self.link_fault();
             }
             if j + l < k || j < self.first_wanted {
+                message.release();
                 self.stats.stale_results.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let slot = (j % l) as usize;
-            block::read_samples(msg, HEADER_BYTES, &mut self.results[slot * n..(slot + 1) * n]);
+            // The length was checked above: the samples are all there. They
+            // are checked for playability when played (`start_block`).
+            message.copy_f32s_to(HEADER_BYTES, &mut self.results[slot * n..(slot + 1) * n]);
+            message.release();
             self.result_tag[slot] = j + 1;
             self.result_status[slot] = h.status;
             let sent = self.sent_at[slot];

@@ -11,9 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::block::{
-    self, BlockHeader, BlockKind, EVENT_BYTES, Event, HEADER_BYTES, MAX_PARAMS, ResultStatus,
-};
+use outboard_engine::block::{BlockHeader, BlockKind, EVENT_BYTES, Event, HEADER_BYTES, MAX_PARAMS, ResultStatus};
 use outboard_engine::clock::monotonic_ns;
 use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
 use outboard_engine::region::{Region, WorkerStatus};
@@ -165,10 +163,9 @@ fn main() -> ExitCode {
         realtime: None,
         python_env: args.python_env,
         buf: vec![0u8; CONTROL_RING.payload],
-        block_in: Vec::new(),
         block_out: Vec::new(),
-        message: Vec::new(),
         spare: Vec::new(),
+        newest_sent_ns: 0,
     };
     worker.serve(&region)
 }
@@ -178,8 +175,8 @@ struct TrackRings {
     from_host: Consumer,
     to_host: Producer,
     spec: Option<ScriptSpec>,
-    /// Block messages taken off `from_host` and not yet run, oldest first.
-    backlog: VecDeque<Vec<u8>>,
+    /// Blocks taken off `from_host` and not yet run, oldest first.
+    backlog: VecDeque<Block>,
     /// The newest block number taken off `from_host` (what decides whether a
     /// block's result can still be played).
     newest: Option<u64>,
@@ -201,11 +198,22 @@ struct Worker {
     /// The Python environment scripts import from (None: the built-in one).
     python_env: Option<std::path::PathBuf>,
     buf: Vec<u8>,
-    block_in: Vec<f32>,
     block_out: Vec<f32>,
-    message: Vec<u8>,
-    /// Message buffers for the slots' backlogs, reused.
-    spare: Vec<Vec<u8>>,
+    /// Block buffers for the slots' backlogs, reused.
+    spare: Vec<Block>,
+    /// CLOCK_MONOTONIC when the track pushed the newest block taken (its
+    /// header's `sent_ns`), for when to expect the next one.
+    newest_sent_ns: u64,
+}
+
+/// A block taken off a track's ring: read in place from its slot (header
+/// copied out and checked first), its parameters and samples copied
+/// straight to where the script reads them.
+#[derive(Default)]
+struct Block {
+    header: BlockHeader,
+    params: [f32; MAX_PARAMS],
+    samples: Vec<f32>,
 }
 
 impl Worker {
@@ -234,7 +242,11 @@ impl Worker {
                 }
             }
             if busy {
-                last_block_at = Some(Instant::now());
+                // When the newest block was sent, not now: a worker that
+                // finished late still expects the next block a period after
+                // the last one was pushed (and is polling, not asleep, when
+                // it comes: the track's push then makes no wake-up syscall).
+                last_block_at = Some(sent_at(self.newest_sent_ns));
                 continue;
             }
             if let Some(code) = self.idle(status, last_block_at) {
@@ -394,81 +406,84 @@ impl Worker {
             while rings.backlog.len() > keep {
                 self.spare.extend(rings.backlog.pop_front());
             }
-            let msg = rings.backlog.pop_front().expect("a block is waiting");
+            let block = rings.backlog.pop_front().expect("a block is waiting");
             heartbeat.fetch_add(1, Ordering::Relaxed);
-            if let Some((header, outcome)) = self.run_script(slot, &msg) {
+            if let Some(outcome) = self.run_script(slot, &block) {
                 // Blocks that came while the script ran count too: the
                 // track may have moved past this one already.
                 if !self.take_waiting(slot) {
                     return true;
                 }
+                let header = block.header;
                 let newest = self.slots[slot].newest.unwrap_or(header.seq);
                 let playable = header.seq.saturating_add(latency) > newest;
                 self.send_reply(slot, &header, &outcome, playable);
             }
-            self.spare.push(msg);
+            self.spare.push(block);
         }
         budget.is_some()
     }
 
-    /// Moves the blocks waiting on `slot`'s ring into its backlog. False if
-    /// the ring is unusable (the slot is then dropped: its track sees the
-    /// fault and the supervisor restarts this worker).
+    /// Moves the blocks waiting on `slot`'s ring into its backlog, reading
+    /// each in place: the header is copied out of the slot and checked
+    /// against the slot's script, then the parameters and samples go
+    /// straight into the backlog's buffers, then the slot is released. A
+    /// malformed block is skipped. False if the ring is unusable (the slot
+    /// is then dropped: its track sees the fault and the supervisor restarts
+    /// this worker).
     fn take_waiting(&mut self, slot: usize) -> bool {
         let rings = &mut self.slots[slot];
-        if rings.spec.is_none() {
+        let Some(spec) = rings.spec.as_ref() else {
             return false;
-        }
-        let payload = rings.from_host.shape().payload;
+        };
         loop {
-            let mut buf = self.spare.pop().unwrap_or_default();
-            buf.resize(payload, 0);
-            match rings.from_host.try_pop(&mut buf) {
-                Ok(len) => {
-                    buf.truncate(len);
-                    if let Ok(h) = BlockHeader::read(&buf) {
-                        rings.newest = Some(rings.newest.map_or(h.seq, |n| n.max(h.seq)));
-                    }
-                    rings.backlog.push_back(buf);
-                }
-                Err(PopError::Empty) => {
-                    self.spare.push(buf);
-                    return true;
-                }
+            let message = match rings.from_host.read() {
+                Ok(message) => message,
+                Err(PopError::Empty) => return true,
                 Err(e) => {
                     eprintln!("{} track ring {slot} unusable ({e:?})", self.tag);
-                    self.spare.push(buf);
                     self.spare.extend(rings.backlog.drain(..));
                     rings.spec = None;
                     return false;
                 }
+            };
+            let mut head = [0u8; HEADER_BYTES];
+            let header = if message.copy_to(0, &mut head) { BlockHeader::read(&head).ok() } else { None };
+            if let Some(h) = &header {
+                rings.newest = Some(rings.newest.map_or(h.seq, |n| n.max(h.seq)));
+            }
+            let block = header.filter(|h| well_formed(h, message.len(), spec)).map(|h| {
+                let mut block = self.spare.pop().unwrap_or_default();
+                let count = h.count as usize;
+                block.header = h;
+                block.samples.resize(spec.channels * spec.frames, 0.0);
+                // The length was checked: both copies are inside the message.
+                message.copy_f32s_to(HEADER_BYTES, &mut block.params[..count]);
+                message.copy_f32s_to(HEADER_BYTES + count * 4, &mut block.samples);
+                block
+            });
+            message.release();
+            match block {
+                Some(block) => {
+                    self.newest_sent_ns = self.newest_sent_ns.max(block.header.sent_ns);
+                    rings.backlog.push_back(block)
+                }
+                None => eprintln!("{} malformed block on slot {slot}; skipped", self.tag),
             }
         }
     }
 
-    /// Runs the slot's script (its process and tick) on one block message.
-    /// None if the message is not a block of this slot's track (it is skipped).
-    fn run_script(&mut self, slot: usize, msg: &[u8]) -> Option<(BlockHeader, BlockOutcome)> {
-        let len = msg.len();
+    /// Runs the slot's script (its process and tick) on one block. None if
+    /// the slot's script changed shape since the block was taken (skipped).
+    fn run_script(&mut self, slot: usize, block: &Block) -> Option<BlockOutcome> {
         let spec = self.slots[slot].spec.as_ref()?;
-        let h = BlockHeader::read(msg).ok()?;
-        let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
-        let expected = HEADER_BYTES + count * 4 + channels * frames * 4;
-        if h.kind != BlockKind::Process as u32
-            || h.track != spec.track
-            || channels != spec.channels
-            || frames != spec.frames
-            || count > MAX_PARAMS
-            || len != expected
-        {
+        let h = &block.header;
+        let channels = h.channels as usize;
+        if h.track != spec.track || channels != spec.channels || block.samples.len() != channels * spec.frames {
             eprintln!("{} malformed block on slot {slot}; skipped", self.tag);
             return None;
         }
-        let mut params = [0.0f32; MAX_PARAMS];
-        block::read_samples(msg, HEADER_BYTES, &mut params[..count]);
-        self.block_in.resize(channels * frames, 0.0);
-        self.block_out.resize(channels * frames, 0.0);
-        block::read_samples(msg, HEADER_BYTES + count * 4, &mut self.block_in);
+        self.block_out.resize(block.samples.len(), 0.0);
         let rt = self.realtime.as_ref().expect("a loaded slot started the runtime");
         let outcome = rt.process(
             &BlockIn {
@@ -476,17 +491,17 @@ impl Worker {
                 seq: h.seq,
                 sample_time: h.sample_time,
                 channels,
-                params: &params[..count],
-                samples: &self.block_in,
+                params: &block.params[..h.count as usize],
+                samples: &block.samples,
             },
             &mut self.block_out,
         );
-        Some((h, outcome))
+        Some(outcome)
     }
 
-    /// Sends a block's result and its events to the track; with `audio`
-    /// false (the result is too late to be played), holds its events for
-    /// the next result instead.
+    /// Sends a block's result and its events to the track, each written in
+    /// place into its ring slot; with `audio` false (the result is too late
+    /// to be played), holds its events for the next result instead.
     fn send_reply(&mut self, slot: usize, h: &BlockHeader, outcome: &BlockOutcome, audio: bool) {
         let rings = &mut self.slots[slot];
         if rings.spec.is_none() {
@@ -499,15 +514,9 @@ impl Worker {
             held.drain(..excess);
             return;
         }
-        let samples = self.block_out.len();
-        let reply_len = HEADER_BYTES + samples * 4;
-        let mut reply = std::mem::take(&mut self.message);
-        reply.resize(reply_len.max(HEADER_BYTES + MAX_EVENTS_PER_REPLY * EVENT_BYTES), 0);
         // The result first: it is what the track is waiting for.
-        if outcome.status == ResultStatus::Processed {
-            block::write_samples(&mut reply, HEADER_BYTES, &self.block_out);
-        } else {
-            reply[HEADER_BYTES..reply_len].fill(0);
+        if outcome.status != ResultStatus::Processed {
+            self.block_out.fill(0.0);
         }
         let header = BlockHeader {
             kind: BlockKind::Result as u32,
@@ -516,19 +525,47 @@ impl Worker {
             done_ns: monotonic_ns(),
             ..*h
         };
-        header.encode(&mut reply);
-        let _ = rings.to_host.try_push(&reply[..reply_len]);
+        let mut head = [0u8; HEADER_BYTES];
+        header.encode(&mut head);
+        if let Ok(mut reply) = rings.to_host.reserve() {
+            reply.put_bytes(0, &head);
+            reply.put_f32s(HEADER_BYTES, &self.block_out);
+            let _ = reply.commit(HEADER_BYTES + self.block_out.len() * 4);
+        }
         for chunk in rings.held_events.chunks(MAX_EVENTS_PER_REPLY) {
             let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..*h };
-            header.encode(&mut reply);
+            header.encode(&mut head);
+            let Ok(mut reply) = rings.to_host.reserve() else { break };
+            reply.put_bytes(0, &head);
+            let mut bytes = [0u8; EVENT_BYTES];
             for (i, event) in chunk.iter().enumerate() {
-                event.encode(&mut reply[HEADER_BYTES + i * EVENT_BYTES..]);
+                event.encode(&mut bytes);
+                reply.put_bytes(HEADER_BYTES + i * EVENT_BYTES, &bytes);
             }
-            let _ = rings.to_host.try_push(&reply[..HEADER_BYTES + chunk.len() * EVENT_BYTES]);
+            let _ = reply.commit(HEADER_BYTES + chunk.len() * EVENT_BYTES);
         }
         rings.held_events.clear();
-        self.message = reply;
     }
+}
+
+/// The instant a block was pushed, from its `sent_ns` (CLOCK_MONOTONIC, as
+/// `Instant` is); now if that is not a moment of the last second.
+fn sent_at(sent_ns: u64) -> Instant {
+    let now = Instant::now();
+    let ago = monotonic_ns().checked_sub(sent_ns).filter(|&ns| ns < 1_000_000_000);
+    ago.and_then(|ns| now.checked_sub(Duration::from_nanos(ns))).unwrap_or(now)
+}
+
+/// Whether `h`, read from a message of `len` bytes, is a block of the track
+/// `spec` describes, with exactly the bytes its shape needs.
+fn well_formed(h: &BlockHeader, len: usize, spec: &ScriptSpec) -> bool {
+    let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
+    h.kind == BlockKind::Process as u32
+        && h.track == spec.track
+        && channels == spec.channels
+        && frames == spec.frames
+        && count <= MAX_PARAMS
+        && len == HEADER_BYTES + count * 4 + channels * frames * 4
 }
 
 /// Runs `work` while a helper thread beats the heartbeat, for at most
