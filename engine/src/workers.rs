@@ -2,26 +2,54 @@
 //!
 //! A [`WorkerPool`] spawns `outboard-scripts-host` processes, one CPython
 //! interpreter (and one GIL) each, hands each a shared region of its own, and
-//! spreads [`JobRequest`]s over the first `ncpus` of them. It runs on a
-//! non-realtime thread: it allocates, spawns and sleeps.
+//! spreads [`JobRequest`]s over the first `ncpus` of them. It runs on
+//! non-realtime threads: it allocates, spawns and sleeps.
+//!
+//! # Threads
+//!
+//! `WorkerPool` is `Send` and `Sync`, and every method takes `&self`: one
+//! pool can be shared (in an `Arc`, or borrowed by scoped threads) and used
+//! from any number of threads at once, and moved to another thread. Its
+//! state sits behind one mutex, held only for non-blocking work (encoding,
+//! pushing and draining rings); no thread holds it while it sleeps. A thread
+//! in [`WorkerPool::wait`] whose job is not done either drives the pool
+//! (sleeps on every busy worker's reply ring at once, then collects what
+//! came) or, while another thread drives, waits to be told that results came
+//! in. [`JobTicket`] is `Copy`, `Send` and `Sync`: a job submitted on one
+//! thread can be waited for on another. Workers are started by a thread of
+//! the pool's own, which lives as long as the pool: a worker's parent-death
+//! signal follows the thread that started it, so no caller's thread ending
+//! can take the workers with it.
+//!
+//! # Scheduling
+//!
+//! Jobs wait in the pool's queue until a worker has room; each worker holds
+//! a queue of its own, as deep as about [`QUEUED_WORK`] of work (from the
+//! job times seen so far), between 2 (one running, one ready) and
+//! [`MAX_JOBS_PER_WORKER`]: trivial jobs stream without a round trip each,
+//! long ones are not stuck behind each other on one worker while another is
+//! idle. A job goes to the least busy worker, ties taken in turn, so jobs
+//! submitted one at a time spread over the workers too. Results are kept by
+//! job id until collected; nothing is scanned per job.
 //!
 //! The host never blocks on sending: request fragments wait in a per-worker
 //! outbox and go out as ring space frees, while replies are drained on every
 //! pass. So a worker stuck sending a large reply can always make progress,
 //! and a worker that stops reading cannot stall the pool.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::protocol::{self, JobError, JobReply, JobRequest, Kind, Reassembler};
 use crate::region::{Region, Wake};
-use crate::ring::{Consumer, PopError, Producer, PushError, RingShape};
+use crate::ring::{Consumer, PopError, Producer, PushError, RingShape, RingWatch, sleep_until_any};
 use crate::stats::{JobStats, StatsRow};
 
 /// The name of the worker binary.
@@ -44,13 +72,33 @@ pub fn slot_ring_from_script(slot: usize) -> usize {
 
 /// Shape of both control rings.
 pub const CONTROL_RING: RingShape = RingShape { capacity: 32, payload: 4096 - 8 };
-/// Jobs a worker holds at once: one running, one ready to start.
-const JOBS_PER_WORKER: usize = 2;
-/// How long the pool sleeps on one worker's replies before looking at the others.
-const POLL_SLICE: Duration = Duration::from_millis(2);
+/// Most jobs one worker holds at once (running, and queued in its rings).
+pub const MAX_JOBS_PER_WORKER: usize = 64;
+/// Fewest: one running, one ready to start the moment it ends.
+const MIN_JOBS_PER_WORKER: usize = 2;
+/// How much work (by the job times seen) a worker's own queue holds: enough
+/// that it never waits for the host between trivial jobs, little enough
+/// that long jobs are not queued behind each other while a worker idles.
+pub const QUEUED_WORK: Duration = Duration::from_millis(2);
+/// The longest a driving waiter sleeps before looking for dead workers.
+const POLL_SLICE: Duration = Duration::from_millis(20);
+/// Jobs' worth of time a waiter sleeps on a timer while every busy worker
+/// holds twice as many queued (see `State::batch_nap`), and the bounds on
+/// that sleep: longer jobs are waited for with a wake-up each.
+const BATCH_JOBS: usize = 16;
+const MIN_BATCH_NAP: Duration = Duration::from_micros(50);
+const MAX_BATCH_NAP: Duration = Duration::from_micros(500);
+/// How long a waiter polls before sleeping, when a core is free for it:
+/// a job's round trip is shorter than a sleep and a wake-up.
+const SPIN: Duration = Duration::from_micros(30);
 
-/// Finds `outboard-scripts-host`: `$OUTBOARD_SCRIPTS_HOST`, else beside the
-/// running executable, else one folder up (where cargo puts test binaries).
+/// Finds `outboard-scripts-host`, in this order: `$OUTBOARD_SCRIPTS_HOST`;
+/// beside the running executable, or one or two folders up (cargo puts test
+/// binaries in `deps/` and examples in `examples/`); in the target folder of
+/// the workspace the engine was built in (`$CARGO_TARGET_DIR` at build time,
+/// else the workspace's `target/`), the engine's build profile first, so a
+/// program in any crate that depends on the engine finds the workspace's
+/// build.
 pub fn locate_scripts_host() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(SCRIPTS_HOST_ENV) {
         let path = PathBuf::from(path);
@@ -60,15 +108,20 @@ pub fn locate_scripts_host() -> Result<PathBuf, String> {
             Err(format!("{SCRIPTS_HOST_ENV}={} does not name a file", path.display()))
         };
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;
-    let mut tried = Vec::new();
-    for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join(SCRIPTS_HOST_BIN);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        tried.push(candidate.display().to_string());
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).take(3).map(|dir| dir.join(SCRIPTS_HOST_BIN)));
     }
+    let target = match option_env!("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
+    };
+    let profiles = if cfg!(debug_assertions) { ["debug", "release"] } else { ["release", "debug"] };
+    candidates.extend(profiles.iter().map(|p| target.join(p).join(SCRIPTS_HOST_BIN)));
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.clone());
+    }
+    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
     Err(format!(
         "{SCRIPTS_HOST_BIN} not found (tried {}); build it with `cargo build --workspace --bins` or set {SCRIPTS_HOST_ENV}",
         tried.join(", ")
@@ -93,9 +146,16 @@ pub fn worker_command(exe: &Path, region: &Region, index: usize) -> Command {
     command
 }
 
-/// A job handed to the pool.
+/// A job handed to the pool: its id. `Copy`, and good on any thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct JobTicket(u64);
+
+impl JobTicket {
+    /// The job's id: 1 for the pool's first job, then counting up.
+    pub fn id(self) -> u64 {
+        self.0
+    }
+}
 
 /// What went wrong starting a worker.
 #[derive(Debug)]
@@ -109,12 +169,52 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+/// The thread that starts worker processes, so that their parent-death
+/// signal (which follows the starting thread) fires when the pool goes, not
+/// when whichever thread happened to start them ends.
+struct Spawner {
+    requests: Option<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawner {
+    fn start() -> Result<Spawner, SpawnError> {
+        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
+        let thread = std::thread::Builder::new()
+            .name("outboard-pool-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map_err(|e| SpawnError(format!("cannot start the pool's spawner thread: {e}")))?;
+        Ok(Spawner { requests: Some(tx), thread: Some(thread) })
+    }
+
+    fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let (tx, rx) = mpsc::channel();
+        let gone = || std::io::Error::other("the pool's spawner thread is gone");
+        self.requests.as_ref().ok_or_else(gone)?.send((command, tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// One worker process and the host's ends of its rings.
 struct Worker {
     index: usize,
     child: Child,
     requests: Producer,
     replies: Consumer,
+    watch: RingWatch,
     reassembler: Reassembler,
     /// Fragments not yet pushed, oldest first.
     outbox: VecDeque<Vec<u8>>,
@@ -125,18 +225,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(exe: &Path, index: usize) -> Result<Worker, SpawnError> {
+    fn spawn(spawner: &Spawner, exe: &Path, index: usize) -> Result<Worker, SpawnError> {
         let mut region = Region::create_with(&[(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)], 1)
             .map_err(|e| SpawnError(format!("cannot create the shared region: {e}")))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
-        let child = worker_command(exe, &region, index)
-            .spawn()
+        let child = spawner
+            .spawn(worker_command(exe, &region, index))
             .map_err(|e| SpawnError(format!("cannot start {}: {e}", exe.display())))?;
         Ok(Worker {
             index,
             child,
             requests,
+            watch: replies.watch(),
             replies,
             reassembler: Reassembler::default(),
             outbox: VecDeque::new(),
@@ -165,7 +266,7 @@ impl Worker {
     }
 
     /// Takes every complete reply waiting. Never blocks.
-    fn drain(&mut self, buf: &mut [u8], done: &mut Vec<(u64, Result<Value, JobError>)>) -> Result<(), String> {
+    fn drain(&mut self, buf: &mut [u8], done: &mut Vec<(u64, JobReply)>) -> Result<(), String> {
         loop {
             let len = match self.replies.try_pop(buf) {
                 Ok(len) => len,
@@ -178,6 +279,8 @@ impl Worker {
             if message.kind != Kind::JobReply {
                 return Err(format!("unexpected {:?} from the worker", message.kind));
             }
+            // Replies come in order: the answered job is the oldest, unless
+            // the worker lies.
             let Some(pos) = self.running.iter().position(|&id| id == message.id) else {
                 return Err(format!("reply to job {} that this worker was not running", message.id));
             };
@@ -185,7 +288,7 @@ impl Worker {
             let reply = JobReply::from_json(&message.body).map_err(|e| e.to_string())?;
             self.jobs_done += 1;
             self.job_seconds += reply.seconds;
-            done.push((message.id, reply.result));
+            done.push((message.id, reply));
         }
     }
 
@@ -195,160 +298,144 @@ impl Worker {
     }
 }
 
-/// A pool of script worker processes running jobs, Parallel Python style.
-///
-/// A worker is killed when the thread that started it ends (the parent-death
-/// signal follows the spawning thread: see [`Region::pass_to_child`]), and
-/// workers are started by `new`, `set_ncpus` and restarts in `wait`: keep a
-/// pool on one thread that outlives it.
-pub struct WorkerPool {
-    exe: PathBuf,
-    workers: Vec<Worker>,
-    ncpus: usize,
-    queue: VecDeque<(u64, JobRequest)>,
-    results: HashMap<u64, Result<Value, JobError>>,
-    next_id: u64,
-    created: Instant,
-    restarts: u64,
-    buf: Vec<u8>,
+/// Where a submitted job stands.
+enum JobState {
+    /// Queued in the pool or sent to a worker.
+    Pending,
+    Done(Result<Value, JobError>),
+    /// Handed to a waiter.
+    Collected,
 }
 
-impl WorkerPool {
-    /// A pool using the worker binary at `exe`, with `ncpus` workers started.
-    pub fn new(exe: impl Into<PathBuf>, ncpus: usize) -> Result<WorkerPool, SpawnError> {
-        let mut pool = WorkerPool {
-            exe: exe.into(),
-            workers: Vec::new(),
-            ncpus: 0,
-            queue: VecDeque::new(),
-            results: HashMap::new(),
-            next_id: 1,
-            created: Instant::now(),
-            restarts: 0,
-            buf: vec![0; CONTROL_RING.payload],
+/// Every job from the oldest not yet collected on, by id: ids count up from
+/// 1, so a job's entry is found by subtraction (no hashing, no search), and
+/// the entries of collected jobs are dropped from the front as it clears.
+struct JobTable {
+    /// The id of `states[0]`.
+    first: u64,
+    states: VecDeque<JobState>,
+}
+
+impl JobTable {
+    fn get_mut(&mut self, id: u64) -> Option<&mut JobState> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.states.get_mut(index).filter(|s| !matches!(s, JobState::Collected))
+    }
+
+    /// Appends the next job's entry; its id is `first + len` (the caller's next id).
+    fn push(&mut self) {
+        self.states.push_back(JobState::Pending);
+    }
+
+    /// Takes a finished job's result, marking it collected.
+    fn collect(&mut self, id: u64) -> Option<Result<Value, JobError>> {
+        let state = self.get_mut(id)?;
+        let JobState::Done(result) = std::mem::replace(state, JobState::Collected) else {
+            unreachable!("only done jobs are collected")
         };
-        pool.set_ncpus(ncpus)?;
-        Ok(pool)
-    }
-
-    /// Sets how many workers take new jobs, starting processes as needed.
-    pub fn set_ncpus(&mut self, ncpus: usize) -> Result<(), SpawnError> {
-        let ncpus = ncpus.max(1);
-        while self.workers.len() < ncpus {
-            let worker = Worker::spawn(&self.exe, self.workers.len())?;
-            self.workers.push(worker);
+        while matches!(self.states.front(), Some(JobState::Collected)) {
+            self.states.pop_front();
+            self.first += 1;
         }
-        self.ncpus = ncpus;
-        Ok(())
+        Some(result)
     }
+}
 
-    pub fn ncpus(&self) -> usize {
-        self.ncpus
-    }
+/// Everything behind the pool's mutex.
+struct State {
+    workers: Vec<Worker>,
+    ncpus: usize,
+    /// Jobs no worker had room for yet, oldest first, encoded.
+    queue: VecDeque<(u64, Vec<u8>)>,
+    /// Every job submitted and not yet collected, by id.
+    jobs: JobTable,
+    next_id: u64,
+    /// Where the search for the next job's worker starts (ties go in turn).
+    next_worker: usize,
+    /// Smoothed seconds per job, from the workers' replies (None: none yet).
+    job_seconds: Option<f64>,
+    restarts: u64,
+    /// A waiter is asleep on the workers' replies, without the lock.
+    driving: bool,
+    /// Bumped whenever results are stored, for waiters that do not drive.
+    results_seen: u64,
+    /// When workers were last checked for death.
+    last_reap: Instant,
+    buf: Vec<u8>,
+    done: Vec<(u64, JobReply)>,
+}
 
-    /// Worker process ids, in worker order.
-    pub fn pids(&self) -> Vec<u32> {
-        self.workers.iter().map(Worker::pid).collect()
-    }
-
-    /// Workers restarted after they died.
-    pub fn restarts(&self) -> u64 {
-        self.restarts
-    }
-
-    /// Queues a job; it starts as soon as one of the first `ncpus` workers has room.
-    pub fn submit(&mut self, job: JobRequest) -> JobTicket {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.queue.push_back((id, job));
-        self.pump();
-        JobTicket(id)
-    }
-
-    /// Waits for a job's outcome: its JSON value, or the error with file and line.
-    pub fn wait(&mut self, ticket: JobTicket) -> Result<Value, JobError> {
-        let mut turn = 0usize;
-        loop {
-            if let Some(result) = self.results.remove(&ticket.0) {
-                return result;
+impl State {
+    /// Jobs one worker may hold, from the job times seen so far.
+    fn depth(&self) -> usize {
+        match self.job_seconds {
+            None => MIN_JOBS_PER_WORKER,
+            Some(seconds) => {
+                let fit = QUEUED_WORK.as_secs_f64() / seconds.max(1e-9);
+                (fit as usize).clamp(MIN_JOBS_PER_WORKER, MAX_JOBS_PER_WORKER)
             }
-            if !self.queue.iter().any(|(id, _)| *id == ticket.0)
-                && !self.workers.iter().any(|w| w.running.contains(&ticket.0))
-            {
-                return Err(JobError::new(
-                    "UnknownJob",
-                    format!("job {} was never submitted or already collected", ticket.0),
-                ));
-            }
-            if self.pump() {
-                continue;
-            }
-            // Nothing moved: sleep on one busy worker's replies for a slice,
-            // taking turns so every worker is looked at.
-            let busy: Vec<usize> = self.workers.iter().filter(|w| !w.running.is_empty()).map(|w| w.index).collect();
-            if busy.is_empty() {
-                std::thread::sleep(POLL_SLICE);
-                continue;
-            }
-            let index = busy[turn % busy.len()];
-            turn += 1;
-            let worker = &mut self.workers[index];
-            worker.replies.wait_for_message(0, Some(Instant::now() + POLL_SLICE));
-            self.reap_dead();
         }
     }
 
-    /// Submits all jobs and waits for all, in order.
-    pub fn run_all(&mut self, jobs: impl IntoIterator<Item = JobRequest>) -> Vec<Result<Value, JobError>> {
-        let tickets: Vec<JobTicket> = jobs.into_iter().map(|job| self.submit(job)).collect();
-        tickets.into_iter().map(|t| self.wait(t)).collect()
-    }
-
-    /// Moves messages both ways without blocking; true if anything moved.
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut done = Vec::new();
+    /// Moves messages both ways without blocking; true if any result came
+    /// in. Workers whose rings fault are replaced.
+    fn pump(&mut self, spawner: &Spawner, exe: &Path) -> bool {
         let mut broken = Vec::new();
         for worker in &mut self.workers {
-            let before = done.len();
-            if let Err(why) = worker.drain(&mut self.buf, &mut done) {
+            if let Err(why) = worker.drain(&mut self.buf, &mut self.done) {
                 broken.push((worker.index, why));
-                continue;
             }
-            moved |= done.len() > before;
         }
-        for (id, result) in done {
-            self.results.insert(id, result);
+        let got = !self.done.is_empty();
+        for (id, reply) in self.done.drain(..) {
+            // Smoothed over about the last 16 jobs.
+            let seconds = reply.seconds.max(0.0);
+            self.job_seconds = Some(self.job_seconds.map_or(seconds, |s| s + (seconds - s) / 16.0));
+            if let Some(state) = self.jobs.get_mut(id) {
+                *state = JobState::Done(reply.result);
+            }
         }
-        // Hand queued jobs to the least busy of the first `ncpus` workers.
-        while let Some((id, _)) = self.queue.front() {
-            let id = *id;
-            let Some(worker) = self.workers[..self.ncpus]
-                .iter_mut()
-                .filter(|w| w.running.len() < JOBS_PER_WORKER)
-                .min_by_key(|w| w.running.len())
-            else {
-                break;
-            };
-            let (_, job) = self.queue.pop_front().expect("front exists");
-            worker.outbox.extend(protocol::fragments(Kind::JobRequest, id, &job.to_json(), CONTROL_RING.payload));
-            worker.running.push_back(id);
-            moved = true;
-        }
+        self.dispatch();
         for worker in &mut self.workers {
             if let Err(why) = worker.flush() {
                 broken.push((worker.index, why));
             }
         }
         for (index, why) in broken {
-            self.replace_worker(index, &format!("faulted ({why})"));
-            moved = true;
+            self.replace_worker(spawner, exe, index, &format!("faulted ({why})"));
         }
-        moved
+        if got {
+            self.results_seen += 1;
+        }
+        got
+    }
+
+    /// Hands queued jobs to the least busy of the first `ncpus` workers,
+    /// ties in turn, each up to the current depth.
+    fn dispatch(&mut self) {
+        let depth = self.depth();
+        let n = self.ncpus.min(self.workers.len());
+        while !self.queue.is_empty() && n > 0 {
+            let mut best: Option<(usize, usize)> = None;
+            for k in 0..n {
+                let index = (self.next_worker + k) % n;
+                let load = self.workers[index].running.len();
+                if load < depth && best.is_none_or(|(_, least)| load < least) {
+                    best = Some((index, load));
+                }
+            }
+            let Some((index, _)) = best else { break };
+            self.next_worker = (index + 1) % n;
+            let (id, body) = self.queue.pop_front().expect("not empty");
+            let worker = &mut self.workers[index];
+            worker.outbox.extend(protocol::fragments(Kind::JobRequest, id, &body, CONTROL_RING.payload));
+            worker.running.push_back(id);
+        }
     }
 
     /// Replaces workers whose process has exited, failing their jobs.
-    fn reap_dead(&mut self) {
+    fn reap_dead(&mut self, spawner: &Spawner, exe: &Path) {
+        self.last_reap = Instant::now();
         let dead: Vec<(usize, String)> = self
             .workers
             .iter_mut()
@@ -358,23 +445,27 @@ impl WorkerPool {
             })
             .collect();
         for (index, why) in dead {
-            self.replace_worker(index, &why);
+            self.replace_worker(spawner, exe, index, &why);
         }
     }
 
     /// Kills worker `index`, fails its running jobs with `why`, starts a new one.
-    fn replace_worker(&mut self, index: usize, why: &str) {
+    fn replace_worker(&mut self, spawner: &Spawner, exe: &Path, index: usize, why: &str) {
         let old = &mut self.workers[index];
         let pid = old.pid();
         old.kill();
+        old.outbox.clear();
         for id in old.running.drain(..) {
-            self.results.insert(
-                id,
-                Err(JobError::new("WorkerDied", format!("worker {index} (pid {pid}) {why} while running this job"))),
-            );
+            if let Some(state) = self.jobs.get_mut(id) {
+                *state = JobState::Done(Err(JobError::new(
+                    "WorkerDied",
+                    format!("worker {index} (pid {pid}) {why} while running this job"),
+                )));
+            }
         }
+        self.results_seen += 1;
         let (jobs_done, job_seconds) = (old.jobs_done, old.job_seconds);
-        match Worker::spawn(&self.exe, index) {
+        match Worker::spawn(spawner, exe, index) {
             Ok(mut fresh) => {
                 fresh.jobs_done = jobs_done;
                 fresh.job_seconds = job_seconds;
@@ -388,9 +479,224 @@ impl WorkerPool {
         }
     }
 
+    /// How long to sleep on a timer instead of being woken by each result:
+    /// while every busy worker holds a queue of short jobs, about
+    /// [`BATCH_JOBS`] jobs' time (by the job times seen), so results are
+    /// collected a batch at a time and the queues refilled long before they
+    /// (or the reply rings, 32 slots) run out. `None`: sleep until woken.
+    fn batch_nap(&self) -> Option<Duration> {
+        let seconds = self.job_seconds?;
+        let busy = self.workers.iter().filter(|w| !w.running.is_empty());
+        let deep = busy.clone().count() > 0 && busy.clone().all(|w| w.running.len() >= 2 * BATCH_JOBS);
+        let nap = Duration::from_secs_f64(seconds * BATCH_JOBS as f64);
+        (deep && nap <= MAX_BATCH_NAP).then(|| nap.max(MIN_BATCH_NAP))
+    }
+
+    /// Jobs sent to workers and not answered yet.
+    fn in_flight(&self) -> usize {
+        self.workers.iter().map(|w| w.running.len()).sum()
+    }
+}
+
+/// A pool of script worker processes running jobs, Parallel Python style.
+/// `Send + Sync`: see the module docs for using it from many threads.
+pub struct WorkerPool {
+    exe: PathBuf,
+    state: Mutex<State>,
+    /// Signalled when results are stored or the driver steps down.
+    changed: Condvar,
+    spawner: Spawner,
+    created: Instant,
+    /// Cores on this machine: whether a waiter may poll instead of sleeping.
+    cores: usize,
+}
+
+impl WorkerPool {
+    /// A pool using the worker binary at `exe`, with `ncpus` workers started.
+    pub fn new(exe: impl Into<PathBuf>, ncpus: usize) -> Result<WorkerPool, SpawnError> {
+        let pool = WorkerPool {
+            exe: exe.into(),
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                ncpus: 0,
+                queue: VecDeque::new(),
+                jobs: JobTable { first: 1, states: VecDeque::new() },
+                next_id: 1,
+                next_worker: 0,
+                job_seconds: None,
+                restarts: 0,
+                driving: false,
+                results_seen: 0,
+                last_reap: Instant::now(),
+                buf: vec![0; CONTROL_RING.payload],
+                done: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            spawner: Spawner::start()?,
+            created: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        pool.set_ncpus(ncpus)?;
+        Ok(pool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as consistent as
+        // any pass of `pump` does; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets how many workers take new jobs, starting processes as needed.
+    pub fn set_ncpus(&self, ncpus: usize) -> Result<(), SpawnError> {
+        let ncpus = ncpus.max(1);
+        let mut state = self.lock();
+        while state.workers.len() < ncpus {
+            let index = state.workers.len();
+            let worker = Worker::spawn(&self.spawner, &self.exe, index)?;
+            state.workers.push(worker);
+        }
+        state.ncpus = ncpus;
+        state.pump(&self.spawner, &self.exe);
+        Ok(())
+    }
+
+    pub fn ncpus(&self) -> usize {
+        self.lock().ncpus
+    }
+
+    /// Worker process ids, in worker order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.lock().workers.iter().map(Worker::pid).collect()
+    }
+
+    /// Workers restarted after they died.
+    pub fn restarts(&self) -> u64 {
+        self.lock().restarts
+    }
+
+    /// Queues a job; it starts as soon as one of the first `ncpus` workers
+    /// has room. Never blocks on the workers.
+    pub fn submit(&self, job: JobRequest) -> JobTicket {
+        let body = job.to_json();
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.jobs.push();
+        state.queue.push_back((id, body));
+        if state.pump(&self.spawner, &self.exe) {
+            self.changed.notify_all();
+        }
+        JobTicket(id)
+    }
+
+    /// The job's outcome if it is done (it is then collected), else `None`.
+    /// Never blocks on the workers.
+    pub fn try_result(&self, ticket: JobTicket) -> Option<Result<Value, JobError>> {
+        let mut state = self.lock();
+        if state.pump(&self.spawner, &self.exe) {
+            self.changed.notify_all();
+        }
+        match Self::take(&mut state, ticket) {
+            Ok(outcome) => outcome,
+            Err(unknown) => Some(Err(unknown)),
+        }
+    }
+
+    /// Takes a finished job's result out of the state: Ok(None) while it
+    /// is pending, Err for a ticket never submitted or already collected.
+    fn take(state: &mut State, ticket: JobTicket) -> Result<Option<Result<Value, JobError>>, JobError> {
+        match state.jobs.get_mut(ticket.0) {
+            None | Some(JobState::Collected) => {
+                Err(JobError::new("UnknownJob", format!("job {} was never submitted or already collected", ticket.0)))
+            }
+            Some(JobState::Pending) => Ok(None),
+            Some(JobState::Done(_)) => Ok(state.jobs.collect(ticket.0)),
+        }
+    }
+
+    /// Waits for a job's outcome: its JSON value, or the error with file and
+    /// line. Any thread may wait for any job; each job's result is handed out
+    /// once (a second wait says `UnknownJob`).
+    pub fn wait(&self, ticket: JobTicket) -> Result<Value, JobError> {
+        let mut state = self.lock();
+        loop {
+            match Self::take(&mut state, ticket) {
+                Ok(Some(result)) => return result,
+                Err(e) => return Err(e),
+                Ok(None) => {}
+            }
+            if state.pump(&self.spawner, &self.exe) {
+                self.changed.notify_all();
+                // Let other threads in (to submit, or collect what came)
+                // before looking again.
+                drop(state);
+                state = self.lock();
+                continue;
+            }
+            if state.driving {
+                // Another waiter sleeps on the workers; it tells us when
+                // results come in (or when it stops driving).
+                let seen = state.results_seen;
+                state = self
+                    .changed
+                    .wait_while(state, |s| s.driving && s.results_seen == seen)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            // Drive: sleep on every worker's replies at once, without the lock.
+            state.driving = true;
+            if let Some(nap) = state.batch_nap() {
+                // Every busy worker has a queue: no result is worth a wake-up
+                // each (a syscall for the worker, a context switch here).
+                // Sleep on a timer and collect them in a batch, long before
+                // a worker's queue or its reply ring can run out.
+                drop(state);
+                std::thread::sleep(nap);
+                state = self.lock();
+                state.driving = false;
+                if state.last_reap.elapsed() >= POLL_SLICE {
+                    state.reap_dead(&self.spawner, &self.exe);
+                }
+                self.changed.notify_all();
+                continue;
+            }
+            let watches: Vec<RingWatch> = state.workers.iter().map(|w| w.watch.clone()).collect();
+            // Poll first if a core is free for it: most of a short job's
+            // round trip would otherwise go to falling asleep and waking.
+            let spin = state.in_flight() < self.cores;
+            drop(state);
+            let mut ready = false;
+            if spin {
+                let until = Instant::now() + SPIN;
+                while !ready && Instant::now() < until {
+                    ready = watches.iter().any(RingWatch::looks_ready);
+                    // Yield, not spin: the worker may need this core.
+                    std::thread::yield_now();
+                }
+            }
+            if !ready {
+                ready = sleep_until_any(&watches, Some(Instant::now() + POLL_SLICE));
+            }
+            drop(watches);
+            state = self.lock();
+            state.driving = false;
+            if !ready || state.last_reap.elapsed() >= POLL_SLICE {
+                state.reap_dead(&self.spawner, &self.exe);
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Submits all jobs and waits for all; results in submission order.
+    pub fn run_all(&self, jobs: impl IntoIterator<Item = JobRequest>) -> Vec<Result<Value, JobError>> {
+        let tickets: Vec<JobTicket> = jobs.into_iter().map(|job| self.submit(job)).collect();
+        tickets.into_iter().map(|t| self.wait(t)).collect()
+    }
+
     /// The statistics table: one row per worker process.
     pub fn stats(&self) -> JobStats {
-        let rows = self
+        let state = self.lock();
+        let rows = state
             .workers
             .iter()
             .map(|w| StatsRow {
@@ -405,12 +711,13 @@ impl WorkerPool {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        for worker in &mut self.workers {
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for worker in &mut state.workers {
             let bye = protocol::fragments(Kind::Shutdown, 0, &[], CONTROL_RING.payload);
             let _ = worker.requests.try_push(&bye[0]);
         }
         let deadline = Instant::now() + Duration::from_millis(500);
-        for worker in &mut self.workers {
+        for worker in &mut state.workers {
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = worker.child.try_wait() {
                     break;
@@ -418,6 +725,56 @@ impl Drop for WorkerPool {
                 std::thread::sleep(Duration::from_millis(2));
             }
             worker.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_pool_and_its_tickets_can_be_shared_between_threads() {
+        assert_send_sync::<WorkerPool>();
+        assert_send_sync::<JobTicket>();
+        assert_send_sync::<RingWatch>();
+    }
+
+    #[test]
+    fn the_job_table_finds_jobs_by_id_and_forgets_collected_ones() {
+        let mut table = JobTable { first: 1, states: VecDeque::new() };
+        for _ in 0..4 {
+            table.push();
+        }
+        for id in [3, 1] {
+            *table.get_mut(id).unwrap() = JobState::Done(Ok(Value::from(id)));
+        }
+        assert!(matches!(table.get_mut(2), Some(JobState::Pending)));
+        assert!(table.get_mut(0).is_none() && table.get_mut(5).is_none(), "never submitted");
+        assert_eq!(table.collect(3).unwrap().unwrap(), Value::from(3));
+        assert!(table.get_mut(3).is_none(), "collected once");
+        assert_eq!(table.collect(1).unwrap().unwrap(), Value::from(1));
+        assert_eq!((table.first, table.states.len()), (2, 3), "the collected front is dropped");
+        *table.get_mut(2).unwrap() = JobState::Done(Ok(Value::Null));
+        assert!(table.collect(2).is_some());
+        assert_eq!((table.first, table.states.len()), (4, 1), "and everything collected behind it");
+    }
+
+    #[test]
+    fn the_scripts_host_is_looked_for_in_the_workspace_target_folder() {
+        if std::env::var_os(SCRIPTS_HOST_ENV).is_some() {
+            return; // set by the environment: that file or an error, not ours to test
+        }
+        let target = match option_env!("CARGO_TARGET_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
+        };
+        match locate_scripts_host() {
+            Ok(path) => assert!(path.ends_with(SCRIPTS_HOST_BIN) && path.is_file(), "{}", path.display()),
+            // Not built: the message says where it was looked for, the workspace's target folder included.
+            Err(message) => assert!(message.contains(&target.display().to_string()), "{message}"),
         }
     }
 }

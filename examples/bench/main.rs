@@ -4,6 +4,7 @@
 //! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
 
 mod faults;
+mod jobs;
 mod latency;
 mod ring;
 mod scaling;
@@ -35,6 +36,9 @@ enum Command {
     /// Many tracks running the example scripts for a long time: misses, late
     /// results, restarts, memory at start and end.
     Soak(soak::SoakArgs),
+    /// Job mode at full speed: trivial jobs all at once and one at a time,
+    /// outboard vs multiprocessing.Pool vs Parallel Python.
+    Jobs(jobs::JobsArgs),
     /// (internal) the far end of `ring`'s round trips.
     #[command(hide = true)]
     RingPeer(ring::PeerArgs),
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Ring(args) => ring::run(args),
         Command::Faults(args) => faults::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Jobs(args) => jobs::run(args),
         Command::RingPeer(args) => ring::peer(args),
         Command::FaultsHost(args) => faults::host(args),
     };

@@ -129,7 +129,7 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
             }
             Engine::Workers => {
                 let exe = locate_scripts_host()?;
-                let mut pool = WorkerPool::new(exe, 1).map_err(|e| e.to_string())?;
+                let pool = WorkerPool::new(exe, 1).map_err(|e| e.to_string())?;
                 for &ncpus in &args.ncpus {
                     bar.set_message(format!("{} on {ncpus}", engine.name()));
                     // Starting processes is Parallel Python's set_ncpus too; not timed.

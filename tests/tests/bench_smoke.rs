@@ -1,5 +1,5 @@
-//! `outboard-bench latency` and `ring` end to end on a tiny run: they work and
-//! write the documented JSON (no timing is asserted).
+//! `outboard-bench latency`, `ring` and `jobs` end to end on a tiny run: they
+//! work and write the documented JSON (no timing is asserted).
 
 use std::process::Command;
 
@@ -52,4 +52,45 @@ fn ring_compares_with_rtrb_and_times_round_trips() {
     assert!(report["push_pop_ns"]["shm"].as_f64().unwrap() > 0.0);
     assert!(report["push_pop_ns"]["rtrb"].as_f64().unwrap() > 0.0);
     assert_eq!(report["round_trips"].as_array().unwrap().len(), 2, "sleeping and spinning peer");
+}
+
+#[test]
+fn jobs_compares_with_multiprocessing_and_writes_every_run() {
+    let _turn = outboard_tests::realtime::one_at_a_time();
+    let dir = ScriptDir::new("jobs");
+    let json = dir.path().join("jobs.json");
+    // Parallel Python is left out: installing it needs the network.
+    let out =
+        bench(&["jobs", "--jobs", "40,60", "--systems", "outboard,multiprocessing", "--json", json.to_str().unwrap()]);
+    assert!(out.contains("multiprocessing"), "{out}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let mut seen: Vec<(String, String, u64)> = runs
+        .iter()
+        .map(|r| {
+            (r["system"].as_str().unwrap().into(), r["mode"].as_str().unwrap().into(), r["jobs"].as_u64().unwrap())
+        })
+        .collect();
+    seen.sort();
+    let mut expected = Vec::new();
+    for system in ["multiprocessing", "outboard"] {
+        for mode in ["all-at-once", "one-at-a-time"] {
+            for jobs in [40, 60] {
+                expected.push((system.to_string(), mode.to_string(), jobs));
+            }
+        }
+    }
+    expected.sort();
+    assert_eq!(seen, expected);
+    for run in runs {
+        assert_eq!(run["workers"], 2, "{run}");
+        assert!(run["jobs_per_s"].as_f64().unwrap() > 0.0, "{run}");
+        if run["mode"] == "one-at-a-time" {
+            for p in ["p50", "p99"] {
+                assert!(run["roundtrip_us"][p].as_f64().unwrap() > 0.0, "{run}");
+            }
+        } else {
+            assert!(run["roundtrip_us"].is_null(), "{run}");
+        }
+    }
 }

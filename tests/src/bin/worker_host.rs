@@ -45,7 +45,7 @@ fn main() {
             (supervisor.worker_pids(), Box::new((supervisor, tracks)))
         }
         "jobs" => {
-            let mut pool = WorkerPool::new(exe, n).expect("start the pool");
+            let pool = WorkerPool::new(exe, n).expect("start the pool");
             // One each: the pool hands a job to the least busy worker.
             for _ in 0..n {
                 pool.submit(JobRequest::new(&script, "hang", vec![]));
