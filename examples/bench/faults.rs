@@ -85,6 +85,10 @@ pub struct FaultsArgs {
     /// Copy the workers' log to stderr as it comes.
     #[arg(long)]
     verbose: bool,
+    /// Run without the supervisor's warm spare worker (a crashed or hung
+    /// worker is then replaced by a cold start): the baseline for the spare.
+    #[arg(long)]
+    no_spare: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -326,6 +330,7 @@ struct Settings {
     memory_limit: u64,
     scripts: PathBuf,
     verbose: bool,
+    spare: bool,
 }
 
 pub fn run(args: FaultsArgs) -> Result<(), String> {
@@ -353,6 +358,7 @@ pub fn run(args: FaultsArgs) -> Result<(), String> {
         memory_limit: args.memory_limit_mib << 20,
         scripts,
         verbose: args.verbose,
+        spare: !args.no_spare,
     };
     let chosen: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|n| n == s.name)).collect();
@@ -672,6 +678,7 @@ impl Rig {
         config.max_workers = settings.tracks;
         config.memory_limit = Some(settings.memory_limit);
         config.echo_log = settings.verbose;
+        config.spare_worker = settings.spare;
         let side_supervisor = side_exe.map(|exe| Supervisor::start(SupervisorConfig { exe, ..config.clone() }));
         let supervisor = Supervisor::start(config);
         let (mut stats, mut probes, mut tracks, mut ports) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -1152,6 +1159,7 @@ pub fn host(args: HostArgs) -> Result<(), String> {
         memory_limit: 2 << 30,
         scripts: PathBuf::new(),
         verbose: false,
+        spare: true,
     };
     // Not at realtime priority: its audio is not what is measured, and its
     // threads must not compete with the measured graph's.
