@@ -30,6 +30,13 @@ const WAKE_EARLY: Duration = Duration::from_micros(150);
 /// How long the worker keeps beating while its interpreter starts (see
 /// `beating_while`): far beyond any healthy start, so a wedged one is still caught.
 const STARTUP_BEAT_LIMIT: Duration = Duration::from_secs(30);
+/// How long the worker keeps beating while it loads a script (its imports
+/// and `setup`): importing scipy alone took 0.7-1.1 s here on a quiet
+/// machine and over a second under load, past the supervisor's heartbeat
+/// timeout, so the worker was killed as hung and restarted, again and
+/// again. Beyond this limit a load is taken for a hang (a `setup` that never
+/// returns) and the heartbeat timeout catches it.
+const SCRIPT_LOAD_BEAT_LIMIT: Duration = Duration::from_secs(20);
 /// How many of a track's blocks that are already too late to be played a
 /// worker that fell behind still runs through the script, beyond the L
 /// blocks that are still on time (which it always runs): when more than
@@ -331,10 +338,14 @@ impl Worker {
                     if self.realtime.is_none() {
                         let index = self.index;
                         let env = self.python_env.as_deref();
-                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index), env))?);
+                        self.realtime = Some(beating_while(heartbeat, STARTUP_BEAT_LIMIT, || {
+                            RealtimeRuntime::new(Some(index), env)
+                        })?);
                     }
                     // Runs the script's setup: the answer below means it is ready.
-                    let ok = self.realtime.as_ref().expect("started").load_with_values(&spec, &spec.values);
+                    let rt = self.realtime.as_ref().expect("started");
+                    let ok =
+                        beating_while(heartbeat, SCRIPT_LOAD_BEAT_LIMIT, || rt.load_with_values(&spec, &spec.values));
                     let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
                     // Blocks already waiting are the same track's: the new
                     // script (or, if it did not load, the one it replaces) runs them.
@@ -356,7 +367,9 @@ impl Worker {
                     // A spare: everything a script needs started, no script.
                     if self.realtime.is_none() {
                         let (index, env) = (self.index, self.python_env.as_deref());
-                        self.realtime = Some(beating_while(heartbeat, || RealtimeRuntime::new(Some(index), env))?);
+                        self.realtime = Some(beating_while(heartbeat, STARTUP_BEAT_LIMIT, || {
+                            RealtimeRuntime::new(Some(index), env)
+                        })?);
                     }
                     let body = serde_json::json!({"warm": true}).to_string();
                     send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
@@ -569,18 +582,19 @@ fn well_formed(h: &BlockHeader, len: usize, spec: &ScriptSpec) -> bool {
 }
 
 /// Runs `work` while a helper thread beats the heartbeat, for at most
-/// `STARTUP_BEAT_LIMIT`. Only for starting the interpreter (CPython, numpy and
-/// the runtime: this program's own code): alone that takes a fifth of a
-/// second, but with several workers starting at once on a busy machine it
-/// took over a second, the supervisor's heartbeat timeout, and the worker was
-/// killed as hung, restarted, killed again. A script's own code (its import,
-/// its setup) never runs under this: a hang there is a hang.
-fn beating_while<T>(heartbeat: &AtomicU64, work: impl FnOnce() -> T) -> T {
+/// `limit`. For starting the interpreter (CPython, numpy and the runtime:
+/// alone that takes a fifth of a second, but with several workers starting
+/// at once on a busy machine it took over a second, the supervisor's
+/// heartbeat timeout, and the worker was killed as hung, restarted, killed
+/// again) and for a script's first load (its imports and setup, see
+/// `SCRIPT_LOAD_BEAT_LIMIT`). A script's blocks and its reloads never run
+/// under this: a hang there is caught at the heartbeat timeout.
+fn beating_while<T>(heartbeat: &AtomicU64, limit: Duration, work: impl FnOnce() -> T) -> T {
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let beater = scope.spawn(|| {
             let began = Instant::now();
-            while !done.load(Ordering::Acquire) && began.elapsed() < STARTUP_BEAT_LIMIT {
+            while !done.load(Ordering::Acquire) && began.elapsed() < limit {
                 heartbeat.fetch_add(1, Ordering::Relaxed);
                 std::thread::park_timeout(Duration::from_millis(50));
             }
