@@ -102,14 +102,10 @@ fn a_followed_file_edited_while_playing_is_heard() {
         .collect();
     let near = |g: f32, target: f32| (g - target).abs() < 1e-4;
     let first_new = gains.iter().position(|&g| near(g, 0.125)).unwrap_or_else(|| panic!("edit never heard: {stderr}"));
-    assert!(
-        gains[..first_new].iter().filter(|&&g| near(g, 0.5)).count() > gains[..first_new].len() / 2,
-        "old gain first"
-    );
-    assert!(
-        gains[first_new..].iter().filter(|&&g| near(g, 0.125)).count() > (gains.len() - first_new) * 9 / 10,
-        "new gain after"
-    );
+    // The old version until the edit is heard, the new one after: never
+    // the old one again (dry blocks, late on a busy machine, are neither).
+    assert!(gains[..first_new].iter().any(|&g| near(g, 0.5)), "old gain first");
+    assert!(!gains[first_new..].iter().any(|&g| near(g, 0.5)), "new gain after");
     assert!(stderr.contains("reloaded"), "the reload is on the log:\n{stderr}");
 }
 

@@ -166,14 +166,19 @@ fn an_edited_script_is_reloaded_and_a_broken_edit_keeps_the_old_one() {
         share(300..600, 1.0),
         &gains[300..310]
     );
-    assert!(share(300..600, 2.0) > 0.9, "before the edit: the first version");
+    // Which version played where (dry blocks, late on a busy machine, are
+    // neither: how many come late is a bench figure).
     let hits = |range: std::ops::Range<usize>, gain: f32| {
         gains[range].iter().filter(|g| g.is_some_and(|g| (g - gain).abs() < 1e-5)).count()
     };
     assert_eq!(hits(600..2400, 2.0) + hits(600..2400, 3.0) + hits(600..2400, 1.0), 1800, "only wet or dry");
-    assert!(share(1350..1400, 3.0) > 0.9, "the edit took effect within a second (750 blocks)");
-    assert!(share(1500..2400, 3.0) > 0.9, "the broken edit left the running version alone");
-    assert_eq!(share(0..2400, 5.0), 0.0, "the broken version never ran");
+    assert!(hits(300..600, 2.0) > 0 && hits(300..600, 3.0) == 0, "before the edit: the first version");
+    assert!(
+        hits(1350..1400, 3.0) > 0 && hits(1350..1400, 2.0) == 0,
+        "the edit took effect within a second (750 blocks)"
+    );
+    assert!(hits(1500..2400, 3.0) > 0 && hits(1500..2400, 2.0) == 0, "the broken edit left the running version alone");
+    assert_eq!(hits(0..2400, 5.0), 0, "the broken version never ran");
     let log = sup.log_lines().join("\n");
     assert!(log.contains("reloaded"), "{log}");
     assert!(
