@@ -634,7 +634,10 @@ impl Watcher {
         entry.ready_since = None;
         entry.port.stats.script_ready.store(false, Ordering::Release);
         Self::connect(&mut self.workers[worker], &mut entry);
+        let (id, pid) = (entry.port.config.id, self.workers[worker].child.id());
+        let text = format!("outboard: {} runs in worker {worker} (pid {pid})", entry.port.config.name);
         self.tracks.push(entry);
+        self.emit(LogRecord { level: LogLevel::Info, tracks: vec![id], text });
     }
 
     /// Takes a track off its worker's slot (retired until that worker
