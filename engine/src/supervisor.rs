@@ -11,6 +11,14 @@
 //! this: until the new link arrives it plays dry and counts late results.
 //! A worker that keeps dying is restarted with exponential back-off.
 //!
+//! While any track is scripted, one spare worker stands by, started and idle
+//! (interpreter, numpy, no script): a failed worker is replaced by it at once
+//! (tens of milliseconds instead of an interpreter's cold start), and a new
+//! spare is started in the background. Workers run one Python environment
+//! each ([`crate::python_env`]); tracks share workers only within one.
+//! Everything workers say reaches the log listener attributed to the tracks
+//! it concerns ([`crate::script_log`]).
+//!
 //! A fresh region per incarnation, rather than resetting positions in the old
 //! one, means nothing a dying (possibly hostile) worker left in shared memory
 //! can reach its successor, and no position is ever written by two parties.
