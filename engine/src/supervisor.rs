@@ -784,10 +784,11 @@ impl Watcher {
                 if niced { format!("they run at nice {RAISED_NICE}") } else { "they run at normal priority".into() };
             let text =
                 format!("outboard: warning: cannot give script workers realtime priority ({fifo_error}); {fallback}");
-            self.shared.keep(&text, true);
-            if let Some(listener) = &self.config.on_log {
-                (listener.0)(&LogRecord { level: LogLevel::Warning, tracks: Vec::new(), text });
+            // Said on this process's stderr even when the log is not echoed.
+            if !self.config.echo_log {
+                eprintln!("{text}");
             }
+            self.emit(LogRecord { level: LogLevel::Warning, tracks: Vec::new(), text });
         }
     }
 

@@ -409,14 +409,8 @@ impl OutboardMainThread<'_> {
                 self.say(LogLevel::Warning, &note);
             }
             *running = now;
-        } else if !script.path.is_empty() && script.followed_file().is_none() {
-            self.say(
-                LogLevel::Warning,
-                &format!(
-                    "outboard: the script's file {} is not on this machine; the copy saved with the project will run",
-                    script.path
-                ),
-            );
+        } else if let Some(note) = script.missing_file_note() {
+            self.say(LogLevel::Warning, &note);
         }
         for &(id, value) in &state.params {
             self.shared.values.set(id, value);

@@ -173,6 +173,17 @@ impl ScriptSource {
         (!self.path.is_empty() && path.is_file()).then_some(path)
     }
 
+    /// What the log says when the state names a file that is not here (the
+    /// saved copy runs instead); `None` if it is here or none is named.
+    pub fn missing_file_note(&self) -> Option<String> {
+        (!self.path.is_empty() && self.followed_file().is_none()).then(|| {
+            format!(
+                "outboard: the script's file {} is not on this machine; running the copy saved with the project",
+                self.path
+            )
+        })
+    }
+
     /// The followed file's current text, if it can be read and is not too
     /// long to be a script.
     pub fn read_followed(&self) -> Option<String> {
@@ -252,13 +263,7 @@ fn file_to_run(service: &mut Service, track: u32, script: &ScriptSource) -> Resu
     let dir = service.script_dir.as_deref().expect("made above");
     let copy = script_file(dir, track, &script.name);
     write_script(&copy, &script.source).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
-    let note = (!script.path.is_empty()).then(|| {
-        format!(
-            "outboard: the script's file {} is not on this machine; running the copy saved with the project",
-            script.path
-        )
-    });
-    Ok((copy, note))
+    Ok((copy, script.missing_file_note()))
 }
 
 /// What a track's worker runs.
