@@ -604,6 +604,7 @@ impl Watcher {
             let w = &self.workers[i];
             !w.hog && w.slots.contains(&Slot::Free) && !w.slots.iter().any(|s| matches!(s, Slot::Track(_)))
         });
+        let mut started = false;
         let shared: Vec<usize> = (0..self.workers.len())
             .filter(|&i| same_env(&self.workers[i]) && self.workers[i].slots.contains(&Slot::Free))
             .collect();
@@ -620,6 +621,7 @@ impl Watcher {
                 Ok(worker) => {
                     self.workers.push(worker);
                     self.publish_pids();
+                    started = true;
                     self.workers.len() - 1
                 }
                 Err(e) => {
@@ -643,9 +645,13 @@ impl Watcher {
         entry.port.stats.script_ready.store(false, Ordering::Release);
         Self::connect(&mut self.workers[worker], &mut entry);
         let (id, pid) = (entry.port.config.id, self.workers[worker].child.id());
-        let text = format!("outboard: {} runs in worker {worker} (pid {pid})", entry.port.config.name);
+        let text = format!("outboard: started worker {worker} (pid {pid}) for {}", entry.port.config.name);
         self.tracks.push(entry);
-        self.emit(LogRecord { level: LogLevel::Info, tracks: vec![id], text });
+        // A worker's start is news; a track joining a running one is not
+        // (a host that reactivates on every call would repeat it forever).
+        if started {
+            self.emit(LogRecord { level: LogLevel::Info, tracks: vec![id], text });
+        }
     }
 
     /// Takes a track off its worker's slot (retired until that worker
