@@ -76,9 +76,11 @@ fn problems(s: &Value) -> Vec<String> {
         "other tracks got errors or bad audio",
     );
     let (wet, dry) = (others["wet_periods"].as_f64().unwrap_or(0.0), others["dry_periods"].as_f64().unwrap_or(0.0));
-    // A fault that reached them would leave them dry for its whole length;
-    // a busy machine costs a block here and there.
-    check(wet > 0.0 && dry < 0.1 * (wet + dry), "other tracks played dry for a large share of periods");
+    // A fault that reached them would leave them dry for its whole length
+    // (a persistent fault is held a third of the scenario); a loaded machine
+    // costs late blocks here and there (12 % of them in one run beside
+    // stress-ng, with 207 of the graph's own deadlines missed).
+    check(wet > 0.0 && dry < 0.25 * (wet + dry), "other tracks played dry for a large share of periods");
     check(s["master_bad_samples"] == 0 && s["faulty"]["bad_samples"] == 0, "bad samples reached the output");
     wrong
 }
