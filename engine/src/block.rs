@@ -16,8 +16,12 @@
 //! | 40..48 | sent_ns | CLOCK_MONOTONIC when the host pushed the block |
 //! | 48..56 | done_ns | CLOCK_MONOTONIC when the script pushed its reply |
 //!
-//! then a body: for `Process`, `count` parameter values (f32) and the samples;
-//! for `Result`, the samples; for `Events`, `count` [`Event`]s of 24 bytes.
+//! then a body: for `Process`, the block context ([`CONTEXT_BYTES`]: the
+//! host's [`Transport`] and the number of events), `count` parameter values
+//! (f32), the block's [`Event`]s (host notes, MIDI, parameter changes) and
+//! the samples, as [`ProcessLayout`] places them; for `Result`, the samples;
+//! for `Events`, `count` [`Event`]s of [`EVENT_BYTES`] bytes (the script's
+//! notes, MIDI and parameter moves).
 //! Samples are f32, planar (channel 0's frames, then channel 1's).
 //!
 //! [`BlockHeader::decode_reply`] checks every field against what the reader expects
@@ -26,9 +30,10 @@
 /// Bytes of the header.
 pub const HEADER_BYTES: usize = 56;
 /// Bytes of one encoded event.
-pub const EVENT_BYTES: usize = 24;
-/// Parameters a block carries to its script.
-pub const MAX_PARAMS: usize = 8;
+pub const EVENT_BYTES: usize = 32;
+/// Parameter values a block carries to its script: index 0 is the track's
+/// wet level, the plugin's declared parameters are 1..=32.
+pub const MAX_PARAMS: usize = 40;
 /// Loudest sample a result may carry: ±1000, +60 dBFS, far beyond any mix's
 /// headroom. A script that returns more (1e30, say) returns no audio anyone
 /// meant to hear, and a few such tracks summed overflow the mix to Inf.
@@ -195,16 +200,229 @@ pub fn read_samples(msg: &[u8], offset: usize, out: &mut [f32]) {
     }
 }
 
-/// What an event does.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum EventAction {
-    /// Start a note on the track's voice.
-    Note { pitch: f32, velocity: f32, duration: f32 },
-    /// Set parameter `index` to `value`.
-    SetParam { index: u32, value: f32 },
+/// Bytes of the block context that follows a `Process` header.
+pub const CONTEXT_BYTES: usize = 64;
+/// Events one block carries to its script (host notes, MIDI and parameter
+/// changes inside the block); past this many a block's further events are
+/// dropped and counted.
+pub const MAX_BLOCK_EVENTS: usize = 128;
+
+/// Where the parts of a `Process` message with `params` parameter values
+/// and `events` events start, and its length: the one place the layout is
+/// computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessLayout {
+    pub context: usize,
+    pub params: usize,
+    pub events: usize,
+    pub samples: usize,
+    pub len: usize,
 }
 
-/// A timestamped event from a script's `tick`.
+impl ProcessLayout {
+    pub const fn new(params: usize, events: usize, samples: usize) -> ProcessLayout {
+        let context = HEADER_BYTES;
+        let p = context + CONTEXT_BYTES;
+        let e = p + params * 4;
+        let s = e + events * EVENT_BYTES;
+        ProcessLayout { context, params: p, events: e, samples: s, len: s + samples * 4 }
+    }
+
+    /// The largest `Process` message for blocks of `samples` samples.
+    pub const fn max_len(samples: usize) -> usize {
+        ProcessLayout::new(MAX_PARAMS, MAX_BLOCK_EVENTS, samples).len
+    }
+}
+
+/// The host's transport at a block's first sample, as the script sees it
+/// (`ctx.transport`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transport {
+    /// [`Transport::FROM_HOST`], [`Transport::MALFORMED`], ...
+    pub flags: u32,
+    /// Beats (quarter notes) per minute.
+    pub tempo: f64,
+    /// Song position in beats, and in seconds.
+    pub beats: f64,
+    pub seconds: f64,
+    /// The current bar's start, in beats, and its number (0 for the first).
+    pub bar_start: f64,
+    pub bar_number: i32,
+    pub loop_start: f64,
+    pub loop_end: f64,
+    pub numerator: u16,
+    pub denominator: u16,
+}
+
+impl Default for Transport {
+    /// No host transport: 120 BPM, 4/4, playing, at the start.
+    fn default() -> Transport {
+        Transport {
+            flags: Transport::PLAYING,
+            tempo: 120.0,
+            beats: 0.0,
+            seconds: 0.0,
+            bar_start: 0.0,
+            bar_number: 0,
+            loop_start: 0.0,
+            loop_end: 0.0,
+            numerator: 4,
+            denominator: 4,
+        }
+    }
+}
+
+impl Transport {
+    /// The host sent this transport (else these are the defaults).
+    pub const FROM_HOST: u32 = 1;
+    /// The host sent one with impossible values; defaults stand in for them.
+    pub const MALFORMED: u32 = 2;
+    pub const PLAYING: u32 = 4;
+    pub const RECORDING: u32 = 8;
+    pub const LOOPING: u32 = 16;
+    /// The host's transport has a beats timeline (else beats are counted
+    /// from the seconds, or from the track's start).
+    pub const HAS_BEATS: u32 = 32;
+    /// The host's transport has a seconds timeline.
+    pub const HAS_SECONDS: u32 = 64;
+    const KNOWN: u32 = 127;
+
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// This transport with every impossible value replaced by its default
+    /// (and [`Transport::MALFORMED`] set if any was): a tempo that is not a
+    /// positive number below 10 000 BPM, a time signature that is not n/2^k
+    /// with n and 2^k in 1..=64, positions that are not finite. Realtime-safe.
+    pub fn sanitized(mut self) -> Transport {
+        let d = Transport::default();
+        let mut bad = self.flags & !Transport::KNOWN != 0;
+        self.flags &= Transport::KNOWN;
+        if !(self.tempo.is_finite() && self.tempo > 0.0 && self.tempo < 10_000.0) {
+            self.tempo = d.tempo;
+            bad = true;
+        }
+        if !((1..=64).contains(&self.numerator)
+            && (1..=64).contains(&self.denominator)
+            && self.denominator.is_power_of_two())
+        {
+            (self.numerator, self.denominator) = (d.numerator, d.denominator);
+            bad = true;
+        }
+        for v in [&mut self.beats, &mut self.seconds, &mut self.bar_start, &mut self.loop_start, &mut self.loop_end] {
+            if !(v.is_finite() && v.abs() < 1e12) {
+                *v = 0.0;
+                bad = true;
+            }
+        }
+        if self.loop_end < self.loop_start {
+            self.flags &= !Transport::LOOPING;
+            bad = true;
+        }
+        if bad {
+            self.flags |= Transport::MALFORMED;
+        }
+        self
+    }
+
+    /// The same transport `frames` later at `rate` (positions advance only
+    /// while playing; the bar follows the beats).
+    pub fn advanced(&self, frames: u64, rate: f64) -> Transport {
+        let mut t = *self;
+        if !t.has(Transport::PLAYING) || frames == 0 {
+            return t;
+        }
+        let seconds = frames as f64 / rate;
+        t.seconds += seconds;
+        t.beats += seconds * t.tempo / 60.0;
+        let bar = f64::from(t.numerator) * 4.0 / f64::from(t.denominator);
+        if bar > 0.0 && t.beats >= t.bar_start + bar {
+            let bars = ((t.beats - t.bar_start) / bar).floor();
+            t.bar_start += bars * bar;
+            t.bar_number = t.bar_number.saturating_add(bars as i32);
+        }
+        t
+    }
+
+    /// Writes the transport and the block's event count (the block context).
+    pub fn encode(&self, events: u32, out: &mut [u8; CONTEXT_BYTES]) {
+        out[0..4].copy_from_slice(&self.flags.to_le_bytes());
+        out[4..8].copy_from_slice(&self.bar_number.to_le_bytes());
+        out[8..10].copy_from_slice(&self.numerator.to_le_bytes());
+        out[10..12].copy_from_slice(&self.denominator.to_le_bytes());
+        out[12..16].copy_from_slice(&events.to_le_bytes());
+        for (i, v) in
+            [self.tempo, self.beats, self.seconds, self.bar_start, self.loop_start, self.loop_end].iter().enumerate()
+        {
+            out[16 + i * 8..24 + i * 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Reads a block context: the transport (sanitised: the other side may
+    /// write anything) and the event count, unchecked.
+    pub fn decode(bytes: &[u8; CONTEXT_BYTES]) -> (Transport, u32) {
+        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let f64_at = |i: usize| f64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let t = Transport {
+            flags: u32_at(0),
+            bar_number: u32_at(4) as i32,
+            numerator: u16_at(8),
+            denominator: u16_at(10),
+            tempo: f64_at(16),
+            beats: f64_at(24),
+            seconds: f64_at(32),
+            bar_start: f64_at(40),
+            loop_start: f64_at(48),
+            loop_end: f64_at(56),
+        };
+        (t.sanitized(), u32_at(12))
+    }
+}
+
+/// What an event does. The same events travel both ways: the host's notes,
+/// MIDI and parameter changes to the script with its block, and the
+/// script's notes, MIDI and parameter moves back to the host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EventAction {
+    /// A note starts (velocity 0..=1; `note_id` -1 when there is none).
+    NoteOn {
+        channel: u8,
+        key: u8,
+        velocity: f32,
+        note_id: i32,
+    },
+    NoteOff {
+        channel: u8,
+        key: u8,
+        velocity: f32,
+        note_id: i32,
+    },
+    /// A note is cut at once.
+    NoteChoke {
+        channel: u8,
+        key: u8,
+        note_id: i32,
+    },
+    /// A MIDI 1.0 channel message of `len` (1..=3) bytes.
+    Midi {
+        data: [u8; 3],
+        len: u8,
+    },
+    /// Host → script: parameter `index` takes `value` from this sample on.
+    ParamChange {
+        index: u32,
+        value: f32,
+    },
+    /// Script → host: the script moves parameter `index` to `value`.
+    SetParam {
+        index: u32,
+        value: f32,
+    },
+}
+
+/// A timestamped event.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Event {
     /// Sample on the track's timeline (the input side) where it takes effect.
@@ -212,39 +430,74 @@ pub struct Event {
     pub action: EventAction,
 }
 
+/// The bytes a MIDI 1.0 channel message with this status byte has, or 0 if
+/// it is not the status byte of a channel message.
+pub fn midi_message_len(status: u8) -> u8 {
+    match status {
+        0x80..=0xBF | 0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 0,
+    }
+}
+
 impl Event {
+    /// Encodes into [`EVENT_BYTES`] bytes: time u64, kind u8, channel u8,
+    /// key u8, MIDI length u8, note id i32, value f32, index u32, MIDI
+    /// bytes, then zeros.
     pub fn encode(&self, out: &mut [u8]) {
-        out[0..8].copy_from_slice(&self.time.to_le_bytes());
-        let (kind, a, b, c) = match self.action {
-            EventAction::Note { pitch, velocity, duration } => (1u32, pitch.to_bits(), velocity, duration),
-            EventAction::SetParam { index, value } => (2u32, index, value, 0.0),
+        let (kind, channel, key, len, note_id, value, index, data) = match self.action {
+            EventAction::NoteOn { channel, key, velocity, note_id } => {
+                (1u8, channel, key, 0, note_id, velocity, 0, [0; 3])
+            }
+            EventAction::NoteOff { channel, key, velocity, note_id } => {
+                (2, channel, key, 0, note_id, velocity, 0, [0; 3])
+            }
+            EventAction::NoteChoke { channel, key, note_id } => (3, channel, key, 0, note_id, 0.0, 0, [0; 3]),
+            EventAction::Midi { data, len } => (4, 0, 0, len, -1, 0.0, 0, data),
+            EventAction::ParamChange { index, value } => (5, 0, 0, 0, -1, value, index, [0; 3]),
+            EventAction::SetParam { index, value } => (6, 0, 0, 0, -1, value, index, [0; 3]),
         };
-        out[8..12].copy_from_slice(&kind.to_le_bytes());
-        out[12..16].copy_from_slice(&a.to_le_bytes());
-        out[16..20].copy_from_slice(&b.to_le_bytes());
-        out[20..24].copy_from_slice(&c.to_le_bytes());
+        out[0..8].copy_from_slice(&self.time.to_le_bytes());
+        out[8..12].copy_from_slice(&[kind, channel, key, len]);
+        out[12..16].copy_from_slice(&note_id.to_le_bytes());
+        out[16..20].copy_from_slice(&value.to_le_bytes());
+        out[20..24].copy_from_slice(&index.to_le_bytes());
+        out[24..27].copy_from_slice(&data);
+        out[27..EVENT_BYTES].fill(0);
     }
 
-    /// Decodes an event; `None` for fewer than [`EVENT_BYTES`] bytes, an unknown
-    /// kind, a parameter index out of range or a non-finite number (a script's
-    /// bad event is dropped, not played).
+    /// Decodes an event; `None` for fewer than [`EVENT_BYTES`] bytes, an
+    /// unknown kind, a channel, key or parameter index out of range, a
+    /// MIDI message that is not one whole channel message, or a value that
+    /// is not a number (a bad event is dropped, not played). Velocities are
+    /// clamped to 0..=1.
     pub fn decode(bytes: &[u8]) -> Option<Event> {
         let bytes: &[u8; EVENT_BYTES] = bytes.get(..EVENT_BYTES)?.try_into().ok()?;
         let word = |i: usize| [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
         let time = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
-        let kind = u32::from_le_bytes(word(8));
-        let a = u32::from_le_bytes(word(12));
-        let b = f32::from_le_bytes(word(16));
-        let c = f32::from_le_bytes(word(20));
+        let [kind, channel, key, len] = word(8);
+        let note_id = i32::from_le_bytes(word(12));
+        let value = f32::from_le_bytes(word(16));
+        let index = u32::from_le_bytes(word(20));
+        let note = channel < 16 && key < 128 && note_id >= -1 && value.is_finite();
+        let velocity = value.clamp(0.0, 1.0);
         let action = match kind {
-            1 => {
-                let pitch = f32::from_bits(a);
-                if !(pitch.is_finite() && b.is_finite() && c.is_finite() && (0.0..=1000.0).contains(&c)) {
+            1 if note => EventAction::NoteOn { channel, key, velocity, note_id },
+            2 if note => EventAction::NoteOff { channel, key, velocity, note_id },
+            3 if note => EventAction::NoteChoke { channel, key, note_id },
+            4 => {
+                let data = [bytes[24], bytes[25], bytes[26]];
+                let whole =
+                    len > 0 && midi_message_len(data[0]) == len && data[1..len as usize].iter().all(|&b| b < 0x80);
+                if !whole {
                     return None;
                 }
-                EventAction::Note { pitch, velocity: b.clamp(0.0, 1.0), duration: c }
+                let mut data = data;
+                data[len as usize..].fill(0);
+                EventAction::Midi { data, len }
             }
-            2 if (a as usize) < MAX_PARAMS && b.is_finite() => EventAction::SetParam { index: a, value: b },
+            5 if (index as usize) < MAX_PARAMS && value.is_finite() => EventAction::ParamChange { index, value },
+            6 if (index as usize) < MAX_PARAMS && value.is_finite() => EventAction::SetParam { index, value },
             _ => return None,
         };
         Some(Event { time, action })
@@ -296,21 +549,83 @@ mod tests {
         read_samples(&msg, 8, &mut out);
         assert_eq!(out, [1.5, -2.0, 0.25]);
         for action in [
-            EventAction::Note { pitch: 60.5, velocity: 0.5, duration: 0.25 },
-            EventAction::SetParam { index: 7, value: -3.0 },
+            EventAction::NoteOn { channel: 3, key: 60, velocity: 0.5, note_id: 7 },
+            EventAction::NoteOff { channel: 0, key: 127, velocity: 0.0, note_id: -1 },
+            EventAction::NoteChoke { channel: 15, key: 0, note_id: 1 << 30 },
+            EventAction::Midi { data: [0xB0, 7, 100], len: 3 },
+            EventAction::Midi { data: [0xC1, 5, 0], len: 2 },
+            EventAction::ParamChange { index: 39, value: -3.0 },
+            EventAction::SetParam { index: 7, value: 0.25 },
         ] {
             let event = Event { time: 1 << 40, action };
             let mut bytes = [0u8; EVENT_BYTES];
             event.encode(&mut bytes);
             assert_eq!(Event::decode(&bytes), Some(event));
         }
-        let bad = Event { time: 0, action: EventAction::SetParam { index: 8, value: 1.0 } };
-        let mut bytes = [0u8; EVENT_BYTES];
-        bad.encode(&mut bytes);
-        assert_eq!(Event::decode(&bytes), None, "parameter index out of range");
-        let nan = Event { time: 0, action: EventAction::Note { pitch: f32::NAN, velocity: 1.0, duration: 1.0 } };
-        nan.encode(&mut bytes);
-        assert_eq!(Event::decode(&bytes), None);
+        let refused = [
+            EventAction::SetParam { index: MAX_PARAMS as u32, value: 1.0 },
+            EventAction::NoteOn { channel: 16, key: 60, velocity: 1.0, note_id: -1 },
+            EventAction::NoteOn { channel: 0, key: 128, velocity: 1.0, note_id: -1 },
+            EventAction::NoteOff { channel: 0, key: 1, velocity: f32::NAN, note_id: -1 },
+            EventAction::Midi { data: [0xF0, 1, 2], len: 3 },
+            EventAction::Midi { data: [0x90, 60, 0x80], len: 3 },
+            EventAction::Midi { data: [0x90, 60, 1], len: 2 },
+            EventAction::Midi { data: [0x40, 0, 0], len: 0 },
+        ];
+        for action in refused {
+            let mut bytes = [0u8; EVENT_BYTES];
+            Event { time: 0, action }.encode(&mut bytes);
+            assert_eq!(Event::decode(&bytes), None, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn transports_round_trip_and_impossible_values_are_replaced() {
+        let t = Transport {
+            flags: Transport::FROM_HOST | Transport::PLAYING | Transport::LOOPING,
+            tempo: 93.5,
+            beats: 17.25,
+            seconds: 11.07,
+            bar_start: 16.0,
+            bar_number: 4,
+            loop_start: 8.0,
+            loop_end: 24.0,
+            numerator: 7,
+            denominator: 8,
+        };
+        let mut bytes = [0u8; CONTEXT_BYTES];
+        t.encode(12, &mut bytes);
+        assert_eq!(Transport::decode(&bytes), (t, 12));
+        for bad in [
+            Transport { tempo: f64::NAN, ..t },
+            Transport { tempo: -1.0, ..t },
+            Transport { numerator: 0, ..t },
+            Transport { denominator: 6, ..t },
+            Transport { beats: f64::INFINITY, ..t },
+            Transport { loop_end: 1.0, ..t },
+            Transport { flags: 1 << 20, ..t },
+        ] {
+            let fixed = bad.sanitized();
+            assert!(fixed.has(Transport::MALFORMED), "{bad:?}");
+            assert!(fixed.tempo > 0.0 && fixed.beats.is_finite() && fixed.denominator.is_power_of_two());
+        }
+        assert!(!t.sanitized().has(Transport::MALFORMED));
+        // 4/4 at 120 BPM: one second is two beats; the bar moves at four.
+        let mut playing = Transport::default();
+        playing = playing.advanced(48_000 * 2 + 1, 48_000.0);
+        assert!((playing.beats - 4.0).abs() < 1e-3 && playing.bar_number == 1 && playing.bar_start == 4.0);
+        let stopped = Transport { flags: 0, ..Transport::default() };
+        assert_eq!(stopped.advanced(1000, 48_000.0), stopped);
+    }
+
+    #[test]
+    fn the_process_layout_is_contiguous() {
+        let l = ProcessLayout::new(3, 2, 128);
+        assert_eq!(l.context, HEADER_BYTES);
+        assert_eq!(l.params, HEADER_BYTES + CONTEXT_BYTES);
+        assert_eq!(l.events, l.params + 12);
+        assert_eq!(l.samples, l.events + 2 * EVENT_BYTES);
+        assert_eq!(l.len, l.samples + 512);
     }
 }
 
@@ -432,20 +747,22 @@ mod proptests {
         #[test]
         fn events_decode_to_playable_values_or_nothing(
             bytes in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..40),
+                prop::collection::vec(any::<u8>(), 0..48),
                 (
                     any::<u64>(),
-                    0..4u32,
-                    // A parameter index, or a pitch's bits.
-                    prop_oneof![0..10u32, any::<u32>(), proptest::num::f32::ANY.prop_map(f32::to_bits)],
+                    (0..8u8, 0..20u8, 0..140u8, 0..5u8),
+                    prop_oneof![-3..5i32, any::<i32>()],
                     proptest::num::f32::ANY,
-                    proptest::num::f32::ANY,
+                    prop_oneof![0..48u32, any::<u32>()],
+                    any::<[u8; 8]>(),
                 )
-                    .prop_map(|(time, kind, a, b, c)| {
+                    .prop_map(|(time, (kind, channel, key, len), note_id, value, index, tail)| {
                         let mut v = time.to_le_bytes().to_vec();
-                        for w in [kind, a, b.to_bits(), c.to_bits()] {
-                            v.extend_from_slice(&w.to_le_bytes());
-                        }
+                        v.extend_from_slice(&[kind, channel, key, len]);
+                        v.extend_from_slice(&note_id.to_le_bytes());
+                        v.extend_from_slice(&value.to_le_bytes());
+                        v.extend_from_slice(&index.to_le_bytes());
+                        v.extend_from_slice(&tail);
                         v
                     }),
             ]
@@ -453,11 +770,18 @@ mod proptests {
             let Some(event) = Event::decode(&bytes) else { return Ok(()) };
             prop_assert!(bytes.len() >= EVENT_BYTES);
             match event.action {
-                EventAction::Note { pitch, velocity, duration } => {
-                    prop_assert!(pitch.is_finite() && (0.0..=1.0).contains(&velocity));
-                    prop_assert!((0.0..=1000.0).contains(&duration));
+                EventAction::NoteOn { channel, key, velocity, note_id }
+                | EventAction::NoteOff { channel, key, velocity, note_id } => {
+                    prop_assert!(channel < 16 && key < 128 && note_id >= -1 && (0.0..=1.0).contains(&velocity));
                 }
-                EventAction::SetParam { index, value } => {
+                EventAction::NoteChoke { channel, key, note_id } => {
+                    prop_assert!(channel < 16 && key < 128 && note_id >= -1);
+                }
+                EventAction::Midi { data, len } => {
+                    prop_assert!(len == midi_message_len(data[0]) && len > 0);
+                    prop_assert!(data[1..].iter().all(|&b| b < 0x80));
+                }
+                EventAction::ParamChange { index, value } | EventAction::SetParam { index, value } => {
                     prop_assert!((index as usize) < MAX_PARAMS && value.is_finite());
                 }
             }

@@ -62,6 +62,8 @@ pub mod block;
 pub mod clock;
 #[cfg(not(loom))]
 pub mod compute;
+/// What a script declares (its parameters), as its worker reports it.
+pub mod declared;
 #[cfg(not(loom))]
 pub mod futex;
 #[cfg(not(loom))]

@@ -45,6 +45,11 @@ pub enum Kind {
     /// the Python environment) with no script, to stand by as a spare
     /// (empty body); answered with [`Kind::ScriptLoaded`].
     Warm = 7,
+    /// Worker → host: what a slot's script declares (body: JSON
+    /// `{"slot": n, "params": [...], "instrument": bool, "doc": str}`, read
+    /// by [`crate::declared::Declaration::from_json`]); sent after each load
+    /// and reload, before [`Kind::ScriptLoaded`] for a load.
+    ScriptDeclared = 8,
 }
 
 impl Kind {
@@ -57,6 +62,7 @@ impl Kind {
             5 => Some(Kind::UnloadScript),
             6 => Some(Kind::ScriptLoaded),
             7 => Some(Kind::Warm),
+            8 => Some(Kind::ScriptDeclared),
             _ => None,
         }
     }
@@ -165,6 +171,8 @@ pub struct ScriptSpec {
     pub params: Vec<String>,
     /// Their current values, by index, for `setup` to see (missing: 0).
     pub values: Vec<f32>,
+    /// The track is an instrument (`ctx.instrument`): no audio comes in.
+    pub instrument: bool,
 }
 
 impl ScriptSpec {
@@ -173,6 +181,7 @@ impl ScriptSpec {
             "slot": self.slot, "track": self.track, "name": self.name, "path": self.path,
             "channels": self.channels, "frames": self.frames, "rate": self.rate,
             "latency_blocks": self.latency_blocks, "params": self.params, "values": self.values,
+            "instrument": self.instrument,
         })
         .to_string()
         .into_bytes()
@@ -197,8 +206,12 @@ impl ScriptSpec {
                 .unwrap_or_default(),
             values: v["values"]
                 .as_array()
-                .map(|a| a.iter().take(crate::block::MAX_PARAMS).map(|x| x.as_f64().unwrap_or(0.0) as f32).collect())
+                // JSON has no NaN (a value not set yet): it comes as null, and stays NaN.
+                .map(|a| {
+                    a.iter().take(crate::block::MAX_PARAMS).map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32)).collect()
+                })
                 .unwrap_or_default(),
+            instrument: v["instrument"].as_bool().unwrap_or(false),
         })
     }
 }

@@ -75,6 +75,10 @@ pub struct SupervisorConfig {
     /// Hears every message (script errors, `ctx.log` lines, worker
     /// lifecycle) with the tracks it concerns, on the supervisor's thread.
     pub on_log: Option<LogListener>,
+    /// Hears which track's script declared (new) parameters, on the
+    /// supervisor's thread; the declaration is in the track's
+    /// `TrackPort::declared`.
+    pub on_declared: Option<crate::declared::DeclaredListener>,
     /// Keep a spare worker started and idle (interpreter, numpy, no
     /// script) while any track is scripted: a worker that crashes or hangs
     /// is replaced by it at once instead of by a cold start (about 150 ms
@@ -97,6 +101,7 @@ impl SupervisorConfig {
             memory_limit: Some(2 << 30),
             echo_log: true,
             on_log: None,
+            on_declared: None,
             spare_worker: true,
         }
     }
@@ -692,6 +697,7 @@ impl Watcher {
             latency_blocks: cfg.latency_blocks,
             params: entry.params.clone(),
             values: (0..entry.params.len()).map(|i| entry.port.params.get(i)).collect(),
+            instrument: cfg.instrument,
         };
         for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
             // The control ring is far larger than any script spec; a full ring
@@ -802,8 +808,10 @@ impl Watcher {
         *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.child.id()).collect();
     }
 
-    /// Reads what workers report on their control rings: scripts loaded.
+    /// Reads what workers report on their control rings: scripts loaded,
+    /// what they declare.
     fn read_replies(&mut self) {
+        let mut declared = Vec::new();
         let buf = &mut self.reply_buf;
         if let Some((spare, ready)) = &mut self.spare {
             while let Ok(len) = spare.replies.try_pop(buf) {
@@ -818,6 +826,10 @@ impl Watcher {
         for (index, worker) in self.workers.iter_mut().enumerate() {
             while let Ok(len) = worker.replies.try_pop(buf) {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
+                if message.kind == Kind::ScriptDeclared {
+                    declared.push((index, message.body));
+                    continue;
+                }
                 if message.kind != Kind::ScriptLoaded {
                     continue;
                 }
@@ -833,6 +845,48 @@ impl Watcher {
                     track.port.stats.script_ready.store(true, Ordering::Release);
                 }
             }
+        }
+        for (worker, body) in declared {
+            self.take_declaration(worker, &body);
+        }
+    }
+
+    /// A worker says what a slot's script declares: the track keeps it (and
+    /// the names, so a restarted worker places them on the same indices),
+    /// and whoever listens hears of it. A malformed one is refused.
+    fn take_declaration(&mut self, worker: usize, body: &[u8]) {
+        let slot = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["slot"].as_u64());
+        let parsed = crate::declared::Declaration::from_json(body);
+        let Some(entry) = self.tracks.iter_mut().find(|t| t.worker == worker && Some(t.slot as u64) == slot) else {
+            return;
+        };
+        let id = entry.port.config.id;
+        let declaration = match parsed {
+            Ok(declaration) => declaration,
+            Err(why) => {
+                let text =
+                    format!("outboard: the worker sent a malformed declaration for {}: {why}", entry.port.config.name);
+                entry.port.stats.faults.fetch_add(1, Ordering::Relaxed);
+                self.emit(LogRecord { level: LogLevel::Error, tracks: vec![id], text });
+                return;
+            }
+        };
+        if let Some(previous) = entry.port.declared.get() {
+            for p in &previous.params {
+                if entry.params.get(p.index) == Some(&p.name) {
+                    entry.params[p.index].clear();
+                }
+            }
+        }
+        for p in &declaration.params {
+            if entry.params.len() <= p.index {
+                entry.params.resize(p.index + 1, String::new());
+            }
+            entry.params[p.index].clone_from(&p.name);
+        }
+        entry.port.declared.set(declaration);
+        if let Some(listener) = &self.config.on_declared {
+            (listener.0)(id);
         }
     }
 

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::block::{
-    self, BlockHeader, BlockKind, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_PARAMS, ResultStatus,
+    self, BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS,
+    MAX_PARAMS, ProcessLayout, ResultStatus, Transport,
 };
 use crate::clock::monotonic_ns;
 use crate::compute::partial_sum;
@@ -41,6 +42,10 @@ use crate::voice::{Voice, Waveform};
 pub const MAX_PENDING_EVENTS: usize = 256;
 /// Events one reply may carry.
 pub const MAX_EVENTS_PER_REPLY: usize = 32;
+/// Host events a track holds for its coming blocks (see [`Track::push_event`]).
+pub const MAX_INBOX_EVENTS: usize = 1024;
+/// Events a track hands its caller per call (see [`Track::output_events`]).
+pub const MAX_OUTBOX_EVENTS: usize = 1024;
 /// Parameter 0 is the wet/dry mix every track has.
 pub const PARAM_MIX: usize = 0;
 
@@ -60,6 +65,13 @@ pub struct TrackConfig {
     /// Whether a script is meant to process this track (if not, the track is
     /// the native lower bound: dry, delayed by the same L blocks).
     pub scripted: bool,
+    /// The script's notes, MIDI and parameter moves go out to the caller
+    /// ([`Track::output_events`], a plugin's host) L blocks after their
+    /// time, like the audio. Without it (the demo), notes play the voice
+    /// and parameter moves set the track's own parameters.
+    pub events_out: bool,
+    /// An instrument's track: no audio comes in (the script fills silence).
+    pub instrument: bool,
 }
 
 impl TrackConfig {
@@ -73,6 +85,8 @@ impl TrackConfig {
             sample_rate: 48_000.0,
             voice: None,
             scripted: true,
+            events_out: false,
+            instrument: false,
         }
     }
 
@@ -88,10 +102,7 @@ impl TrackConfig {
 
     /// Shape of the ring that carries blocks to the script.
     pub fn to_script_ring(&self) -> RingShape {
-        RingShape {
-            capacity: self.latency_blocks + 6,
-            payload: HEADER_BYTES + MAX_PARAMS * 4 + self.block_samples() * 4,
-        }
+        RingShape { capacity: self.latency_blocks + 6, payload: ProcessLayout::max_len(self.block_samples()) }
     }
 
     /// Shape of the ring that carries results and events back.
@@ -130,6 +141,9 @@ pub struct TrackStats {
     /// Events applied, and events that came after their time (applied at once).
     pub events: AtomicU64,
     pub late_events: AtomicU64,
+    /// Events dropped for want of room: more host events than a block
+    /// carries, or more script events than the track holds or hands out.
+    pub dropped_events: AtomicU64,
     /// Set when the link to the worker faulted; the supervisor restarts it.
     pub link_faulted: AtomicBool,
     /// Generation of the link in use (0: none yet).
@@ -191,6 +205,8 @@ pub struct TrackPort {
     pub config: TrackConfig,
     pub stats: Arc<TrackStats>,
     pub params: Arc<TrackParams>,
+    /// What the track's script declares, once its worker has said.
+    pub declared: Arc<crate::declared::DeclaredCell>,
     links: rtrb::Producer<ScriptLink>,
     graveyard: rtrb::Consumer<ScriptLink>,
 }
@@ -247,8 +263,26 @@ pub struct Track {
     voice: Option<Voice>,
     /// One block of one channel, for rendering the voice.
     voice_scratch: Box<[f32]>,
+    /// Script events waiting for their time on the input side (the voice's
+    /// notes, parameter moves that set the track's own parameters).
     pending: Vec<Event>,
     param_overrides: [Option<f32>; MAX_PARAMS],
+    /// Host events for the coming blocks (times on the track's timeline).
+    inbox: Vec<Event>,
+    /// Script events waiting to go out, with their arrival order (times on
+    /// the input side: they leave at time + latency).
+    outgoing: Vec<(Event, u32)>,
+    arrivals: u32,
+    /// Events due in the current call: (frame in the call, arrival, action).
+    outbox: Vec<(u32, u32, EventAction)>,
+    /// Where the current call began on the track's timeline.
+    call_start: u64,
+    /// The host's transport at `call_start` (None: it sent none).
+    transport: Option<Transport>,
+    /// What the block being filled carries: parameters and transport as
+    /// they were at its first frame.
+    block_params: [f32; MAX_PARAMS],
+    block_transport: Transport,
     /// Offline rendering: how long to wait for each result (see `set_offline`).
     offline_wait_ns: Option<u64>,
     /// An offline wait timed out: stop waiting until a result is on time again.
@@ -292,11 +326,20 @@ impl Track {
             seq: 0,
             pending: Vec::with_capacity(MAX_PENDING_EVENTS),
             param_overrides: [None; MAX_PARAMS],
+            inbox: Vec::with_capacity(MAX_INBOX_EVENTS),
+            outgoing: Vec::with_capacity(MAX_PENDING_EVENTS),
+            arrivals: 0,
+            outbox: Vec::with_capacity(MAX_OUTBOX_EVENTS),
+            call_start: 0,
+            transport: None,
+            block_params: [0.0; MAX_PARAMS],
+            block_transport: Transport::default(),
             offline_wait_ns: None,
             offline_stalled: false,
             cfg: cfg.clone(),
         };
-        let port = TrackPort { config: cfg, stats, params, links: link_tx, graveyard: grave_rx };
+        let port =
+            TrackPort { config: cfg, stats, params, declared: Default::default(), links: link_tx, graveyard: grave_rx };
         (track, port)
     }
 
@@ -341,6 +384,75 @@ impl Track {
             if self.fill == b {
                 self.end_block();
                 self.fill = 0;
+            }
+        }
+        if self.cfg.events_out {
+            self.emit_due();
+        }
+    }
+
+    /// Where the track is on its timeline: frames taken in so far.
+    pub fn position(&self) -> u64 {
+        self.seq * self.cfg.block as u64 + self.fill as u64
+    }
+
+    /// Starts a host call (a plugin's `process`): events pushed from now on
+    /// are timed from here, [`Track::output_events`] lists what the calls
+    /// to [`Track::process`] until the next `begin_call` emit, and
+    /// `transport` (None: the host sent none) is what the blocks starting
+    /// in this call see, advanced to their first frame. Realtime-safe.
+    pub fn begin_call(&mut self, transport: Option<Transport>) {
+        self.call_start = self.position();
+        self.transport = transport.map(Transport::sanitized);
+        self.outbox.clear();
+    }
+
+    /// Queues a host event (a note, MIDI, a parameter change) `offset`
+    /// frames after the start of the current call (see
+    /// [`Track::begin_call`]); it travels to the script with the block it
+    /// falls in. Push in time order. False (and counted) when the track
+    /// holds [`MAX_INBOX_EVENTS`] already. Realtime-safe.
+    pub fn push_event(&mut self, offset: u32, action: EventAction) -> bool {
+        if self.inbox.len() == self.inbox.capacity() {
+            self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.inbox.push(Event { time: self.call_start + u64::from(offset), action });
+        true
+    }
+
+    /// The script's events due in this call, as (frame in the call, action),
+    /// in time order: each leaves at its time plus the track's latency,
+    /// like the audio it came with; one whose turn had passed when it
+    /// arrived leaves at the call's first frame (counted late).
+    /// Realtime-safe (sorts in place).
+    pub fn output_events(&mut self) -> impl Iterator<Item = (u32, EventAction)> + '_ {
+        self.outbox.sort_unstable_by_key(|&(frame, order, _)| (frame, order));
+        self.outbox.iter().map(|&(frame, _, action)| (frame, action))
+    }
+
+    /// Moves the outgoing events whose output time has come into the outbox.
+    fn emit_due(&mut self) {
+        let now = self.position();
+        let latency = self.cfg.latency_frames() as u64;
+        let mut i = 0;
+        while i < self.outgoing.len() {
+            let (event, order) = self.outgoing[i];
+            let due = event.time.saturating_add(latency);
+            if due >= now {
+                i += 1;
+                continue;
+            }
+            self.outgoing.swap_remove(i);
+            if due < self.call_start {
+                self.stats.late_events.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.outbox.len() < self.outbox.capacity() {
+                let frame = due.saturating_sub(self.call_start).min(u64::from(u32::MAX)) as u32;
+                self.outbox.push((frame, order, event.action));
+                self.stats.events.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -410,6 +522,9 @@ impl Track {
         self.in_flight.fill(0);
         self.first_wanted = self.seq;
         self.pending.clear();
+        self.inbox.clear();
+        self.outgoing.clear();
+        self.outbox.clear();
     }
 
     /// The first frame of output block k is due: take in what the script sent
@@ -418,6 +533,16 @@ impl Track {
         self.adopt_new_link();
         self.drain_replies();
         let k = self.seq;
+        // What input block k carries to the script: the parameters and the
+        // transport at its first frame (changes inside it go as events).
+        for i in 0..MAX_PARAMS {
+            self.block_params[i] = self.param(i);
+        }
+        let start = k * self.cfg.block as u64;
+        self.block_transport = match self.transport {
+            Some(host) => host.advanced(start.saturating_sub(self.call_start), self.cfg.sample_rate),
+            None => Transport::default().advanced(start, self.cfg.sample_rate),
+        };
         let l = self.cfg.latency_blocks as u64;
         let n = self.cfg.block_samples();
         if k < l {
@@ -482,6 +607,10 @@ impl Track {
         if self.cfg.scripted {
             self.push_block(k);
         }
+        // The block's host events are spent, sent or not (in place: no
+        // allocation).
+        let end = (k + 1) * b;
+        self.inbox.retain(|e| e.time >= end);
         let slot = (k % l) as usize;
         self.dry[slot * n..(slot + 1) * n].copy_from_slice(&self.input);
         self.seq += 1;
@@ -489,10 +618,18 @@ impl Track {
     }
 
     /// Writes block k straight into the next slot of the ring to the script
-    /// (no scratch message): header and parameters, then the samples.
+    /// (no scratch message): header, context, parameters, the block's host
+    /// events, then the samples.
     fn push_block(&mut self, k: u64) {
         self.wait_offline(|t| t.link.is_some());
         let n = self.cfg.block_samples();
+        let end = (k + 1) * self.cfg.block as u64;
+        let due = self.inbox.iter().filter(|e| e.time < end).count();
+        let carried = due.min(MAX_BLOCK_EVENTS);
+        if due > carried {
+            self.stats.dropped_events.fetch_add((due - carried) as u64, Ordering::Relaxed);
+        }
+        let layout = ProcessLayout::new(MAX_PARAMS, carried, n);
         let sent = monotonic_ns();
         let header = BlockHeader {
             kind: BlockKind::Process as u32,
@@ -506,19 +643,31 @@ impl Track {
             sent_ns: sent,
             done_ns: 0,
         };
-        let mut head = [0u8; HEADER_BYTES + MAX_PARAMS * 4];
+        let mut head = [0u8; HEADER_BYTES];
         header.encode(&mut head);
-        for i in 0..MAX_PARAMS {
-            let value = self.param(i);
-            head[HEADER_BYTES + i * 4..HEADER_BYTES + i * 4 + 4].copy_from_slice(&value.to_le_bytes());
-        }
-        let Some(link) = self.link.as_mut() else { return };
-        let pushed = match link.to_script.reserve() {
-            Ok(mut slot) => {
+        let mut context = [0u8; CONTEXT_BYTES];
+        self.block_transport.encode(carried as u32, &mut context);
+        let pushed = match self.link.as_mut().map(|link| link.to_script.reserve()) {
+            None => Ok(false),
+            Some(Ok(mut slot)) => {
                 slot.put_bytes(0, &head);
-                slot.put_f32s(head.len(), &self.input);
-                slot.commit(head.len() + n * 4)
+                slot.put_bytes(layout.context, &context);
+                slot.put_f32s(layout.params, &self.block_params);
+                let mut written = 0;
+                for event in self.inbox.iter().filter(|e| e.time < end).take(carried) {
+                    let mut bytes = [0u8; EVENT_BYTES];
+                    event.encode(&mut bytes);
+                    slot.put_bytes(layout.events + written * EVENT_BYTES, &bytes);
+                    written += 1;
+                }
+                slot.put_f32s(layout.samples, &self.input);
+                slot.commit(layout.len).map(|()| true)
             }
+            Some(Err(e)) => Err(e),
+        };
+        let pushed = match pushed {
+            Ok(false) => return,
+            Ok(true) => Ok(()),
             Err(e) => Err(e),
         };
         match pushed {
@@ -589,18 +738,22 @@ impl Track {
                 return self.link_fault();
             };
             if h.kind == BlockKind::Events as u32 {
-                for i in 0..h.count as usize {
+                // Copied out first: the slot borrows the ring, and routing
+                // an event needs the whole track.
+                let mut events = [None; MAX_EVENTS_PER_REPLY];
+                for (i, event) in events.iter_mut().enumerate().take(h.count as usize) {
                     let mut bytes = [0u8; EVENT_BYTES];
-                    let event =
-                        message.copy_to(HEADER_BYTES + i * EVENT_BYTES, &mut bytes).then(|| Event::decode(&bytes));
+                    *event = message.copy_to(HEADER_BYTES + i * EVENT_BYTES, &mut bytes).then(|| Event::decode(&bytes));
+                }
+                message.release();
+                for event in events.into_iter().take(h.count as usize) {
                     match event.flatten() {
-                        Some(event) if self.pending.len() < self.pending.capacity() => self.pending.push(event),
-                        _ => {
+                        Some(event) => self.take_script_event(event),
+                        None => {
                             self.stats.faults.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
-                message.release();
                 continue;
             }
             let j = h.seq;
@@ -623,6 +776,38 @@ impl Track {
             let sent = self.sent_at[slot];
             if sent != 0 && h.done_ns >= sent && h.done_ns <= monotonic_ns() {
                 self.stats.roundtrip.record(h.done_ns - sent);
+            }
+        }
+    }
+
+    /// Routes one of the script's events: out to the caller (L blocks after
+    /// its time), to the voice, or to the track's own parameters.
+    fn take_script_event(&mut self, event: Event) {
+        let (to_voice, out) = match event.action {
+            EventAction::NoteOn { .. } | EventAction::NoteOff { .. } | EventAction::NoteChoke { .. } => {
+                (self.voice.is_some(), self.cfg.events_out)
+            }
+            EventAction::Midi { .. } => (false, self.cfg.events_out),
+            EventAction::SetParam { .. } => (!self.cfg.events_out, self.cfg.events_out),
+            // The host's kind of event, sent back: not the script's to send.
+            EventAction::ParamChange { .. } => {
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if to_voice {
+            if self.pending.len() < self.pending.capacity() {
+                self.pending.push(event);
+            } else {
+                self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if out {
+            if self.outgoing.len() < self.outgoing.capacity() {
+                self.arrivals = self.arrivals.wrapping_add(1);
+                self.outgoing.push((event, self.arrivals));
+            } else {
+                self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -652,13 +837,19 @@ impl Track {
             if event.time < start {
                 self.stats.late_events.fetch_add(1, Ordering::Relaxed);
             }
-            match event.action {
-                EventAction::Note { pitch, velocity, duration } => {
-                    if let Some(voice) = self.voice.as_mut() {
-                        voice.note_on(pitch, velocity, duration);
+            match (event.action, self.voice.as_mut()) {
+                (EventAction::NoteOn { key, velocity, .. }, Some(voice)) => {
+                    voice.note_on(f32::from(key), velocity, f32::INFINITY)
+                }
+                (EventAction::NoteOff { key, .. } | EventAction::NoteChoke { key, .. }, Some(voice)) => {
+                    voice.note_off(f32::from(key))
+                }
+                (EventAction::SetParam { index, value }, _) => {
+                    if let Some(slot) = self.param_overrides.get_mut(index as usize) {
+                        *slot = Some(value);
                     }
                 }
-                EventAction::SetParam { index, value } => self.param_overrides[index as usize] = Some(value),
+                _ => {}
             }
         }
     }
@@ -720,7 +911,7 @@ mod tests {
                 }
                 let n = (h.frames * h.channels) as usize;
                 let mut samples = vec![0.0f32; n];
-                block::read_samples(&self.buf, HEADER_BYTES + MAX_PARAMS * 4, &mut samples);
+                block::read_samples(&self.buf, len - n * 4, &mut samples);
                 let reply = BlockHeader { kind: BlockKind::Result as u32, done_ns: monotonic_ns(), count: 0, ..h };
                 let mut out = vec![0u8; HEADER_BYTES + n * 4];
                 reply.encode(&mut out);
@@ -917,14 +1108,19 @@ mod tests {
             track.process(&inputs, &mut outputs, 64);
             script.serve(|x| x, |_| true);
             if !sent {
-                let header = BlockHeader { kind: BlockKind::Events as u32, track: 4, count: 1, ..Default::default() };
-                let mut msg = vec![0u8; HEADER_BYTES + EVENT_BYTES];
+                let header = BlockHeader { kind: BlockKind::Events as u32, track: 4, count: 2, ..Default::default() };
+                let mut msg = vec![0u8; HEADER_BYTES + 2 * EVENT_BYTES];
                 header.encode(&mut msg);
-                let event = Event {
+                let on = Event {
                     time: note_at as u64,
-                    action: EventAction::Note { pitch: 69.0, velocity: 1.0, duration: 0.05 },
+                    action: EventAction::NoteOn { channel: 0, key: 69, velocity: 1.0, note_id: -1 },
                 };
-                event.encode(&mut msg[HEADER_BYTES..]);
+                let off = Event {
+                    time: note_at as u64 + 2400,
+                    action: EventAction::NoteOff { channel: 0, key: 69, velocity: 0.0, note_id: -1 },
+                };
+                on.encode(&mut msg[HEADER_BYTES..]);
+                off.encode(&mut msg[HEADER_BYTES + EVENT_BYTES..]);
                 script.send_raw(&msg);
                 sent = true;
             }
@@ -932,7 +1128,7 @@ mod tests {
         let first = out[0].iter().position(|&s| s != 0.0).expect("the note sounds");
         assert_eq!(first, note_at + cfg.latency_frames(), "onset on the event's sample, delayed by the latency");
         assert_eq!(out[0], out[1]);
-        assert_eq!(port.stats.events.load(Ordering::Relaxed), 1);
+        assert_eq!(port.stats.events.load(Ordering::Relaxed), 1, "the note off is not due yet");
         assert_eq!(port.stats.late_events.load(Ordering::Relaxed), 0);
     }
 

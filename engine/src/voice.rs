@@ -26,6 +26,8 @@ struct Note {
     age: u64,
     /// Samples the note is held before its release.
     length: u64,
+    /// The MIDI pitch it was started with (what a note off names).
+    pitch: f32,
 }
 
 /// A polyphonic voice.
@@ -48,8 +50,9 @@ impl Voice {
         Voice { waveform, rate, notes: [Note::default(); NOTES], next: 0, noise: 0x9e37_79b9, gain }
     }
 
-    /// Starts a note (MIDI pitch, may be fractional) for `duration` seconds.
-    /// Steals the oldest note when all eight sound.
+    /// Starts a note (MIDI pitch, may be fractional) for `duration` seconds
+    /// (infinite: until [`Voice::note_off`]). Steals the oldest note when
+    /// all eight sound.
     pub fn note_on(&mut self, pitch: f32, velocity: f32, duration: f32) {
         let freq = 440.0 * 2f64.powf((f64::from(pitch) - 69.0) / 12.0);
         let note = &mut self.notes[self.next];
@@ -61,9 +64,18 @@ impl Voice {
             step: (freq / self.rate).clamp(0.0, 0.5),
             velocity,
             age: 0,
-            length: (f64::from(duration) * self.rate) as u64,
+            // Saturates: an infinite duration holds until the note off.
+            length: (f64::from(duration.max(0.0)) * self.rate) as u64,
+            pitch,
         };
         self.next = (self.next + 1) % NOTES;
+    }
+
+    /// Releases the held notes of `pitch` (from now on they fade out).
+    pub fn note_off(&mut self, pitch: f32) {
+        for note in self.notes.iter_mut().filter(|n| n.active && n.pitch == pitch && n.length > n.age) {
+            note.length = note.age;
+        }
     }
 
     /// Adds `out.len()` samples of the voice into `out`.
@@ -122,5 +134,14 @@ mod tests {
         let end = (0.01 + RELEASE) * 48_000.0;
         assert!(out[end as usize + 10..].iter().all(|&s| s == 0.0), "released");
         assert!(out.iter().all(|s| s.abs() <= 1.0));
+        // Held until its note off, then released.
+        voice.note_on(60.0, 1.0, f32::INFINITY);
+        let mut held = vec![0.0f32; 4800];
+        voice.render_add(&mut held);
+        assert!(held[4000..].iter().any(|&s| s != 0.0));
+        voice.note_off(60.0);
+        let mut tail = vec![0.0f32; 4800];
+        voice.render_add(&mut tail);
+        assert!(tail[(RELEASE * 48_000.0) as usize + 10..].iter().all(|&s| s == 0.0));
     }
 }

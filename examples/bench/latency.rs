@@ -192,6 +192,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
                     latency_blocks: 0,
                     params: param_names(),
                     values: Vec::new(),
+                    instrument: false,
                 });
             }
             if args.hog {
@@ -317,6 +318,8 @@ impl BlockProcessor for InprocTrack {
             sample_time: self.seq * frames as u64,
             channels: self.channels,
             params: &self.params,
+            transport: &outboard_engine::block::Transport::default(),
+            events: &[],
             samples: &self.samples,
         };
         let outcome = self.runtime.process(&block, &mut self.out);

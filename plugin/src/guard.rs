@@ -46,7 +46,7 @@ use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use clack_plugin::clack_entry;
-use clack_plugin::entry::{EntryDescriptor, SinglePluginEntry};
+use clack_plugin::entry::EntryDescriptor;
 use clap_sys::audio_buffer::clap_audio_buffer;
 use clap_sys::entry::clap_plugin_entry;
 use clap_sys::events::*;
@@ -56,8 +56,6 @@ use clap_sys::host::clap_host;
 use clap_sys::plugin::{clap_plugin, clap_plugin_descriptor};
 use clap_sys::process::{CLAP_PROCESS_ERROR, clap_process, clap_process_status};
 use clap_sys::version::CLAP_VERSION;
-
-use crate::OutboardPlugin;
 
 /// Something a host did that the CLAP specification rules out (or that
 /// clack cannot read), seen in the field.
@@ -74,10 +72,11 @@ pub enum HostQuirk {
     TooManyEvents,
     MissingAudioBuffers,
     WrongState,
+    OutputEventsFull,
 }
 
 impl HostQuirk {
-    pub const ALL: [HostQuirk; 10] = [
+    pub const ALL: [HostQuirk; 11] = [
         HostQuirk::NullProcess,
         HostQuirk::ProcessWhileInactive,
         HostQuirk::MalformedTransport,
@@ -88,6 +87,7 @@ impl HostQuirk {
         HostQuirk::TooManyEvents,
         HostQuirk::MissingAudioBuffers,
         HostQuirk::WrongState,
+        HostQuirk::OutputEventsFull,
     ];
 
     /// What the host did, and what the plugin does about it.
@@ -113,6 +113,9 @@ impl HostQuirk {
             }
             HostQuirk::WrongState => {
                 "the host called activate, deactivate, reset or start_processing in the wrong state; the call was refused"
+            }
+            HostQuirk::OutputEventsFull => {
+                "the host's output event list refused an event (full); the script's notes or parameter moves were lost"
             }
         }
     }
@@ -141,7 +144,7 @@ pub fn take_unreported() -> impl Iterator<Item = HostQuirk> {
     })
 }
 
-static INNER: EntryDescriptor = clack_entry!(SinglePluginEntry<OutboardPlugin>);
+static INNER: EntryDescriptor = clack_entry!(crate::OutboardEntry);
 
 /// The CLAP entry point.
 #[allow(non_upper_case_globals)]
@@ -183,6 +186,10 @@ unsafe extern "C" fn entry_deinit() {
 }
 
 unsafe extern "C" fn entry_get_factory(id: *const c_char) -> *const c_void {
+    // SAFETY: `id` is non-null and, per CLAP, a NUL-terminated string.
+    if !id.is_null() && crate::presets::is_factory_id(unsafe { CStr::from_ptr(id) }) {
+        return crate::presets::factory();
+    }
     let Some(get) = INNER.get_factory.filter(|_| !id.is_null()) else { return null() };
     // SAFETY: `id` is non-null and, per CLAP, a NUL-terminated string.
     let inner = unsafe { get(id) };

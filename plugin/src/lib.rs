@@ -41,12 +41,23 @@
 //!   scratch buffers, all allocated in `activate` (main thread) and freed in
 //!   `deactivate` (main thread).
 //!
+//! # Two plugins, one library
+//!
+//! *Outboard* (an audio effect: audio in and out) and *Outboard Instrument*
+//! (notes in, audio out, no audio in: its script fills a silent block). Both
+//! have a note port in and out (CLAP notes and MIDI 1.0): the host's notes
+//! reach the script with its block (`ctx.events`), the script's notes leave
+//! λ after their time, like its audio.
+//!
 //! # Parameters
 //!
 //! Mix (0-100 %), DSP load (partial-sum terms per 64-frame block: the
-//! stand-in DSP cost of the track), Bypass (keeps the latency), P1-P4 (free
-//! knobs the script reads as `ctx.params["p1"]`...), and the read-only Late
-//! results counter.
+//! stand-in DSP cost of the track), Bypass (keeps the latency), the
+//! read-only Late results counter, and 32 script slots that take the names,
+//! ranges and texts of the parameters the script declares ([`params`]).
+//! A new declaration (a script loaded or edited) is told to the host with
+//! the rescans CLAP allows while active (info, text, values), and a restart
+//! request when ranges changed (the full rescan follows at deactivation).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
@@ -61,40 +72,53 @@ use clack_extensions::audio_ports::{
 };
 use clack_extensions::latency::{HostLatency, PluginLatency, PluginLatencyImpl};
 use clack_extensions::log::{HostLog, LogSeverity};
+use clack_extensions::note_ports::{
+    NoteDialect, NoteDialects, NotePortInfo, NotePortInfoWriter, PluginNotePorts, PluginNotePortsImpl,
+};
 use clack_extensions::params::{
     HostParams, ParamDisplayWriter, ParamInfo, ParamInfoFlags, ParamInfoWriter, ParamRescanFlags,
     PluginAudioProcessorParams, PluginMainThreadParams, PluginParams,
 };
+use clack_extensions::preset_discovery::preset_data::Location;
+use clack_extensions::preset_discovery::{PluginPresetLoad, PluginPresetLoadImpl};
 use clack_extensions::render::{PluginRender, PluginRenderImpl, RenderMode};
 use clack_extensions::state::{PluginState as ClapState, PluginStateImpl};
+use clack_plugin::entry::{Entry, EntryFactories, EntryLoadError};
+use clack_plugin::factory::plugin::{PluginFactoryImpl, PluginFactoryWrapper};
+use clack_plugin::host::HostInfo;
+use clack_plugin::plugin::PluginInstance;
 use clack_plugin::prelude::*;
 use clack_plugin::stream::{InputStream, OutputStream};
+use outboard_engine::declared::{Declaration, DeclaredCell};
 use outboard_engine::track::{Track, TrackConfig};
 
 pub mod denormals;
 pub mod guard;
 pub mod messages;
 pub mod params;
+pub mod presets;
 pub mod processor;
 pub mod scripting;
 pub mod state;
 
 use messages::Mailbox;
 use outboard_engine::script_log::LogLevel;
-use params::{PARAMS, ParamValues};
+use params::{FIXED, ParamValues};
 use processor::{CHANNELS, Processor};
 use scripting::ScriptSource;
 use state::{MAX_STATE_BYTES, PluginState};
 
 pub const PLUGIN_ID: &str = "dev.outboard.scripted-track";
+pub const INSTRUMENT_ID: &str = "dev.outboard.instrument";
 
 /// What a new instance runs until a state brings a script: the input,
 /// unchanged (delayed by the latency, as everything is).
 pub const DEFAULT_SCRIPT: &str = r#""""Outboard's default script: passes the audio through unchanged.
 
-Load your own through the plugin's state (a preset, or `outboard-host --script FILE`).
-Hooks: setup(ctx), process(block, ctx) with block a float32 numpy array
-(channels, frames) to edit in place, tick(ctx) for events.
+Load your own through the plugin's state or a preset (a host's preset browser
+lists the example scripts and ~/.local/share/outboard/scripts), or
+`outboard-host --script FILE`. Hooks: setup(ctx), process(block, ctx) with
+block a float32 numpy array (channels, frames) to edit in place, tick(ctx).
 """
 
 
@@ -160,32 +184,94 @@ impl Plugin for OutboardPlugin {
     fn declare_extensions(builder: &mut PluginExtensions<Self>, _shared: Option<&OutboardShared>) {
         builder
             .register::<PluginAudioPorts>()
+            .register::<PluginNotePorts>()
             .register::<PluginParams>()
             .register::<ClapState>()
             .register::<PluginLatency>()
-            .register::<PluginRender>();
+            .register::<PluginRender>()
+            .register::<PluginPresetLoad>();
     }
 }
 
-impl DefaultPluginFactory for OutboardPlugin {
-    fn get_descriptor() -> PluginDescriptor {
-        use clack_plugin::plugin::features::{AUDIO_EFFECT, STEREO, UTILITY};
-        PluginDescriptor::new(PLUGIN_ID, "Outboard")
-            .with_vendor("Outboard")
-            .with_url("https://example.invalid/outboard")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .with_description("Runs a Python script on the track in a separate process: the audio thread never waits")
-            .with_features([AUDIO_EFFECT, UTILITY, STEREO])
+/// The effect's descriptor.
+pub fn effect_descriptor() -> PluginDescriptor {
+    use clack_plugin::plugin::features::{AUDIO_EFFECT, STEREO, UTILITY};
+    PluginDescriptor::new(PLUGIN_ID, "Outboard")
+        .with_vendor("Outboard")
+        .with_url("https://example.invalid/outboard")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_description("Runs a Python script on the track in a separate process: the audio thread never waits")
+        .with_features([AUDIO_EFFECT, UTILITY, STEREO])
+}
+
+/// The instrument's descriptor.
+pub fn instrument_descriptor() -> PluginDescriptor {
+    use clack_plugin::plugin::features::{INSTRUMENT, STEREO, SYNTHESIZER};
+    PluginDescriptor::new(INSTRUMENT_ID, "Outboard Instrument")
+        .with_vendor("Outboard")
+        .with_url("https://example.invalid/outboard")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_description("A Python script plays the notes, in a separate process: the audio thread never waits")
+        .with_features([INSTRUMENT, SYNTHESIZER, STEREO])
+}
+
+/// The two plugins of the library.
+pub struct OutboardFactory {
+    effect: PluginDescriptor,
+    instrument: PluginDescriptor,
+}
+
+impl PluginFactoryImpl for OutboardFactory {
+    fn plugin_count(&self) -> u32 {
+        2
     }
 
-    fn new_shared(_host: HostSharedHandle<'_>) -> Result<OutboardShared, PluginError> {
-        Ok(OutboardShared { values: ParamValues::default(), offline: AtomicBool::new(false) })
+    fn plugin_descriptor(&self, index: u32) -> Option<&PluginDescriptor> {
+        match index {
+            0 => Some(&self.effect),
+            1 => Some(&self.instrument),
+            _ => None,
+        }
     }
 
-    fn new_main_thread<'a>(
-        host: HostMainThreadHandle<'a>,
-        shared: &'a OutboardShared,
-    ) -> Result<OutboardMainThread<'a>, PluginError> {
+    fn create_plugin<'a>(&'a self, host_info: HostInfo<'a>, plugin_id: &CStr) -> Option<PluginInstance<'a>> {
+        let instrument = if plugin_id == self.effect.id()? {
+            false
+        } else if plugin_id == self.instrument.id()? {
+            true
+        } else {
+            return None;
+        };
+        let descriptor = if instrument { &self.instrument } else { &self.effect };
+        Some(PluginInstance::new::<OutboardPlugin>(
+            host_info,
+            descriptor,
+            move |_host| {
+                Ok(OutboardShared { values: ParamValues::default(), offline: AtomicBool::new(false), instrument })
+            },
+            |host, shared| OutboardMainThread::new(host, shared),
+        ))
+    }
+}
+
+/// The library's CLAP entry (wrapped by [`guard`]).
+pub struct OutboardEntry {
+    plugins: PluginFactoryWrapper<OutboardFactory>,
+}
+
+impl Entry for OutboardEntry {
+    fn new(_bundle_path: Option<&CStr>) -> Result<Self, EntryLoadError> {
+        let factory = OutboardFactory { effect: effect_descriptor(), instrument: instrument_descriptor() };
+        Ok(OutboardEntry { plugins: PluginFactoryWrapper::new(factory) })
+    }
+
+    fn declare_factories<'a>(&'a self, builder: &mut EntryFactories<'a>) {
+        builder.register_factory(&self.plugins);
+    }
+}
+
+impl<'a> OutboardMainThread<'a> {
+    fn new(host: HostMainThreadHandle<'a>, shared: &'a OutboardShared) -> Result<OutboardMainThread<'a>, PluginError> {
         // Counts the instance in; starts nothing (a scan must stay fast).
         scripting::enter();
         let (script, note) = initial_script();
@@ -201,6 +287,10 @@ impl DefaultPluginFactory for OutboardPlugin {
             latency: Cell::new((processor::latency_blocks(scripting::BLOCK as u32) * scripting::BLOCK) as u32),
             running: RefCell::new(None),
             mailbox,
+            declared: RefCell::new(Declaration::default()),
+            declared_seen: Cell::new(0),
+            rescan_pending: Cell::new(ParamRescanFlags::empty()),
+            active: Cell::new(false),
         };
         if let Some(note) = note {
             main_thread.say(LogLevel::Warning, &note);
@@ -215,6 +305,8 @@ pub struct OutboardShared {
     /// The host renders offline (clap render extension): `process` may wait
     /// for script results instead of playing dry.
     offline: AtomicBool,
+    /// Outboard Instrument: no audio in.
+    instrument: bool,
 }
 
 impl PluginShared<'_> for OutboardShared {}
@@ -227,10 +319,20 @@ pub struct OutboardMainThread<'a> {
     script: RefCell<ScriptSource>,
     /// Samples; set at activation.
     latency: Cell<u32>,
-    /// While active: the engine track and what its worker runs.
-    running: RefCell<Option<(u32, scripting::Running)>>,
+    /// While active: the engine track, what its worker runs, and where
+    /// the supervisor puts what the script declares.
+    running: RefCell<Option<(u32, scripting::Running, Arc<DeclaredCell>)>>,
     /// Messages for the host's log, from other threads.
     mailbox: Arc<Mailbox>,
+    /// What the script declares (from the worker, or a state): the names,
+    /// ranges and texts of the script slots.
+    declared: RefCell<Declaration>,
+    /// The generation of the running track's declaration last taken.
+    declared_seen: Cell<u64>,
+    /// Rescans to tell the host at the next main-thread callback (ALL only
+    /// once inactive).
+    rescan_pending: Cell<ParamRescanFlags>,
+    active: Cell<bool>,
 }
 
 impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {
@@ -238,6 +340,8 @@ impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {
     /// to the host's log.
     fn on_main_thread(&self) {
         self.deliver_mail();
+        self.take_new_declaration();
+        self.tell_rescans();
     }
 }
 
@@ -271,15 +375,24 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
         cfg.block = scripting::BLOCK;
         cfg.latency_blocks = latency_blocks;
         cfg.sample_rate = config.sample_rate;
+        cfg.events_out = true;
+        cfg.instrument = shared.instrument;
         messages::activated();
         main_thread.mailbox.set_track(id);
         let (mut track, port) = Track::new(cfg.clone());
-        let registration = match scripting::register(port, &main_thread.script.borrow()) {
+        // What the script's setup sees: the slots' values as they are now.
+        for k in 0..params::SLOTS {
+            port.params.set(params::wire_index(k), shared.values.slot(k) as f32);
+        }
+        let declared = port.declared.clone();
+        let names = main_thread.slot_names();
+        let registration = match scripting::register(port, &main_thread.script.borrow(), names) {
             Ok(registered) => {
                 if let Some(note) = &registered.note {
                     main_thread.say(LogLevel::Warning, note);
                 }
-                *main_thread.running.borrow_mut() = Some((id, registered.running));
+                *main_thread.running.borrow_mut() = Some((id, registered.running, declared));
+                main_thread.declared_seen.set(0);
                 // A wet start: the first blocks are the script's, not dry.
                 // After a wait that timed out (a scripts host that cannot
                 // start Python, say), later instances wait briefly until one
@@ -313,10 +426,13 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
         };
         let processor = Processor::new(track, registration, config.max_frames_count);
         main_thread.set_latency(processor.latency() as u32);
+        main_thread.active.set(true);
+        // The script has loaded (or the wait gave up): its parameters, now.
+        main_thread.take_new_declaration();
         Ok(OutboardAudioProcessor { shared, processor })
     }
 
-    fn process(&mut self, _process: Process, mut audio: Audio, events: Events) -> Result<ProcessStatus, PluginError> {
+    fn process(&mut self, process: Process, mut audio: Audio, events: Events) -> Result<ProcessStatus, PluginError> {
         let _ftz = denormals::FlushToZero::enable();
         let offline = self.shared.offline.load(Ordering::Relaxed);
         self.processor.set_offline(offline.then_some(OFFLINE_WAIT));
@@ -324,11 +440,14 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
             processor::apply_all(&self.shared.values, events.input);
             return Ok(ProcessStatus::Continue);
         };
+        let values = &self.shared.values;
         match pair.channels() {
             Ok(SampleType::F32(channels)) | Ok(SampleType::Both(channels, _)) => {
-                self.processor.process(&self.shared.values, channels, events.input)
+                self.processor.process(values, channels, events.input, events.output, process.transport)
             }
-            Ok(SampleType::F64(channels)) => self.processor.process(&self.shared.values, channels, events.input),
+            Ok(SampleType::F64(channels)) => {
+                self.processor.process(values, channels, events.input, events.output, process.transport)
+            }
             // Buffers that do not match the ports (e.g. input f64, output
             // f32): nothing can be written; the events still apply. An
             // error here would be logged by clack on every call.
@@ -343,10 +462,13 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
     }
 
     fn deactivate(mut self, main_thread: &OutboardMainThread<'a>) {
+        main_thread.take_new_declaration();
         *main_thread.running.borrow_mut() = None;
+        main_thread.active.set(false);
         drop(self.processor.take_registration());
         main_thread.deliver_mail();
         messages::deactivated();
+        main_thread.tell_rescans();
     }
 
     fn reset(&mut self) {
@@ -390,9 +512,22 @@ impl OutboardMainThread<'_> {
 
     fn load_state(&self, bytes: &[u8]) -> Result<(), String> {
         let state = PluginState::decode(bytes).map_err(|e| e.to_string())?;
+        let declaration = if state.declared.is_empty() {
+            Declaration::default()
+        } else {
+            Declaration::from_json(state.declared.as_bytes()).map_err(|why| format!("declared parameters: {why}"))?
+        };
         // Check every value before changing any: a refused state changes nothing.
         for &(id, value) in &state.params {
-            let spec = params::index_of(id).map(|i| PARAMS[i]).ok_or(format!("unknown parameter id {id}"))?;
+            if let Some(k) = params::slot_of(id) {
+                let max =
+                    declaration.params.iter().find(|p| p.index == params::wire_index(k)).map_or(1.0, |p| p.host_max());
+                if !(0.0..=max).contains(&value) {
+                    return Err(format!("script slot {} = {value} is out of range", k + 1));
+                }
+                continue;
+            }
+            let spec = params::fixed_index(id).map(|i| FIXED[i]).ok_or(format!("unknown parameter id {id}"))?;
             if spec.read_only() || value < spec.min || value > spec.max {
                 return Err(format!("{} = {value} is out of range", spec.name));
             }
@@ -403,7 +538,18 @@ impl OutboardMainThread<'_> {
             path: state.script_path,
             python_env: state.python_env,
         };
-        if let Some((track, running)) = self.running.borrow_mut().as_mut() {
+        // The state's declaration, as saved: the slots' names before the
+        // script runs. A worker's newer one replaces it, mapped by name.
+        let before = self.declared.replace(declaration);
+        for k in 0..params::SLOTS {
+            self.shared.values.set_range(k, self.slot_param(k).as_ref());
+            self.shared.values.put_slot(k, f64::NAN);
+        }
+        for &(id, value) in &state.params {
+            self.shared.values.set(id, value);
+        }
+        self.queue_rescan(&before);
+        if let Some((track, running, _)) = self.running.borrow_mut().as_mut() {
             let (now, note) = scripting::retarget(*track, &script, running)?;
             if let Some(note) = note {
                 self.say(LogLevel::Warning, &note);
@@ -412,14 +558,196 @@ impl OutboardMainThread<'_> {
         } else if let Some(note) = script.missing_file_note() {
             self.say(LogLevel::Warning, &note);
         }
-        for &(id, value) in &state.params {
-            self.shared.values.set(id, value);
+        *self.script.borrow_mut() = script;
+        self.tell_rescans();
+        Ok(())
+    }
+
+    /// The names the worker should keep on the script slots (by wire
+    /// index; index 0, the engine's wet level, is not the script's).
+    fn slot_names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); params::SLOTS + 1];
+        for p in &self.declared.borrow().params {
+            if let Some(name) = names.get_mut(p.index) {
+                name.clone_from(&p.name);
+            }
+        }
+        names
+    }
+
+    /// The declared parameter on slot k, if any.
+    fn slot_param(&self, k: usize) -> Option<outboard_engine::declared::DeclaredParam> {
+        self.declared.borrow().params.iter().find(|p| p.index == params::wire_index(k)).cloned()
+    }
+
+    /// Takes the running script's latest declaration, if it is new: each
+    /// slot gets its parameter's range, and its value by name (an edit that
+    /// keeps a name keeps the value, in its units; a new name starts at its
+    /// default; a slot no longer used is cleared). Main thread.
+    fn take_new_declaration(&self) {
+        let cell = match self.running.borrow().as_ref() {
+            Some((_, _, cell)) => cell.clone(),
+            None => return,
+        };
+        let generation = cell.generation();
+        if generation == self.declared_seen.replace(generation) {
+            return;
+        }
+        let Some(new) = cell.get() else { return };
+        if *new == *self.declared.borrow() {
+            return;
+        }
+        let old = self.declared.replace((*new).clone());
+        let values = &self.shared.values;
+        for k in 0..params::SLOTS {
+            let index = params::wire_index(k);
+            let now = self.slot_param(k);
+            let before = old.params.iter().find(|p| p.index == index);
+            let value = values.slot(k);
+            let kept = match (&now, before) {
+                (Some(now), Some(before)) if now.name == before.name && !value.is_nan() => {
+                    Some(carry_value(before, now, value))
+                }
+                _ => None,
+            };
+            values.set_range(k, now.as_ref());
+            values.put_slot(
+                k,
+                match (&now, kept) {
+                    (Some(_), Some(v)) => v,
+                    (Some(now), None) => now.default,
+                    (None, _) => f64::NAN,
+                },
+            );
+        }
+        let names: Vec<&str> = new.params.iter().map(|p| p.name.as_str()).collect();
+        if !names.is_empty() || !old.params.is_empty() {
+            self.say(LogLevel::Info, &format!("outboard: the script's parameters: {}", names.join(", ")));
+        }
+        self.queue_rescan(&old);
+        self.tell_rescans();
+    }
+
+    /// Works out what the host must rescan after the declaration was
+    /// `before`: names and values always; everything (ranges, defaults,
+    /// steps) when those changed.
+    fn queue_rescan(&self, before: &Declaration) {
+        let mut flags = ParamRescanFlags::INFO | ParamRescanFlags::TEXT | ParamRescanFlags::VALUES;
+        let shape = |d: &Declaration, k: usize| {
+            d.params
+                .iter()
+                .find(|p| p.index == params::wire_index(k))
+                .map(|p| (p.host_max().to_bits(), p.default.to_bits(), p.stepped(), params::is_enum(p)))
+        };
+        let now = self.declared.borrow();
+        if (0..params::SLOTS).any(|k| shape(before, k) != shape(&now, k)) {
+            flags |= ParamRescanFlags::ALL;
+        }
+        self.rescan_pending.set(self.rescan_pending.get() | flags);
+    }
+
+    /// Tells the host what to rescan: all of it while inactive; while
+    /// active what CLAP allows (info, text, values), with a restart request
+    /// for the rest, told once deactivated.
+    fn tell_rescans(&self) {
+        let pending = self.rescan_pending.get();
+        if pending.is_empty() {
+            return;
+        }
+        let Some(host_params) = self.host.get_extension::<HostParams>() else {
+            self.rescan_pending.set(ParamRescanFlags::empty());
+            return;
+        };
+        if !self.active.get() {
+            let flags = if pending.contains(ParamRescanFlags::ALL) { ParamRescanFlags::ALL } else { pending };
+            self.rescan_pending.set(ParamRescanFlags::empty());
+            host_params.rescan(&self.host, flags);
+            return;
+        }
+        host_params.rescan(&self.host, pending & !ParamRescanFlags::ALL);
+        if pending.contains(ParamRescanFlags::ALL) {
+            self.rescan_pending.set(ParamRescanFlags::ALL);
+            self.host.request_restart();
+        } else {
+            self.rescan_pending.set(ParamRescanFlags::empty());
+        }
+    }
+
+    /// Loads a script file as the instance's script (a preset): the
+    /// instance follows the file from now on.
+    fn load_script_file(&self, path: &std::path::Path) -> Result<(), String> {
+        let source = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if source.len() > state::MAX_SCRIPT_BYTES {
+            return Err(format!("{} is longer than a script may be", path.display()));
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let script = ScriptSource {
+            name,
+            source,
+            path: path.to_string_lossy().into_owned(),
+            python_env: self.script.borrow().python_env.clone(),
+        };
+        if let Some((track, running, _)) = self.running.borrow_mut().as_mut() {
+            let (now, note) = scripting::retarget(*track, &script, running)?;
+            if let Some(note) = note {
+                self.say(LogLevel::Warning, &note);
+            }
+            *running = now;
         }
         *self.script.borrow_mut() = script;
-        if let Some(params) = self.host.get_extension::<HostParams>() {
-            params.rescan(&self.host, ParamRescanFlags::VALUES);
-        }
         Ok(())
+    }
+}
+
+/// A value a kept parameter had under its old declaration, under its new
+/// one: the same value in its units (a choice by its name).
+fn carry_value(
+    before: &outboard_engine::declared::DeclaredParam,
+    now: &outboard_engine::declared::DeclaredParam,
+    value: f64,
+) -> f64 {
+    use outboard_engine::declared::Range;
+    match (&before.range, &now.range) {
+        (Range::Choices(old), Range::Choices(new)) => {
+            let name = &old[before.clamp(value) as usize];
+            new.iter().position(|c| c == name).map_or(now.default, |i| i as f64)
+        }
+        (Range::Choices(_), _) | (_, Range::Choices(_)) => now.default,
+        _ => now.from_units(before.to_units(value)),
+    }
+}
+
+impl PluginPresetLoadImpl for OutboardMainThread<'_> {
+    /// A preset is a script file (the preset-discovery factory lists them).
+    fn load_from_location(&self, location: Location, _load_key: Option<&CStr>) -> Result<(), PluginError> {
+        let path = match location {
+            Location::File { path } => presets::preset_file(
+                clap_sys::factory::preset_discovery::CLAP_PRESET_DISCOVERY_LOCATION_FILE,
+                Some(path),
+            ),
+            Location::Plugin => Err("a preset of this plugin is a script file".to_string()),
+        };
+        path.and_then(|path| self.load_script_file(&path)).map_err(|why| {
+            self.say(LogLevel::Error, &format!("outboard: preset refused: {why}"));
+            PluginError::Message("preset refused (see the log)")
+        })
+    }
+}
+
+impl PluginNotePortsImpl for OutboardMainThread<'_> {
+    fn count(&self, _is_input: bool) -> u32 {
+        1
+    }
+
+    fn get(&self, index: u32, is_input: bool, writer: &mut NotePortInfoWriter) {
+        if index == 0 {
+            writer.set(&NotePortInfo {
+                id: ClapId::new(if is_input { 0 } else { 1 }),
+                name: if is_input { b"notes in" } else { b"notes out" },
+                supported_dialects: NoteDialects::CLAP | NoteDialects::MIDI,
+                preferred_dialect: Some(NoteDialect::Clap),
+            });
+        }
     }
 }
 
@@ -441,19 +769,19 @@ impl PluginRenderImpl for OutboardMainThread<'_> {
 }
 
 impl PluginAudioPortsImpl for OutboardMainThread<'_> {
-    fn count(&self, _is_input: bool) -> u32 {
-        1
+    fn count(&self, is_input: bool) -> u32 {
+        if is_input && self.shared.instrument { 0 } else { 1 }
     }
 
-    fn get(&self, index: u32, _is_input: bool, writer: &mut AudioPortInfoWriter) {
-        if index == 0 {
+    fn get(&self, index: u32, is_input: bool, writer: &mut AudioPortInfoWriter) {
+        if index < PluginAudioPortsImpl::count(self, is_input) {
             writer.set(&AudioPortInfo {
                 id: ClapId::new(0),
                 name: b"main",
                 channel_count: CHANNELS as u32,
                 flags: AudioPortFlags::IS_MAIN | AudioPortFlags::SUPPORTS_64BITS,
                 port_type: Some(AudioPortType::STEREO),
-                in_place_pair: Some(ClapId::new(0)),
+                in_place_pair: (!self.shared.instrument).then_some(ClapId::new(0)),
             });
         }
     }
@@ -467,42 +795,89 @@ impl PluginLatencyImpl for OutboardMainThread<'_> {
 
 impl PluginMainThreadParams for OutboardMainThread<'_> {
     fn count(&self) -> u32 {
-        PARAMS.len() as u32
+        params::COUNT as u32
     }
 
     fn get_info(&self, param_index: u32, info: &mut ParamInfoWriter) {
-        let Some(spec) = PARAMS.get(param_index as usize) else { return };
-        let mut flags = if spec.read_only() { ParamInfoFlags::IS_READONLY } else { ParamInfoFlags::IS_AUTOMATABLE };
-        if spec.stepped {
-            flags |= ParamInfoFlags::IS_STEPPED;
+        let index = param_index as usize;
+        if let Some(spec) = FIXED.get(index) {
+            let mut flags = if spec.read_only() { ParamInfoFlags::IS_READONLY } else { ParamInfoFlags::IS_AUTOMATABLE };
+            if spec.stepped {
+                flags |= ParamInfoFlags::IS_STEPPED;
+            }
+            if spec.id == params::BYPASS {
+                flags |= ParamInfoFlags::IS_BYPASS;
+            }
+            info.set(&ParamInfo {
+                id: ClapId::new(spec.id),
+                flags,
+                cookie: Default::default(),
+                name: spec.name.as_bytes(),
+                module: spec.module.as_bytes(),
+                min_value: spec.min,
+                max_value: spec.max,
+                default_value: spec.default,
+            });
+            return;
         }
-        if spec.id == params::BYPASS {
-            flags |= ParamInfoFlags::IS_BYPASS;
-        }
+        let Some(k) = index.checked_sub(FIXED.len()).filter(|&k| k < params::SLOTS) else { return };
+        let unused = format!("Script {}", k + 1);
+        let param = self.slot_param(k);
+        let mut flags = ParamInfoFlags::IS_AUTOMATABLE;
+        let (name, max, default) = match &param {
+            Some(p) => {
+                if p.stepped() {
+                    flags |= ParamInfoFlags::IS_STEPPED;
+                }
+                if params::is_enum(p) {
+                    flags |= ParamInfoFlags::IS_ENUM;
+                }
+                (p.name.as_str(), p.host_max(), p.default)
+            }
+            None => {
+                flags |= ParamInfoFlags::IS_HIDDEN;
+                (unused.as_str(), 1.0, 0.0)
+            }
+        };
         info.set(&ParamInfo {
-            id: ClapId::new(spec.id),
+            id: ClapId::new(params::slot_id(k)),
             flags,
             cookie: Default::default(),
-            name: spec.name.as_bytes(),
-            module: spec.module.as_bytes(),
-            min_value: spec.min,
-            max_value: spec.max,
-            default_value: spec.default,
+            name: name.as_bytes(),
+            module: b"Script",
+            min_value: 0.0,
+            max_value: max,
+            default_value: default,
         });
     }
 
     fn get_value(&self, param_id: ClapId) -> Option<f64> {
-        self.shared.values.get(param_id.get())
+        let id = param_id.get();
+        let value = self.shared.values.get(id)?;
+        // A slot not set yet: its default, as the script sees it.
+        Some(match params::slot_of(id) {
+            Some(k) if value.is_nan() => self.slot_param(k).map_or(0.0, |p| p.default),
+            _ => value,
+        })
     }
 
     fn value_to_text(&self, param_id: ClapId, value: f64, writer: &mut ParamDisplayWriter) -> std::fmt::Result {
-        let spec = params::index_of(param_id.get()).map(|i| PARAMS[i]).ok_or(std::fmt::Error)?;
+        let id = param_id.get();
+        if let Some(k) = params::slot_of(id) {
+            return params::format_slot(self.slot_param(k).as_ref(), value, writer);
+        }
+        let spec = params::fixed_index(id).map(|i| FIXED[i]).ok_or(std::fmt::Error)?;
         spec.format(spec.sanitize(value).ok_or(std::fmt::Error)?, writer)
     }
 
     fn text_to_value(&self, param_id: ClapId, text: &CStr) -> Option<f64> {
-        let spec = params::index_of(param_id.get()).map(|i| PARAMS[i])?;
-        spec.parse(text.to_str().ok()?)
+        let id = param_id.get();
+        let text = text.to_str().ok()?;
+        if let Some(k) = params::slot_of(id) {
+            return params::parse_slot(self.slot_param(k).as_ref(), text);
+        }
+        let spec = params::fixed_index(id).map(|i| FIXED[i])?;
+        spec.parse(text)
     }
 
     fn flush(&self, input_parameter_changes: &InputEvents, _output_parameter_changes: &mut OutputEvents) {
@@ -530,6 +905,7 @@ impl PluginStateImpl for OutboardMainThread<'_> {
             script: script.source.clone(),
             script_path: script.path.clone(),
             python_env: script.python_env.clone(),
+            declared: self.declared.borrow().source.clone(),
         };
         output.write_all(&state.encode())?;
         Ok(())

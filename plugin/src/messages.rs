@@ -59,6 +59,9 @@ pub struct Mailbox {
     pending: Mutex<Pending>,
     /// A main-thread callback was asked for and has not come yet.
     requested: AtomicBool,
+    /// The instance has news for its main thread besides mail (its
+    /// script's declaration changed): worth a callback.
+    poked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,6 +86,7 @@ impl Mailbox {
             track: AtomicU32::new(0),
             pending: Mutex::new(Pending::default()),
             requested: AtomicBool::new(false),
+            poked: AtomicBool::new(false),
         })
     }
 
@@ -117,6 +121,7 @@ impl Mailbox {
     /// brought it is spent.
     pub fn take(&self) -> Vec<(LogLevel, String)> {
         self.requested.store(false, Ordering::Release);
+        self.poked.store(false, Ordering::Release);
         take_from(&mut self.lock())
     }
 }
@@ -222,6 +227,17 @@ pub fn route(record: &LogRecord) {
     }
 }
 
+/// The supervisor's declaration listener: the instance running `track`
+/// gets a main-thread callback (where it takes the new declaration).
+pub fn poke(track: u32) {
+    let registry = registry();
+    for mailbox in registry.mailboxes.iter().filter(|m| m.track.load(Ordering::Relaxed) == track) {
+        mailbox.poked.store(true, Ordering::Release);
+    }
+    drop(registry);
+    MAILMAN.1.notify_one();
+}
+
 /// Writes mail where no host log will take it.
 pub fn to_stderr(mail: &[(LogLevel, String)]) {
     for (level, text) in mail {
@@ -258,6 +274,16 @@ fn mailman() {
         for mailbox in &registry.mailboxes {
             let mut pending = mailbox.lock();
             if pending.messages.is_empty() && pending.dropped == 0 {
+                if mailbox.poked.load(Ordering::Acquire) && !mailbox.requested.swap(true, Ordering::AcqRel) {
+                    drop(pending);
+                    // SAFETY: as below: registered, so its host is alive;
+                    // request_callback is thread-safe (CLAP).
+                    unsafe {
+                        if let Some(request) = (*mailbox.host.0).request_callback {
+                            request(mailbox.host.0);
+                        }
+                    }
+                }
                 continue;
             }
             let forgotten = pending.since.is_some_and(|t| t.elapsed() >= UNDELIVERED_AFTER);

@@ -1,19 +1,33 @@
-//! The plugin's parameters: their table, their values (shared by the main
-//! and audio threads), and their text forms.
+//! The plugin's parameters: the plugin's own (Mix, DSP load, Bypass, the
+//! read-only Late results) and a fixed bank of [`SLOTS`] script slots that
+//! take the names, ranges and texts the script declares (`PARAMS`), their
+//! values shared by the main and audio threads, and their text forms.
 //!
-//! Values are plain (not normalised): what the host automates is what the
-//! plugin uses. They live in atomics: the audio thread writes them as it
-//! meets parameter events, the main thread reads them for the host (and
-//! writes them when a state is loaded or the host flushes while inactive).
+//! Ids are stable forever (hosts store them in projects): a declared
+//! parameter keeps its slot, and so its id, across edits and reloads while
+//! its name stays (the worker places names; see `outboard_rt.Context`).
+//! Slots the script does not use are hidden from the host.
+//!
+//! Values are what the host holds: the plugin's own in their units, a
+//! script slot as 0..=1 (continuous) or a step number (stepped, choices);
+//! see `outboard_engine::declared`. They live in atomics: the audio thread
+//! writes them as it meets parameter events, the main thread reads them for
+//! the host (and writes them when a state is loaded, the host flushes while
+//! inactive, or a script's declaration changes).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use outboard_engine::declared::{DeclaredParam, Range};
 
 /// Parameter ids: stable forever (hosts store them in projects).
 pub const MIX: u32 = 0;
 pub const DSP_LOAD: u32 = 1;
 pub const BYPASS: u32 = 2;
-/// Four free knobs a script reads as `ctx.params["p1"]` ... `["p4"]`.
-pub const SCRIPT_KNOBS: [u32; 4] = [3, 4, 5, 6];
+/// Script slot k has id `FIRST_SLOT + k` (ids 3-6 were the knobs P1-P4:
+/// an old project's values land on the first four slots).
+pub const FIRST_SLOT: u32 = 3;
+/// Script slots: as many as a script may declare.
+pub const SLOTS: usize = outboard_engine::declared::MAX_DECLARED;
 /// Read-only: script results that were not back in time (dry played).
 pub const LATE_RESULTS: u32 = 100;
 
@@ -21,15 +35,31 @@ pub const LATE_RESULTS: u32 = 100;
 /// core per 64-frame block here, far past any real-time budget.
 pub const MAX_DSP_TERMS: f64 = 2_000_000.0;
 
+/// The slot of parameter `id`, if it is a script slot.
+pub fn slot_of(id: u32) -> Option<usize> {
+    id.checked_sub(FIRST_SLOT).map(|k| k as usize).filter(|&k| k < SLOTS)
+}
+
+/// The id of script slot `k`.
+pub fn slot_id(k: usize) -> u32 {
+    FIRST_SLOT + k as u32
+}
+
+/// The value index a slot's parameter has on the wire to the script
+/// (index 0 is the engine's wet level).
+pub fn wire_index(k: usize) -> usize {
+    k + 1
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unit {
     Percent,
     Terms,
     Switch,
-    Plain,
     Count,
 }
 
+/// One of the plugin's own parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamSpec {
     pub id: u32,
@@ -43,23 +73,8 @@ pub struct ParamSpec {
     pub unit: Unit,
 }
 
-/// Script knob `k` (0-3): 0 to 1, read by the script as `ctx.params["p{k+1}"]`.
-const fn script_knob(k: usize, name: &'static str) -> ParamSpec {
-    ParamSpec {
-        id: SCRIPT_KNOBS[k],
-        name,
-        module: "Script",
-        min: 0.0,
-        max: 1.0,
-        default: 0.0,
-        stepped: false,
-        unit: Unit::Plain,
-    }
-}
-
-/// Every parameter, in the order the host lists them. Only the writable
-/// ones are saved in the state.
-pub const PARAMS: [ParamSpec; 8] = [
+/// The plugin's own parameters; the host lists them before the slots.
+pub const FIXED: [ParamSpec; 4] = [
     ParamSpec {
         id: MIX,
         name: "Mix",
@@ -90,10 +105,6 @@ pub const PARAMS: [ParamSpec; 8] = [
         stepped: true,
         unit: Unit::Switch,
     },
-    script_knob(0, "P1"),
-    script_knob(1, "P2"),
-    script_knob(2, "P3"),
-    script_knob(3, "P4"),
     ParamSpec {
         id: LATE_RESULTS,
         name: "Late results",
@@ -106,9 +117,21 @@ pub const PARAMS: [ParamSpec; 8] = [
     },
 ];
 
-/// Index into [`PARAMS`] of parameter `id`.
-pub fn index_of(id: u32) -> Option<usize> {
-    PARAMS.iter().position(|p| p.id == id)
+/// Parameters the host sees: the fixed ones, then the slots.
+pub const COUNT: usize = FIXED.len() + SLOTS;
+
+/// Index into [`FIXED`] of parameter `id`.
+pub fn fixed_index(id: u32) -> Option<usize> {
+    FIXED.iter().position(|p| p.id == id)
+}
+
+/// The id of the parameter the host lists at `index`.
+pub fn id_at(index: usize) -> Option<u32> {
+    match index {
+        i if i < FIXED.len() => Some(FIXED[i].id),
+        i if i < COUNT => Some(slot_id(i - FIXED.len())),
+        _ => None,
+    }
 }
 
 impl ParamSpec {
@@ -131,7 +154,6 @@ impl ParamSpec {
             Unit::Percent => write!(out, "{:.1} %", value * 100.0),
             Unit::Terms => write!(out, "{value:.0} terms"),
             Unit::Switch => write!(out, "{}", if value >= 0.5 { "On" } else { "Off" }),
-            Unit::Plain => write!(out, "{value:.3}"),
             Unit::Count => write!(out, "{value:.0}"),
         }
     }
@@ -148,7 +170,7 @@ impl ParamSpec {
                 "off" | "0" | "false" | "no" | "active" => 0.0,
                 _ => return None,
             },
-            Unit::Plain | Unit::Count => text.parse::<f64>().ok()?,
+            Unit::Count => text.parse::<f64>().ok()?,
         };
         if !value.is_finite() {
             return None;
@@ -157,34 +179,95 @@ impl ParamSpec {
     }
 }
 
-/// The current value of every parameter.
+/// A slot's range as the audio thread needs it to take a host value.
+#[derive(Default)]
+struct SlotRange {
+    /// f64 bits of the largest value (1.0 for continuous and unused slots).
+    max: AtomicU64,
+    stepped: AtomicBool,
+}
+
+/// The current value of every parameter. A slot the script does not use
+/// holds NaN ("not set": the script sees the declared default) until the
+/// host or a state sets it.
 pub struct ParamValues {
-    values: [AtomicU64; PARAMS.len()],
+    fixed: [AtomicU64; FIXED.len()],
+    slots: [AtomicU64; SLOTS],
+    ranges: [SlotRange; SLOTS],
 }
 
 impl Default for ParamValues {
     fn default() -> Self {
-        ParamValues { values: std::array::from_fn(|i| AtomicU64::new(PARAMS[i].default.to_bits())) }
+        let values = ParamValues {
+            fixed: std::array::from_fn(|i| AtomicU64::new(FIXED[i].default.to_bits())),
+            slots: std::array::from_fn(|_| AtomicU64::new(f64::NAN.to_bits())),
+            ranges: std::array::from_fn(|_| SlotRange::default()),
+        };
+        for k in 0..SLOTS {
+            values.set_range(k, None);
+        }
+        values
     }
 }
 
 impl ParamValues {
     pub fn get(&self, id: u32) -> Option<f64> {
-        index_of(id).map(|i| self.get_index(i))
+        match (fixed_index(id), slot_of(id)) {
+            (Some(i), _) => Some(self.get_fixed(i)),
+            (_, Some(k)) => Some(self.slot(k)),
+            _ => None,
+        }
     }
 
-    pub fn get_index(&self, index: usize) -> f64 {
-        f64::from_bits(self.values[index].load(Ordering::Relaxed))
+    pub fn get_fixed(&self, index: usize) -> f64 {
+        f64::from_bits(self.fixed[index].load(Ordering::Relaxed))
+    }
+
+    /// Slot k's value (NaN: not set).
+    pub fn slot(&self, k: usize) -> f64 {
+        f64::from_bits(self.slots[k].load(Ordering::Relaxed))
+    }
+
+    /// Slot k's range: a declared parameter's, or 0..=1 for an unused slot
+    /// (main thread, when a declaration comes).
+    pub fn set_range(&self, k: usize, param: Option<&DeclaredParam>) {
+        let (max, stepped) = param.map_or((1.0, false), |p| (p.host_max(), p.stepped()));
+        self.ranges[k].max.store(f64::to_bits(max), Ordering::Relaxed);
+        self.ranges[k].stepped.store(stepped, Ordering::Relaxed);
+    }
+
+    /// Sets slot k outright (main thread: NaN unsets it).
+    pub fn put_slot(&self, k: usize, value: f64) {
+        self.slots[k].store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    /// What slot k takes for the host value `value`: in its range, on a
+    /// step if stepped; `None` for NaN. Realtime-safe.
+    pub fn slot_value_for(&self, k: usize, value: f64) -> Option<f64> {
+        if value.is_nan() {
+            return None;
+        }
+        let max = f64::from_bits(self.ranges[k].max.load(Ordering::Relaxed));
+        let v = value.clamp(0.0, max);
+        Some(if self.ranges[k].stepped.load(Ordering::Relaxed) { v.round() } else { v })
     }
 
     /// Sets a writable parameter from a host value (sanitised); false if the
     /// id is unknown, read-only, or the value is not a number. Realtime-safe.
     pub fn set(&self, id: u32, value: f64) -> bool {
-        let Some(index) = index_of(id) else { return false };
-        let spec = &PARAMS[index];
+        if value.is_nan() {
+            return false;
+        }
+        if let Some(k) = slot_of(id) {
+            let Some(v) = self.slot_value_for(k, value) else { return false };
+            self.slots[k].store(v.to_bits(), Ordering::Relaxed);
+            return true;
+        }
+        let Some(index) = fixed_index(id) else { return false };
+        let spec = &FIXED[index];
         match spec.sanitize(value) {
             Some(value) if !spec.read_only() => {
-                self.values[index].store(value.to_bits(), Ordering::Relaxed);
+                self.fixed[index].store(value.to_bits(), Ordering::Relaxed);
                 true
             }
             _ => false,
@@ -193,15 +276,45 @@ impl ParamValues {
 
     /// Sets a read-only (diagnostic) value. Realtime-safe.
     pub fn report(&self, id: u32, value: f64) {
-        if let Some(index) = index_of(id) {
-            self.values[index].store(value.to_bits(), Ordering::Relaxed);
+        if let Some(index) = fixed_index(id) {
+            self.fixed[index].store(value.to_bits(), Ordering::Relaxed);
         }
     }
 
-    /// (id, value) of every writable parameter, ascending by id: what a state saves.
+    /// (id, value) of every writable parameter that has a value, ascending
+    /// by id: what a state saves.
     pub fn saved(&self) -> Vec<(u32, f64)> {
-        PARAMS.iter().enumerate().filter(|(_, p)| !p.read_only()).map(|(i, p)| (p.id, self.get_index(i))).collect()
+        let mut saved: Vec<(u32, f64)> = FIXED
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.read_only())
+            .map(|(i, p)| (p.id, self.get_fixed(i)))
+            .chain((0..SLOTS).map(|k| (slot_id(k), self.slot(k))).filter(|(_, v)| !v.is_nan()))
+            .collect();
+        saved.sort_by_key(|&(id, _)| id);
+        saved
     }
+}
+
+/// Text for a slot's value: the declared parameter's, or a plain number.
+pub fn format_slot(param: Option<&DeclaredParam>, value: f64, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    match param {
+        Some(p) => p.format(value, out),
+        None => write!(out, "{value:.3}"),
+    }
+}
+
+/// A slot's value from text.
+pub fn parse_slot(param: Option<&DeclaredParam>, text: &str) -> Option<f64> {
+    match param {
+        Some(p) => p.parse(text),
+        None => text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v.clamp(0.0, 1.0)),
+    }
+}
+
+/// Whether the host sees the slot's parameter as a list of names.
+pub fn is_enum(param: &DeclaredParam) -> bool {
+    matches!(param.range, Range::Choices(_))
 }
 
 #[cfg(test)]
@@ -209,8 +322,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_round_trips_are_stable_for_every_parameter() {
-        for spec in PARAMS {
+    fn text_round_trips_are_stable_for_every_fixed_parameter() {
+        for spec in FIXED {
             for step in 0..=20 {
                 let value = spec.sanitize(spec.min + (spec.max - spec.min) * step as f64 / 20.0).unwrap();
                 let mut text = String::new();
@@ -237,7 +350,22 @@ mod tests {
         assert!(!values.set(MIX, f64::NAN));
         assert!(!values.set(LATE_RESULTS, 3.0));
         assert!(!values.set(77, 1.0));
-        assert_eq!(values.saved().len(), PARAMS.len() - 1);
-        assert!(values.saved().windows(2).all(|w| w[0].0 < w[1].0));
+        // Slots: unset until set, clamped to their range, saved once set.
+        assert!(values.get(slot_id(0)).unwrap().is_nan());
+        assert_eq!(values.saved().len(), 3);
+        assert!(values.set(slot_id(0), 3.0));
+        assert_eq!(values.get(slot_id(0)), Some(1.0));
+        let body = br#"{"params":[{"index":1,"name":"n","choices":["a","b","c"],"default":1}]}"#;
+        let d = outboard_engine::declared::Declaration::from_json(body).unwrap();
+        values.set_range(1, Some(&d.params[0]));
+        assert!(values.set(slot_id(1), 1.6));
+        assert_eq!(values.get(slot_id(1)), Some(2.0));
+        let saved = values.saved();
+        assert_eq!(saved.len(), 5);
+        assert!(saved.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(slot_of(slot_id(SLOTS - 1)), Some(SLOTS - 1));
+        assert_eq!(slot_of(slot_id(SLOTS)), None);
+        assert_eq!(slot_of(LATE_RESULTS), None);
+        assert_eq!(id_at(FIXED.len()), Some(FIRST_SLOT));
     }
 }

@@ -5,9 +5,13 @@
 //! but the engine's wake of a sleeping worker, and does bounded work per
 //! frame. Any host block size works, changing from call to call: the engine
 //! track re-chunks into its fixed internal block. Parameter changes take
-//! effect on the exact frame their event names (Mix and Bypass on that
-//! sample; the DSP load and the script knobs at the engine's next internal
-//! block, as the script sees a block at a time).
+//! effect on the exact frame their event names: Mix and Bypass on that
+//! sample, the DSP load at the engine's next internal block, a script's
+//! declared parameter wherever the script applies it (it gets the change
+//! with its frame, `ctx.param_changes`). Notes and MIDI from the host go to
+//! the script with the block they fall in, at their frame; the script's
+//! notes, MIDI and parameter moves come back out λ after their time, like
+//! its audio.
 //!
 //! Signal path per channel, with λ the reported latency:
 //!
@@ -17,9 +21,15 @@
 //! out(t) = m·wet(t) + (1 − m)·dry(t),   m = 0 when bypassed, else Mix
 //! ```
 
-use clack_plugin::events::event_types::ParamValueEvent;
+use clack_plugin::events::event_types::{
+    MidiEvent, NoteChokeEvent, NoteOffEvent, NoteOnEvent, ParamGestureBeginEvent, ParamGestureEndEvent,
+    ParamValueEvent, TransportEvent, TransportFlags,
+};
+use clack_plugin::events::spaces::CoreEventSpace;
+use clack_plugin::events::{Match, Pckn};
 use clack_plugin::prelude::*;
 use clack_plugin::process::audio::PairedChannels;
+use outboard_engine::block::{EventAction, Transport, midi_message_len};
 use outboard_engine::track::Track;
 
 use crate::guard::{self, HostQuirk};
@@ -142,10 +152,19 @@ impl Processor {
         values: &ParamValues,
         mut channels: PairedChannels<'_, S>,
         events: &InputEvents,
+        output: &mut OutputEvents,
+        transport: Option<&TransportEvent>,
     ) {
         let frames = channels.frames_count() as usize;
         let mut pairs: [Option<ChannelPair<'_, S>>; CHANNELS] = std::array::from_fn(|c| channels.channel_pair(c));
         let (queued, overflow) = self.order_events(events, frames);
+        self.track.begin_call(transport.map(host_transport));
+        // The script's share of the host's events, at their frames.
+        for &(time, index) in &self.order[..queued] {
+            if let Some(action) = events.get(index).and_then(|e| script_action(values, e)) {
+                self.track.push_event(time, action);
+            }
+        }
         let mut next_event = 0;
         let mut base = 0;
         // The host must not pass more than its maximum; if it does, the call
@@ -208,6 +227,47 @@ impl Processor {
         }
         let late = self.track.stats().late_results.load(std::sync::atomic::Ordering::Relaxed);
         values.report(params::LATE_RESULTS, late as f64);
+        self.emit(values, output, frames);
+    }
+
+    /// Hands the host the script's events due in this call, at their frames
+    /// (a parameter move as a gesture: begin, value, end).
+    fn emit(&mut self, values: &ParamValues, output: &mut OutputEvents, frames: usize) {
+        let last = frames.saturating_sub(1) as u32;
+        for (frame, action) in self.track.output_events() {
+            let t = frame.min(last);
+            let note = |channel: u8, key: u8, note_id: i32| {
+                let id = if note_id < 0 { Match::All } else { Match::Specific(note_id as u32) };
+                Pckn::new(0u16, u16::from(channel), u16::from(key), id)
+            };
+            let pushed = match action {
+                EventAction::NoteOn { channel, key, velocity, note_id } => {
+                    output.try_push(NoteOnEvent::new(t, note(channel, key, note_id), f64::from(velocity)))
+                }
+                EventAction::NoteOff { channel, key, velocity, note_id } => {
+                    output.try_push(NoteOffEvent::new(t, note(channel, key, note_id), f64::from(velocity)))
+                }
+                EventAction::NoteChoke { channel, key, note_id } => {
+                    output.try_push(NoteChokeEvent::new(t, note(channel, key, note_id)))
+                }
+                EventAction::Midi { data, .. } => output.try_push(MidiEvent::new(t, 0, data)),
+                EventAction::SetParam { index, value } => {
+                    let Some(k) = (index as usize).checked_sub(1).filter(|&k| k < params::SLOTS) else { continue };
+                    let id = params::slot_id(k);
+                    values.set(id, f64::from(value));
+                    let value = values.slot(k);
+                    let id = ClapId::new(id);
+                    output
+                        .try_push(ParamGestureBeginEvent::new(t, id))
+                        .and_then(|()| output.try_push(ParamValueEvent::new(t, id, Pckn::match_all(), value)))
+                        .and_then(|()| output.try_push(ParamGestureEndEvent::new(t, id)))
+                }
+                EventAction::ParamChange { .. } => continue,
+            };
+            if pushed.is_err() {
+                guard::note(HostQuirk::OutputEventsFull);
+            }
+        }
     }
 
     /// Lists the call's readable events in `order`, by time (then by their
@@ -244,9 +304,9 @@ impl Processor {
     /// Frames `start..end` of the current pass: engine, then the mix.
     fn render(&mut self, values: &ParamValues, start: usize, end: usize) {
         let engine = self.track.params();
-        engine.set_dsp_terms(values.get_index(DSP_LOAD_INDEX) as u64);
-        for (slot, index) in KNOB_INDICES.iter().enumerate() {
-            engine.set(1 + slot, values.get_index(*index) as f32);
+        engine.set_dsp_terms(values.get_fixed(DSP_LOAD_INDEX) as u64);
+        for k in 0..params::SLOTS {
+            engine.set(params::wire_index(k), values.slot(k) as f32);
         }
         let [in_l, in_r] = &self.input;
         let [wet_l, wet_r] = &mut self.wet;
@@ -255,8 +315,8 @@ impl Processor {
             &mut [&mut wet_l[start..end], &mut wet_r[start..end]],
             end - start,
         );
-        let bypassed = values.get_index(BYPASS_INDEX) >= 0.5;
-        let m = if bypassed { 0.0 } else { values.get_index(MIX_INDEX) as f32 };
+        let bypassed = values.get_fixed(BYPASS_INDEX) >= 0.5;
+        let m = if bypassed { 0.0 } else { values.get_fixed(MIX_INDEX) as f32 };
         if self.latency == 0 {
             return;
         }
@@ -283,16 +343,101 @@ impl Processor {
 const MIX_INDEX: usize = 0;
 const DSP_LOAD_INDEX: usize = 1;
 const BYPASS_INDEX: usize = 2;
-const KNOB_INDICES: [usize; 4] = [3, 4, 5, 6];
 
 // The indices above are positions in the parameter table; check they match.
 const _: () = {
-    assert!(params::PARAMS[MIX_INDEX].id == params::MIX);
-    assert!(params::PARAMS[DSP_LOAD_INDEX].id == params::DSP_LOAD);
-    assert!(params::PARAMS[BYPASS_INDEX].id == params::BYPASS);
-    assert!(params::PARAMS[KNOB_INDICES[0]].id == params::SCRIPT_KNOBS[0]);
-    assert!(params::PARAMS[KNOB_INDICES[3]].id == params::SCRIPT_KNOBS[3]);
+    assert!(params::FIXED[MIX_INDEX].id == params::MIX);
+    assert!(params::FIXED[DSP_LOAD_INDEX].id == params::DSP_LOAD);
+    assert!(params::FIXED[BYPASS_INDEX].id == params::BYPASS);
 };
+
+/// The host's transport as the script sees it: what the host says it has,
+/// defaults for the rest, impossible values replaced (and flagged).
+pub fn host_transport(t: &TransportEvent) -> Transport {
+    let f = t.flags;
+    let mut flags = Transport::FROM_HOST;
+    for (host, ours) in [
+        (TransportFlags::IS_PLAYING, Transport::PLAYING),
+        (TransportFlags::IS_RECORDING, Transport::RECORDING),
+        (TransportFlags::IS_LOOP_ACTIVE, Transport::LOOPING),
+        (TransportFlags::HAS_BEATS_TIMELINE, Transport::HAS_BEATS),
+        (TransportFlags::HAS_SECONDS_TIMELINE, Transport::HAS_SECONDS),
+    ] {
+        if f.contains(host) {
+            flags |= ours;
+        }
+    }
+    let default = Transport::default();
+    let tempo = if f.contains(TransportFlags::HAS_TEMPO) { t.tempo } else { default.tempo };
+    let has_beats = f.contains(TransportFlags::HAS_BEATS_TIMELINE);
+    let has_seconds = f.contains(TransportFlags::HAS_SECONDS_TIMELINE);
+    let (beats, seconds) = match (has_beats, has_seconds) {
+        (true, true) => (t.song_pos_beats.to_float(), t.song_pos_seconds.to_float()),
+        (true, false) => (t.song_pos_beats.to_float(), t.song_pos_beats.to_float() * 60.0 / tempo),
+        (false, true) => (t.song_pos_seconds.to_float() * tempo / 60.0, t.song_pos_seconds.to_float()),
+        (false, false) => (0.0, 0.0),
+    };
+    let (numerator, denominator) = if f.contains(TransportFlags::HAS_TIME_SIGNATURE) {
+        (t.time_signature_numerator, t.time_signature_denominator)
+    } else {
+        (default.numerator, default.denominator)
+    };
+    Transport {
+        flags,
+        tempo,
+        beats,
+        seconds,
+        bar_start: if has_beats { t.bar_start.to_float() } else { 0.0 },
+        bar_number: if has_beats { t.bar_number } else { 0 },
+        loop_start: if has_beats { t.loop_start_beats.to_float() } else { 0.0 },
+        loop_end: if has_beats { t.loop_end_beats.to_float() } else { 0.0 },
+        numerator,
+        denominator,
+    }
+    .sanitized()
+}
+
+/// What of a host event goes to the script: notes, MIDI channel messages,
+/// changes of a declared parameter (as the value the plugin takes). Notes
+/// that name no key or channel (wildcards) and system messages do not.
+fn script_action(values: &ParamValues, event: &UnknownEvent) -> Option<EventAction> {
+    let specific = |pckn: Pckn| -> Option<(u8, u8, i32)> {
+        let channel = u8::try_from(pckn.channel.into_specific()?).ok().filter(|&c| c < 16)?;
+        let key = u8::try_from(pckn.key.into_specific()?).ok().filter(|&k| k < 128)?;
+        let note_id = pckn.note_id.into_specific().and_then(|id| i32::try_from(id).ok()).unwrap_or(-1);
+        Some((channel, key, note_id))
+    };
+    let velocity = |v: f64| if v.is_finite() { v.clamp(0.0, 1.0) as f32 } else { 0.0 };
+    Some(match event.as_core_event()? {
+        CoreEventSpace::NoteOn(e) => {
+            let (channel, key, note_id) = specific(e.pckn())?;
+            EventAction::NoteOn { channel, key, velocity: velocity(e.velocity()), note_id }
+        }
+        CoreEventSpace::NoteOff(e) => {
+            let (channel, key, note_id) = specific(e.pckn())?;
+            EventAction::NoteOff { channel, key, velocity: velocity(e.velocity()), note_id }
+        }
+        CoreEventSpace::NoteChoke(e) => {
+            let (channel, key, note_id) = specific(e.pckn())?;
+            EventAction::NoteChoke { channel, key, note_id }
+        }
+        CoreEventSpace::Midi(e) => {
+            let mut data = e.data();
+            let len = midi_message_len(data[0]);
+            if len == 0 || data[1..len as usize].iter().any(|&b| b >= 0x80) {
+                return None;
+            }
+            data[len as usize..].fill(0);
+            EventAction::Midi { data, len }
+        }
+        CoreEventSpace::ParamValue(e) => {
+            let k = params::slot_of(e.param_id()?.get())?;
+            let value = values.slot_value_for(k, e.value())?;
+            EventAction::ParamChange { index: params::wire_index(k) as u32, value: value as f32 }
+        }
+        _ => return None,
+    })
+}
 
 fn read<S: Sample>(dst: &mut [f32], src: Option<&[S]>) {
     match src {

@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use outboard_engine::declared::DeclaredListener;
 use outboard_engine::script_log::LogListener;
 use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_engine::track::{TrackConfig, TrackPort};
@@ -45,11 +46,6 @@ pub const SCRIPTS_HOST_NAME: &str = "outboard-scripts-host";
 pub const BLOCK: usize = 64;
 /// The deepest pipeline an instance may ask for (the engine's limit).
 pub const MAX_LATENCY_BLOCKS: usize = 64;
-
-/// Names under which the script sees the track's parameters (index 0 is
-/// the engine's own wet level, which the plugin keeps at 1: the Mix knob is
-/// applied after the script, sample-accurately).
-pub const SCRIPT_PARAM_NAMES: [&str; 5] = ["wet", "p1", "p2", "p3", "p4"];
 
 static NEXT_TRACK_ID: AtomicU32 = AtomicU32::new(1);
 
@@ -107,7 +103,7 @@ pub fn leave() {
 }
 
 /// The path of this library, from the address of one of its functions.
-fn library_path() -> Option<PathBuf> {
+pub(crate) fn library_path() -> Option<PathBuf> {
     let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
     let symbol = library_path as *const libc::c_void;
     // SAFETY: dladdr only reads the address and fills `info`; on success
@@ -322,7 +318,9 @@ pub struct Unavailable {
 
 /// Hands a track to the shared supervisor (starting it if needed), with its
 /// script. `Err` says why the track will play dry.
-pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Unavailable> {
+/// `names` are the script slots' names by wire index (empty for a free
+/// slot): the worker keeps declared parameters on them.
+pub fn register(port: TrackPort, script: &ScriptSource, names: Vec<String>) -> Result<Registered, Unavailable> {
     let mut service = service();
     if let Some(why) = &service.unavailable {
         return Err(Unavailable { why: why.clone(), first: false });
@@ -343,6 +341,7 @@ pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Un
         // instance's host log (crate::messages).
         config.echo_log = false;
         config.on_log = Some(LogListener::new(crate::messages::route));
+        config.on_declared = Some(DeclaredListener::new(crate::messages::poke));
         service.supervisor = Some(Supervisor::start(config));
     }
     let track = port.config.id;
@@ -350,8 +349,7 @@ pub fn register(port: TrackPort, script: &ScriptSource) -> Result<Registered, Un
     let (file, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
     let running = running(file, script);
     let supervisor = service.supervisor.as_ref().expect("started above");
-    let params = SCRIPT_PARAM_NAMES.iter().map(|s| s.to_string()).collect();
-    let mut scripted = ScriptedTrack::new(port, running.file.clone(), params);
+    let mut scripted = ScriptedTrack::new(port, running.file.clone(), names);
     scripted.python_env = running.python_env.clone();
     supervisor.add_track(scripted);
     Ok(Registered { registration: Registration { track }, running, note })

@@ -6,7 +6,8 @@
 //! error (the instance keeps what it had), never a panic. Saving is
 //! reproducible: the same script and values give the same bytes, so a
 //! load-then-save round trip returns the state byte for byte (a version 1
-//! state, which has no path, loads and is saved as version 2).
+//! or 2 state, which has no path or no declaration, loads and is saved as
+//! version 3).
 //!
 //! Layout (little-endian):
 //!
@@ -25,21 +26,44 @@
 //! | path          | UTF-8          | the file the script came from, or none |
 //! | env length    | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
 //! | env           | UTF-8          | the Python environment named, or none  |
+//! | decl. length  | u32            | at most [`MAX_DECLARED_BYTES`]; v3     |
+//! | declaration   | UTF-8          | what the script declared (the worker's |
+//! |               |                | JSON, as it sent it), or none          |
 //! | checksum      | u64            | FNV-1a 64 of every byte before it      |
+//!
+//! Parameter values are saved by id; the script slots' ids mean the names
+//! the declaration gives them, so a state knows its parameters' names and
+//! ranges before any script runs, and an edit that keeps a name keeps its
+//! value (the plugin maps values by name when a new declaration comes).
 
 use std::fmt;
 
 pub const MAGIC: &[u8; 8] = b"OUTBOARD";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The first version, without the script's path: still read.
 pub const VERSION_1: u32 = 1;
-pub const MAX_PARAMS: usize = 32;
+/// The second, without the declaration: still read.
+pub const VERSION_2: u32 = 2;
+/// The plugin's own parameters and its script slots.
+pub const MAX_PARAMS: usize = 64;
+pub const MAX_DECLARED_BYTES: usize = 64 << 10;
 pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 pub const MAX_PATH_BYTES: usize = 4096;
 /// No valid state is longer than this; a reader stops here.
-pub const MAX_STATE_BYTES: usize =
-    8 + 4 + 4 + 4 + MAX_PARAMS * 12 + 4 + MAX_NAME_BYTES + 4 + MAX_SCRIPT_BYTES + 2 * (4 + MAX_PATH_BYTES) + 8;
+pub const MAX_STATE_BYTES: usize = 8
+    + 4
+    + 4
+    + 4
+    + MAX_PARAMS * 12
+    + 4
+    + MAX_NAME_BYTES
+    + 4
+    + MAX_SCRIPT_BYTES
+    + 2 * (4 + MAX_PATH_BYTES)
+    + 4
+    + MAX_DECLARED_BYTES
+    + 8;
 
 /// What a state holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +81,10 @@ pub struct PluginState {
     /// names for its script; empty: the usual choice (see
     /// `outboard_engine::python_env`).
     pub python_env: String,
+    /// What the script declared, as its worker sent it (JSON, see
+    /// `outboard_engine::declared::Declaration::from_json`); empty if
+    /// nothing was heard yet.
+    pub declared: String,
 }
 
 /// Why a state was rejected.
@@ -113,7 +141,7 @@ impl PluginState {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&value.to_le_bytes());
         }
-        for text in [&self.script_name, &self.script, &self.script_path, &self.python_env] {
+        for text in [&self.script_name, &self.script, &self.script_path, &self.python_env, &self.declared] {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
@@ -136,7 +164,7 @@ impl PluginState {
         }
         let mut reader = Reader { bytes, at: MAGIC.len() };
         let version = reader.u32()?;
-        if version != VERSION && version != VERSION_1 {
+        if version != VERSION && version != VERSION_1 && version != VERSION_2 {
             return Err(StateError::UnknownVersion(version));
         }
         let flags = reader.u32()?;
@@ -172,6 +200,7 @@ impl PluginState {
         } else {
             (reader.text(MAX_PATH_BYTES)?, reader.text(MAX_PATH_BYTES)?)
         };
+        let declared = if version == VERSION { reader.text(MAX_DECLARED_BYTES)? } else { String::new() };
         if reader.at + 8 > bytes.len() {
             return Err(StateError::Truncated);
         }
@@ -187,7 +216,10 @@ impl PluginState {
         if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
             return Err(StateError::BadChecksum);
         }
-        Ok(PluginState { params, script_name, script, script_path, python_env })
+        if !declared.is_empty() && outboard_engine::declared::Declaration::from_json(declared.as_bytes()).is_err() {
+            return Err(StateError::Invalid("the declared parameters cannot be read"));
+        }
+        Ok(PluginState { params, script_name, script, script_path, python_env, declared })
     }
 }
 
@@ -229,19 +261,34 @@ mod tests {
             script: "def process(block, ctx):\n    block *= 0.5\n".into(),
             script_path: "/home/user/scripts/gain.py".into(),
             python_env: "/home/user/venvs/audio".into(),
+            declared:
+                r#"{"params":[{"index":1,"name":"gain","min":0,"max":2,"default":1}],"instrument":false,"doc":""}"#
+                    .into(),
         }
     }
 
     #[test]
-    fn reads_version_1_states_and_saves_them_as_version_2() {
-        let v2 = sample().encode();
-        // A version 1 state: no path field, its own checksum.
-        let mut v1 = v2[..v2.len() - 8 - 8 - sample().script_path.len() - sample().python_env.len()].to_vec();
+    fn reads_version_1_and_2_states_and_saves_them_as_version_3() {
+        let v3 = sample().encode();
+        let declared = 4 + sample().declared.len();
+        // A version 2 state: no declaration, its own checksum.
+        let mut v2 = v3[..v3.len() - 8 - declared].to_vec();
+        v2[8..12].copy_from_slice(&VERSION_2.to_le_bytes());
+        let sum = fnv1a(&v2);
+        v2.extend_from_slice(&sum.to_le_bytes());
+        let decoded = PluginState::decode(&v2).unwrap();
+        assert_eq!(decoded, PluginState { declared: String::new(), ..sample() });
+        assert_eq!(PluginState::decode(&decoded.encode()).unwrap(), decoded);
+        // A version 1 state: no path either.
+        let mut v1 =
+            v3[..v3.len() - 8 - declared - 8 - sample().script_path.len() - sample().python_env.len()].to_vec();
         v1[8..12].copy_from_slice(&VERSION_1.to_le_bytes());
         let sum = fnv1a(&v1);
         v1.extend_from_slice(&sum.to_le_bytes());
         let decoded = PluginState::decode(&v1).unwrap();
-        assert_eq!(decoded, PluginState { script_path: String::new(), python_env: String::new(), ..sample() });
+        let bare =
+            PluginState { script_path: String::new(), python_env: String::new(), declared: String::new(), ..sample() };
+        assert_eq!(decoded, bare);
         assert_eq!(PluginState::decode(&decoded.encode()).unwrap(), decoded);
     }
 
@@ -271,8 +318,8 @@ mod tests {
             assert!(PluginState::decode(&flipped).is_err(), "accepted a state with byte {at} flipped");
         }
         let mut newer = bytes.clone();
-        newer[8] = 3;
-        assert_eq!(PluginState::decode(&newer), Err(StateError::UnknownVersion(3)));
+        newer[8] = 4;
+        assert_eq!(PluginState::decode(&newer), Err(StateError::UnknownVersion(4)));
     }
 
     #[test]

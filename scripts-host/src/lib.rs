@@ -187,6 +187,7 @@ pub struct RealtimeRuntime {
     process: Py<PyAny>,
     warm_up: Py<PyAny>,
     check_reloads: Py<PyAny>,
+    declaration: Py<PyAny>,
     report_bad_samples: Py<PyAny>,
     emit: Py<PyAny>,
     emit_for_slot: Py<PyAny>,
@@ -203,15 +204,86 @@ pub struct BlockIn<'a> {
     pub seq: u64,
     pub sample_time: u64,
     pub channels: usize,
-    /// The track's parameter values, by index.
+    /// The track's parameter values, by index, at the block's first frame.
     pub params: &'a [f32],
+    /// The host's transport at the block's first frame.
+    pub transport: &'a outboard_engine::block::Transport,
+    /// The host's events in the block, in time order.
+    pub events: &'a [outboard_engine::block::Event],
     /// The samples, planar: channel 0's frames, then channel 1's.
     pub samples: &'a [f32],
 }
 
+/// An event as the Python runtime passes it, both ways: (time, kind,
+/// channel, key, value, note id, parameter index, MIDI bytes); kinds as
+/// `outboard_engine::block::Event::encode` numbers them.
+type PyEvent = (i64, u8, i64, i64, f64, i64, i64, Vec<u8>);
+
 /// What `outboard_rt.process` returns: status, the array (if any), and the
-/// events as (kind, time, a, b, c).
-type ProcessReply<'py> = (u32, Option<Bound<'py, PyAny>>, Vec<(u32, i64, f64, f64, f64)>);
+/// events.
+type ProcessReply<'py> = (u32, Option<Bound<'py, PyAny>>, Vec<PyEvent>);
+
+/// A host event as the Python runtime takes it.
+fn py_event(event: &outboard_engine::block::Event) -> PyEvent {
+    use outboard_engine::block::EventAction as A;
+    let time = event.time.min(i64::MAX as u64) as i64;
+    match event.action {
+        A::NoteOn { channel, key, velocity, note_id } => (
+            time,
+            1,
+            channel.into(),
+            key.into(),
+            velocity.into(),
+            note_id.into(),
+            0,
+            vec![0x90 | channel, key, (velocity * 127.0).round().clamp(1.0, 127.0) as u8],
+        ),
+        A::NoteOff { channel, key, velocity, note_id } => (
+            time,
+            2,
+            channel.into(),
+            key.into(),
+            velocity.into(),
+            note_id.into(),
+            0,
+            vec![0x80 | channel, key, (velocity * 127.0).round() as u8],
+        ),
+        A::NoteChoke { channel, key, note_id } => {
+            (time, 3, channel.into(), key.into(), 0.0, note_id.into(), 0, vec![0xB0 | channel, 120, 0])
+        }
+        A::Midi { data, len } => (time, 4, -1, -1, 0.0, -1, 0, data[..len as usize].to_vec()),
+        A::ParamChange { index, value } => (time, 5, -1, -1, value.into(), -1, index.into(), Vec::new()),
+        A::SetParam { index, value } => (time, 6, -1, -1, value.into(), -1, index.into(), Vec::new()),
+    }
+}
+
+/// A script's event, checked as the track will check it (an event the
+/// track would refuse is dropped here).
+fn script_event(
+    (time, kind, channel, key, value, note_id, index, data): PyEvent,
+) -> Option<outboard_engine::block::Event> {
+    use outboard_engine::block::{EVENT_BYTES, Event, EventAction as A};
+    let time = u64::try_from(time).ok()?;
+    let (channel, key) = (u8::try_from(channel).ok()?, u8::try_from(key).ok()?);
+    let note_id = i32::try_from(note_id).ok()?;
+    let value = value as f32;
+    let action = match kind {
+        1 => A::NoteOn { channel, key, velocity: value, note_id },
+        2 => A::NoteOff { channel, key, velocity: value, note_id },
+        3 => A::NoteChoke { channel, key, note_id },
+        4 => {
+            let mut bytes = [0u8; 3];
+            let len = data.len().min(3);
+            bytes[..len].copy_from_slice(&data[..len]);
+            A::Midi { data: bytes, len: u8::try_from(data.len()).ok()? }
+        }
+        6 => A::SetParam { index: u32::try_from(index).ok()?, value },
+        _ => return None,
+    };
+    let mut bytes = [0u8; EVENT_BYTES];
+    Event { time, action }.encode(&mut bytes);
+    Event::decode(&bytes)
+}
 
 /// What one block's script run produced.
 pub struct BlockOutcome {
@@ -274,6 +346,7 @@ impl RealtimeRuntime {
                 process: get("process")?,
                 warm_up: get("warm_up")?,
                 check_reloads: get("check_reloads")?,
+                declaration: get("declaration")?,
                 report_bad_samples: get("report_bad_samples")?,
                 emit: get("emit")?,
                 emit_for_slot: get("emit_for_slot")?,
@@ -312,6 +385,7 @@ impl RealtimeRuntime {
                 spec.latency_blocks,
                 spec.params.clone(),
                 values.to_vec(),
+                spec.instrument,
             );
             self.load.call1(py, args).and_then(|ok| ok.extract::<bool>(py))
         });
@@ -326,6 +400,8 @@ impl RealtimeRuntime {
                     sample_time: 0,
                     channels: spec.channels,
                     params: &params,
+                    transport: &outboard_engine::block::Transport::default(),
+                    events: &[],
                     samples: &silent,
                 };
                 self.run_block(&self.warm_up, &block, &mut out);
@@ -357,16 +433,26 @@ impl RealtimeRuntime {
     }
 
     /// Reloads scripts whose files changed (checked at most every 250 ms
-    /// each), running their `setup` again.
-    pub fn check_reloads(&self) {
-        Python::attach(|py| {
-            if let Err(e) = self.check_reloads.call0(py) {
+    /// each), running their `setup` again. Returns the slots reloaded.
+    pub fn check_reloads(&self) -> Vec<usize> {
+        Python::attach(|py| match self.check_reloads.call0(py).and_then(|slots| slots.extract::<Vec<usize>>(py)) {
+            Ok(slots) => slots,
+            Err(e) => {
                 let text = format!("outboard: reload check failed: {e}");
                 if self.emit.call1(py, (None::<u32>, Level::Error.as_str(), text.as_str())).is_err() {
                     eprintln!("{text}");
                 }
+                Vec::new()
             }
-        });
+        })
+    }
+
+    /// What the script in `slot` declares, as the JSON body of a
+    /// `ScriptDeclared` message (see `outboard_rt.declaration`); `None` for
+    /// an empty slot.
+    pub fn declaration(&self, slot: usize) -> Option<String> {
+        Python::attach(|py| self.declaration.call1(py, (slot,)).and_then(|d| d.extract::<Option<String>>(py)).ok())
+            .flatten()
     }
 
     /// Runs a track's hooks on one block (its `process`, then its `tick`);
@@ -378,14 +464,28 @@ impl RealtimeRuntime {
     /// Calls `function` (`outboard_rt.process` or `warm_up`) on one block
     /// and reads back what it returns.
     fn run_block(&self, function: &Py<PyAny>, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
-        let BlockIn { slot, seq, sample_time, channels, params, samples } = *block;
+        let BlockIn { slot, seq, sample_time, channels, params, transport, events, samples } = *block;
         use numpy::{PyArray1, PyArray2, PyArrayMethods};
-        use outboard_engine::block::{Event, EventAction, MAX_SAMPLE, ResultStatus, samples_playable};
+        use outboard_engine::block::{MAX_SAMPLE, ResultStatus, samples_playable};
         let frames = samples.len() / channels.max(1);
         let outcome: PyResult<BlockOutcome> = Python::attach(|py| {
             let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;
             let params = pyo3::types::PyTuple::new(py, params)?;
-            let reply = function.call1(py, (slot, block, seq, sample_time, params))?;
+            let events: Vec<PyEvent> = events.iter().map(py_event).collect();
+            let t = transport;
+            let transport = (
+                t.flags,
+                t.tempo,
+                t.beats,
+                t.seconds,
+                t.bar_start,
+                t.bar_number,
+                t.loop_start,
+                t.loop_end,
+                t.numerator,
+                t.denominator,
+            );
+            let reply = function.call1(py, (slot, block, seq, sample_time, params, events, transport))?;
             let (status, array, raw_events): ProcessReply<'_> = reply.extract(py)?;
             let mut status = match status {
                 0 => ResultStatus::Processed,
@@ -418,17 +518,7 @@ impl RealtimeRuntime {
                     self.report_bad_samples.call1(py, (slot, what))?;
                 }
             }
-            let events = raw_events
-                .into_iter()
-                .filter_map(|(kind, time, a, b, c)| {
-                    let time = u64::try_from(time).ok()?;
-                    let action = match kind {
-                        1 => EventAction::Note { pitch: a as f32, velocity: b as f32, duration: c as f32 },
-                        _ => EventAction::SetParam { index: a as u32, value: b as f32 },
-                    };
-                    Some(Event { time, action })
-                })
-                .collect();
+            let events = raw_events.into_iter().filter_map(script_event).collect();
             Ok(BlockOutcome { status, events })
         });
         outcome.unwrap_or_else(|e| {

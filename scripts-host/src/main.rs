@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::block::{BlockHeader, BlockKind, EVENT_BYTES, Event, HEADER_BYTES, MAX_PARAMS, ResultStatus};
+use outboard_engine::block::{
+    BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS, MAX_PARAMS,
+    ProcessLayout, ResultStatus, Transport,
+};
 use outboard_engine::clock::monotonic_ns;
 use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
 use outboard_engine::region::{Region, WorkerStatus};
@@ -216,11 +219,25 @@ struct Worker {
 /// A block taken off a track's ring: read in place from its slot (header
 /// copied out and checked first), its parameters and samples copied
 /// straight to where the script reads them.
-#[derive(Default)]
 struct Block {
     header: BlockHeader,
     params: [f32; MAX_PARAMS],
+    transport: Transport,
+    /// The host's events in the block (notes, MIDI, parameter changes).
+    events: Vec<Event>,
     samples: Vec<f32>,
+}
+
+impl Default for Block {
+    fn default() -> Block {
+        Block {
+            header: BlockHeader::default(),
+            params: [0.0; MAX_PARAMS],
+            transport: Transport::default(),
+            events: Vec::with_capacity(MAX_BLOCK_EVENTS),
+            samples: Vec::new(),
+        }
+    }
 }
 
 impl Worker {
@@ -245,7 +262,16 @@ impl Worker {
             if let Some(rt) = &self.realtime {
                 if last_reload_check.elapsed() >= Duration::from_millis(50) {
                     last_reload_check = Instant::now();
-                    rt.check_reloads();
+                    for slot in rt.check_reloads() {
+                        if let Some(declared) = rt.declaration(slot) {
+                            let sent =
+                                send_kind(&mut self.replies, Kind::ScriptDeclared, 0, declared.as_bytes(), self.parent);
+                            if let Err(e) = sent {
+                                eprintln!("{} {e}; exiting", self.tag);
+                                return ExitCode::from(5);
+                            }
+                        }
+                    }
                 }
             }
             if busy {
@@ -347,6 +373,11 @@ impl Worker {
                     let ok =
                         beating_while(heartbeat, SCRIPT_LOAD_BEAT_LIMIT, || rt.load_with_values(&spec, &spec.values));
                     let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
+                    // What it declares first: the host knows its parameters
+                    // by the time it hears the script is ready.
+                    if let Some(declared) = rt.declaration(spec.slot) {
+                        send_kind(&mut self.replies, Kind::ScriptDeclared, 0, declared.as_bytes(), self.parent)?;
+                    }
                     // Blocks already waiting are the same track's: the new
                     // script (or, if it did not load, the one it replaces) runs them.
                     slot.spec = Some(spec);
@@ -374,7 +405,7 @@ impl Worker {
                     let body = serde_json::json!({"warm": true}).to_string();
                     send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
                 }
-                Kind::JobReply | Kind::ScriptLoaded => {
+                Kind::JobReply | Kind::ScriptLoaded | Kind::ScriptDeclared => {
                     let error = JobReply {
                         result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
                         seconds: 0.0,
@@ -465,15 +496,28 @@ impl Worker {
             if let Some(h) = &header {
                 rings.newest = Some(rings.newest.map_or(h.seq, |n| n.max(h.seq)));
             }
-            let block = header.filter(|h| well_formed(h, message.len(), spec)).map(|h| {
+            let mut context = [0u8; CONTEXT_BYTES];
+            let context = message.copy_to(HEADER_BYTES, &mut context).then(|| Transport::decode(&context));
+            let block = header.zip(context).and_then(|(h, (transport, events))| {
+                let layout = well_formed(&h, events, message.len(), spec)?;
                 let mut block = self.spare.pop().unwrap_or_default();
-                let count = h.count as usize;
                 block.header = h;
+                block.transport = transport;
                 block.samples.resize(spec.channels * spec.frames, 0.0);
-                // The length was checked: both copies are inside the message.
-                message.copy_f32s_to(HEADER_BYTES, &mut block.params[..count]);
-                message.copy_f32s_to(HEADER_BYTES + count * 4, &mut block.samples);
-                block
+                // The length was checked: every copy is inside the message.
+                message.copy_f32s_to(layout.params, &mut block.params[..h.count as usize]);
+                block.events.clear();
+                for i in 0..events as usize {
+                    let mut bytes = [0u8; EVENT_BYTES];
+                    message.copy_to(layout.events + i * EVENT_BYTES, &mut bytes);
+                    // Only what a host sends: a parameter "move" is the script's.
+                    match Event::decode(&bytes) {
+                        Some(Event { action: EventAction::SetParam { .. }, .. }) | None => {}
+                        Some(event) => block.events.push(event),
+                    }
+                }
+                message.copy_f32s_to(layout.samples, &mut block.samples);
+                Some(block)
             });
             message.release();
             match block {
@@ -505,6 +549,8 @@ impl Worker {
                 sample_time: h.sample_time,
                 channels,
                 params: &block.params[..h.count as usize],
+                transport: &block.transport,
+                events: &block.events,
                 samples: &block.samples,
             },
             &mut self.block_out,
@@ -569,16 +615,20 @@ fn sent_at(sent_ns: u64) -> Instant {
     ago.and_then(|ns| now.checked_sub(Duration::from_nanos(ns))).unwrap_or(now)
 }
 
-/// Whether `h`, read from a message of `len` bytes, is a block of the track
-/// `spec` describes, with exactly the bytes its shape needs.
-fn well_formed(h: &BlockHeader, len: usize, spec: &ScriptSpec) -> bool {
-    let (channels, frames, count) = (h.channels as usize, h.frames as usize, h.count as usize);
-    h.kind == BlockKind::Process as u32
+/// The layout of the block `h` heads, with `events` events, read from a
+/// message of `len` bytes: `None` unless it is a block of the track `spec`
+/// describes with exactly the bytes its shape needs.
+fn well_formed(h: &BlockHeader, events: u32, len: usize, spec: &ScriptSpec) -> Option<ProcessLayout> {
+    let (channels, frames, count, events) = (h.channels as usize, h.frames as usize, h.count as usize, events as usize);
+    let shaped = h.kind == BlockKind::Process as u32
         && h.track == spec.track
         && channels == spec.channels
         && frames == spec.frames
         && count <= MAX_PARAMS
-        && len == HEADER_BYTES + count * 4 + channels * frames * 4
+        && events <= MAX_BLOCK_EVENTS;
+    // Computed only for a shape within bounds (the spec's): no overflow.
+    let layout = shaped.then(|| ProcessLayout::new(count, events, channels * frames))?;
+    (len == layout.len).then_some(layout)
 }
 
 /// Runs `work` while a helper thread beats the heartbeat, for at most

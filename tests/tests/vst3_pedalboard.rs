@@ -89,6 +89,7 @@ fn a_script_given_through_the_state_is_heard_exactly_at_the_reported_latency() {
         script: SHAPER.into(),
         script_path: String::new(),
         python_env: String::new(),
+        declared: String::new(),
     };
     std::fs::write(bundle.dir().join("rust_state.bin"), state.encode()).unwrap();
     check(&bundle, "script_through_state");
@@ -121,8 +122,8 @@ fn raw_state_carries_the_plugins_state_unchanged_both_ways() {
     assert!(state.script.contains("ctx.params['p2']"));
     let value = |id| state.params.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
     assert_eq!(value(params::MIX), Some(0.75));
-    assert_eq!(value(params::SCRIPT_KNOBS[1]), Some(0.5), "P2 as set by name from Python");
-    assert_eq!(value(params::SCRIPT_KNOBS[3]), Some(1.0));
+    assert_eq!(value(params::slot_id(1)), Some(0.5), "P2 as set by name from Python");
+    assert_eq!(value(params::slot_id(3)), Some(1.0));
     assert_eq!(state.encode(), saved, "the bytes are the plugin's, re-encoded identically");
 }
 
