@@ -50,6 +50,8 @@ pub struct DeclaredParam {
     pub range: Range,
     /// The default, as the host holds it (0..=1, or a step number).
     pub default: f64,
+    /// The default as declared, in its units (numbers only).
+    pub default_units: Option<f64>,
 }
 
 /// What one script declares.
@@ -210,13 +212,16 @@ impl DeclaredParam {
                 }
             }
         };
-        let mut param = DeclaredParam { index, name, unit, range, default: 0.0 };
+        let mut param = DeclaredParam { index, name, unit, range, default: 0.0, default_units: None };
         let default = finite(v, "default")?;
         // A choice's default comes as its number; a number's in its units.
         param.default = match param.range {
             Range::Choices(_) => param.clamp(default).round(),
             _ => param.from_units(default),
         };
+        if !matches!(param.range, Range::Choices(_)) {
+            param.default_units = Some(default.clamp(param.to_units(0.0), param.to_units(param.host_max())));
+        }
         Ok(param)
     }
 
@@ -244,6 +249,12 @@ impl DeclaredParam {
     /// choice's number).
     pub fn to_units(&self, value: f64) -> f64 {
         let v = self.clamp(value);
+        if v == self.default {
+            // Exactly the declared default, not its log round trip.
+            if let Some(units) = self.default_units {
+                return units;
+            }
+        }
         match &self.range {
             Range::Continuous { min, max, log: true } => min * (max / min).powf(v),
             Range::Continuous { min, max, log: false } => min + v * (max - min),
@@ -273,7 +284,9 @@ impl DeclaredParam {
         }
         let integral =
             matches!(self.range, Range::Stepped { min, step, .. } if min.fract() == 0.0 && step.fract() == 0.0);
-        let (shown, unit) = if self.unit == "Hz" && units.abs() >= 1000.0 {
+        // kHz from what shows as 1000.0 Hz on (a log default's round trip
+        // may land a hair below it).
+        let (shown, unit) = if self.unit == "Hz" && (units.abs() * 10.0).round() >= 10_000.0 {
             (units / 1000.0, "kHz")
         } else {
             (units, self.unit.as_str())

@@ -167,8 +167,11 @@ pub struct ScriptSpec {
     pub frames: usize,
     pub rate: f64,
     pub latency_blocks: usize,
-    /// Names of the track's parameters, by index (index 0 is "mix").
+    /// Names of the track's own parameters, by index (index 0 is "mix").
     pub params: Vec<String>,
+    /// Where the script's declared parameters were placed before (names by
+    /// index, empty where none): a name declared again goes back there.
+    pub hints: Vec<String>,
     /// Their current values, by index, for `setup` to see (missing: 0).
     pub values: Vec<f32>,
     /// The track is an instrument (`ctx.instrument`): no audio comes in.
@@ -180,7 +183,7 @@ impl ScriptSpec {
         json!({
             "slot": self.slot, "track": self.track, "name": self.name, "path": self.path,
             "channels": self.channels, "frames": self.frames, "rate": self.rate,
-            "latency_blocks": self.latency_blocks, "params": self.params, "values": self.values,
+            "latency_blocks": self.latency_blocks, "params": self.params, "hints": self.hints, "values": self.values,
             "instrument": self.instrument,
         })
         .to_string()
@@ -203,6 +206,15 @@ impl ScriptSpec {
             params: v["params"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            hints: v["hints"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .take(crate::block::MAX_PARAMS)
+                        .map(|p| p.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
                 .unwrap_or_default(),
             values: v["values"]
                 .as_array()

@@ -113,6 +113,10 @@ pub struct ScriptedTrack {
     pub script: PathBuf,
     /// Parameter names by index; index 0 should be "mix".
     pub params: Vec<String>,
+    /// Where the script's declared parameters were placed before (names by
+    /// index): the worker puts a name it declares again back on its index,
+    /// so a host slot keeps its parameter across restarts and edits.
+    pub hints: Vec<String>,
     /// The Python environment its script imports from (None: the built-in
     /// one); see [`crate::python_env`].
     pub python_env: Option<PathBuf>,
@@ -125,7 +129,7 @@ impl ScriptedTrack {
     pub fn new(port: TrackPort, script: impl Into<PathBuf>, params: Vec<String>) -> ScriptedTrack {
         let script = script.into();
         let python_env = python_env::resolve(None, Some(&script));
-        ScriptedTrack { port, script, params, python_env }
+        ScriptedTrack { port, script, params, hints: Vec::new(), python_env }
     }
 
     /// The same, in the environment the track names (if `named` is `Some`).
@@ -305,6 +309,7 @@ struct TrackEntry {
     port: TrackPort,
     script: PathBuf,
     params: Vec<String>,
+    hints: Vec<String>,
     python_env: Option<PathBuf>,
     worker: usize,
     slot: usize,
@@ -589,6 +594,7 @@ impl Watcher {
             port: track.port,
             script: track.script,
             params: track.params,
+            hints: track.hints,
             python_env: track.python_env,
             worker: usize::MAX,
             slot: 0,
@@ -696,7 +702,8 @@ impl Watcher {
             rate: cfg.sample_rate,
             latency_blocks: cfg.latency_blocks,
             params: entry.params.clone(),
-            values: (0..entry.params.len()).map(|i| entry.port.params.get(i)).collect(),
+            hints: entry.hints.clone(),
+            values: (0..crate::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
             instrument: cfg.instrument,
         };
         for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
@@ -871,18 +878,11 @@ impl Watcher {
                 return;
             }
         };
-        if let Some(previous) = entry.port.declared.get() {
-            for p in &previous.params {
-                if entry.params.get(p.index) == Some(&p.name) {
-                    entry.params[p.index].clear();
-                }
-            }
-        }
         for p in &declaration.params {
-            if entry.params.len() <= p.index {
-                entry.params.resize(p.index + 1, String::new());
+            if entry.hints.len() <= p.index {
+                entry.hints.resize(p.index + 1, String::new());
             }
-            entry.params[p.index].clone_from(&p.name);
+            entry.hints[p.index].clone_from(&p.name);
         }
         entry.port.declared.set(declaration);
         if let Some(listener) = &self.config.on_declared {

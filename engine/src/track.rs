@@ -653,12 +653,10 @@ impl Track {
                 slot.put_bytes(0, &head);
                 slot.put_bytes(layout.context, &context);
                 slot.put_f32s(layout.params, &self.block_params);
-                let mut written = 0;
-                for event in self.inbox.iter().filter(|e| e.time < end).take(carried) {
+                for (i, event) in self.inbox.iter().filter(|e| e.time < end).take(carried).enumerate() {
                     let mut bytes = [0u8; EVENT_BYTES];
                     event.encode(&mut bytes);
-                    slot.put_bytes(layout.events + written * EVENT_BYTES, &bytes);
-                    written += 1;
+                    slot.put_bytes(layout.events + i * EVENT_BYTES, &bytes);
                 }
                 slot.put_f32s(layout.samples, &self.input);
                 slot.commit(layout.len).map(|()| true)
@@ -1130,6 +1128,129 @@ mod tests {
         assert_eq!(out[0], out[1]);
         assert_eq!(port.stats.events.load(Ordering::Relaxed), 1, "the note off is not due yet");
         assert_eq!(port.stats.late_events.load(Ordering::Relaxed), 0);
+    }
+
+    /// The events and transport of every Process message waiting, by block.
+    fn take_blocks(script: &mut FakeScript) -> Vec<(BlockHeader, Transport, Vec<Event>, [f32; MAX_PARAMS])> {
+        let mut blocks = Vec::new();
+        while let Ok(len) = script.from_host.try_pop(&mut script.buf) {
+            let h = BlockHeader::read(&script.buf[..len]).unwrap();
+            let context: [u8; CONTEXT_BYTES] =
+                script.buf[HEADER_BYTES..HEADER_BYTES + CONTEXT_BYTES].try_into().unwrap();
+            let (transport, count) = Transport::decode(&context);
+            let layout = ProcessLayout::new(h.count as usize, count as usize, (h.frames * h.channels) as usize);
+            assert_eq!(layout.len, len, "the message is exactly as long as its layout");
+            let events = (0..count as usize)
+                .map(|i| Event::decode(&script.buf[layout.events + i * EVENT_BYTES..]).expect("a valid event"))
+                .collect();
+            let mut params = [0.0f32; MAX_PARAMS];
+            block::read_samples(&script.buf, layout.params, &mut params);
+            blocks.push((h, transport, events, params));
+        }
+        blocks
+    }
+
+    #[test]
+    fn host_events_travel_with_the_block_they_fall_in_with_the_transport_and_parameters() {
+        let cfg = TrackConfig::new(2, "events");
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        let silence = vec![0.0f32; 100];
+        let mut out = vec![vec![0.0f32; 100]; 2];
+        let on = EventAction::NoteOn { channel: 1, key: 60, velocity: 0.5, note_id: 3 };
+        let change = EventAction::ParamChange { index: 5, value: 0.25 };
+        let host = Transport { flags: Transport::FROM_HOST | Transport::PLAYING, tempo: 90.0, ..Transport::default() };
+        // Calls of 100 frames: the second starts at frame 100, inside block 1.
+        port.params.set(5, 0.75);
+        for call in 0..3u32 {
+            track.begin_call(Some(host));
+            if call == 1 {
+                assert!(track.push_event(10, on));
+                assert!(track.push_event(40, change));
+            }
+            let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+            track.process(&[&silence, &silence], &mut outputs, 100);
+        }
+        let blocks = take_blocks(&mut script);
+        assert_eq!(blocks.len(), 4, "blocks 0-3 are complete after 300 frames");
+        let (h, _, events, _) = &blocks[1];
+        assert_eq!(h.seq, 1);
+        assert_eq!(events.as_slice(), &[Event { time: 110, action: on }], "frame 10 of the call: sample 110, block 1");
+        let (_, transport, events, params) = &blocks[2];
+        assert_eq!(events.as_slice(), &[Event { time: 140, action: change }]);
+        assert_eq!(params[5], 0.75, "a block carries the values at its first frame");
+        // Block 2 starts at frame 128, 28 frames into the second call.
+        let expected = host.advanced(28, cfg.sample_rate);
+        assert_eq!(*transport, expected);
+        assert!(blocks[0].2.is_empty() && blocks[3].2.is_empty());
+        // No host transport: the defaults, counted from the track's start.
+        track.begin_call(None);
+        let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+        track.process(&[&silence, &silence], &mut outputs, 100);
+        // Block 5 starts at frame 320, inside this call (block 4 began in the last).
+        let blocks = take_blocks(&mut script);
+        let (h, transport, _, _) = blocks.last().expect("block 5");
+        assert_eq!(h.seq, 5);
+        assert_eq!(*transport, Transport::default().advanced(h.seq * 64, cfg.sample_rate));
+        assert!(!transport.has(Transport::FROM_HOST));
+    }
+
+    #[test]
+    fn script_events_leave_at_their_time_plus_the_latency() {
+        let mut cfg = TrackConfig::new(3, "out");
+        cfg.events_out = true;
+        let (mut track, port, mut script) = track_with_script(cfg.clone());
+        let latency = cfg.latency_frames() as u64;
+        let send = |script: &mut FakeScript, events: &[Event]| {
+            let header = BlockHeader {
+                kind: BlockKind::Events as u32,
+                track: 3,
+                count: events.len() as u32,
+                ..Default::default()
+            };
+            let mut msg = vec![0u8; HEADER_BYTES + events.len() * EVENT_BYTES];
+            header.encode(&mut msg);
+            for (i, e) in events.iter().enumerate() {
+                e.encode(&mut msg[HEADER_BYTES + i * EVENT_BYTES..]);
+            }
+            script.send_raw(&msg);
+        };
+        let on = EventAction::NoteOn { channel: 0, key: 64, velocity: 1.0, note_id: 9 };
+        let off = EventAction::NoteOff { channel: 0, key: 64, velocity: 0.0, note_id: 9 };
+        let moved = EventAction::SetParam { index: 2, value: 0.5 };
+        send(
+            &mut script,
+            &[Event { time: 70, action: on }, Event { time: 300, action: off }, Event { time: 70, action: moved }],
+        );
+        let silence = vec![0.0f32; 50];
+        let mut out = vec![vec![0.0f32; 50]; 2];
+        let mut seen = Vec::new();
+        for call in 0..12u64 {
+            track.begin_call(None);
+            let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+            track.process(&[&silence, &silence], &mut outputs, 50);
+            seen.extend(track.output_events().map(|(frame, action)| (call * 50 + u64::from(frame), action)));
+        }
+        assert_eq!(seen, vec![(70 + latency, on), (70 + latency, moved), (300 + latency, off)]);
+        // Out, not applied: the track's own parameter is the host's.
+        assert_eq!(track.param(2), port.params.get(2));
+        assert_eq!(port.stats.late_events.load(Ordering::Relaxed), 0);
+        // One whose turn has passed leaves at the next call's first frame, late.
+        send(&mut script, &[Event { time: 10, action: on }]);
+        let mut late = Vec::new();
+        for _ in 0..2 {
+            track.begin_call(None);
+            let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+            track.process(&[&silence, &silence], &mut outputs, 50);
+            late.extend(track.output_events());
+        }
+        assert_eq!(late, vec![(0, on)]);
+        assert_eq!(port.stats.late_events.load(Ordering::Relaxed), 1);
+        // The host's kind of event from the script is a fault, not applied.
+        send(&mut script, &[Event { time: 700, action: EventAction::ParamChange { index: 1, value: 1.0 } }]);
+        track.begin_call(None);
+        let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+        track.process(&[&silence, &silence], &mut outputs, 50);
+        assert_eq!(port.stats.faults.load(Ordering::Relaxed), 1);
     }
 
     #[test]

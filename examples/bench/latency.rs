@@ -192,6 +192,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
                     latency_blocks: 0,
                     params: param_names(),
                     values: Vec::new(),
+                    hints: Vec::new(),
                     instrument: false,
                 });
             }

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::events::{NoteDialect, ParamSet};
+use crate::processor::TimeSignature;
 use crate::quirks::Quirks;
-use crate::run::RunConfig;
+use crate::run::{RunConfig, TEMPO};
 
 /// Loads a CLAP plugin, runs N instances of it on the test signal, each on
 /// its own realtime thread, and reports timings, deadline misses, peaks and
@@ -63,6 +65,33 @@ pub struct Cli {
     /// huge-block, reset-while-offline. See examples/host/quirks.rs.
     #[arg(long, value_name = "LIST", value_parser = Quirks::parse)]
     pub host_quirks: Option<Quirks>,
+    /// Notes and MIDI to send: a file with one event a line (`SAMPLE on KEY
+    /// [VELOCITY 0..1] [CHANNEL]`, `SAMPLE off KEY [VELOCITY] [CHANNEL]`,
+    /// `SAMPLE midi HEX HEX [HEX]`; `#` comments; SAMPLE counted from the
+    /// run's start), or `pattern:chord` (C4 E4 G4 held from 0) or
+    /// `pattern:scale` (C major from C4, a quarter note a beat, gate 50 %,
+    /// looping). See examples/host/events.rs.
+    #[arg(long, value_name = "FILE|pattern:chord|pattern:scale")]
+    pub notes: Option<String>,
+    /// Send notes as CLAP note events (with note ids) or as MIDI 1.0
+    /// messages; the plugin's note input port must take the dialect.
+    #[arg(long, value_enum, default_value_t = NoteDialect::Clap)]
+    pub note_dialect: NoteDialect,
+    /// Set a parameter at a sample (repeatable): NAME is its name
+    /// (case-insensitive) or id, VALUE text the plugin parses (`500 Hz`,
+    /// `highpass`) or a plain host value. Looked up after activation, so a
+    /// script's declared parameters can be named.
+    #[arg(long = "param", value_name = "NAME=VALUE@SAMPLE", value_parser = ParamSet::parse)]
+    pub params: Vec<ParamSet>,
+    /// The transport's tempo in BPM.
+    #[arg(long, default_value_t = TEMPO)]
+    pub tempo: f64,
+    /// The transport's time signature.
+    #[arg(long, value_name = "N/D", default_value = "4/4", value_parser = TimeSignature::parse)]
+    pub time_signature: TimeSignature,
+    /// A stopped transport: not playing, its positions stay at zero.
+    #[arg(long)]
+    pub stopped: bool,
     /// Do not print the plugins' log messages.
     #[arg(long)]
     pub quiet_plugin: bool,
@@ -86,6 +115,12 @@ impl Cli {
             write_input: self.write_input.clone(),
             automate: self.automate.clone(),
             quirks: self.host_quirks.unwrap_or_default(),
+            notes: self.notes.clone(),
+            note_dialect: self.note_dialect,
+            params: self.params.clone(),
+            tempo: self.tempo,
+            time_signature: self.time_signature,
+            stopped: self.stopped,
             lock_memory: true,
             echo_log: !self.quiet_plugin,
         }
@@ -126,6 +161,19 @@ mod tests {
             "Mix",
             "--host-quirks",
             "zero-frames,huge-block",
+            "--notes",
+            "pattern:scale",
+            "--note-dialect",
+            "midi",
+            "--param",
+            "cutoff=500 Hz@4800",
+            "--param",
+            "3=0.5@0",
+            "--tempo",
+            "133",
+            "--time-signature",
+            "7/8",
+            "--stopped",
         ])
         .unwrap();
         let c = cli.to_config();
@@ -140,6 +188,19 @@ mod tests {
         assert_eq!(c.write_input, Some(PathBuf::from("w.wav")));
         assert_eq!(c.automate.as_deref(), Some("Mix"));
         assert_eq!(c.quirks.names(), ["zero-frames", "huge-block"]);
+        assert_eq!(c.notes.as_deref(), Some("pattern:scale"));
+        assert_eq!(c.note_dialect, NoteDialect::Midi);
+        assert_eq!(
+            c.params,
+            [
+                ParamSet { name: "cutoff".into(), value: "500 Hz".into(), sample: 4800 },
+                ParamSet { name: "3".into(), value: "0.5".into(), sample: 0 },
+            ]
+        );
+        assert_eq!(
+            (c.tempo, c.time_signature, c.stopped),
+            (133.0, TimeSignature { numerator: 7, denominator: 8 }, true)
+        );
         assert!(c.lock_memory && c.echo_log);
         assert_eq!(c.total_blocks(), 862); // 2.5 s * 44100 / 128 = 861.3, rounded up
     }
@@ -151,6 +212,18 @@ mod tests {
         assert_eq!((c.script, c.json, c.plugin_id), (None, None, None));
         assert_eq!((c.input_wav, c.write_input, c.automate), (None, None, None));
         assert!(c.quirks.is_empty());
+        assert_eq!((c.notes, c.note_dialect, c.params), (None, NoteDialect::Clap, Vec::new()));
+        assert_eq!((c.tempo, c.time_signature, c.stopped), (120.0, TimeSignature::default(), false));
+        for bad in [
+            ["--note-dialect", "mpe"],
+            ["--param", "cutoff=500"],
+            ["--time-signature", "7"],
+            ["--time-signature", "0/4"],
+            ["--tempo", "fast"],
+        ] {
+            let argv = ["outboard-host", "p.clap"].into_iter().chain(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
         assert!(Cli::try_parse_from(["outboard-host"]).is_err(), "the plugin is required");
         assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--tracks", "-1"]).is_err());
         assert!(Cli::try_parse_from(["outboard-host", "p.clap", "--block", "x"]).is_err());
@@ -177,6 +250,23 @@ mod tests {
         let argv = ["outboard-host", "/nonexistent.clap", "--input-wav", "/nonexistent.wav"];
         let err = crate::run::run(&Cli::try_parse_from(argv).unwrap().to_config()).unwrap_err();
         assert!(err.contains("--input-wav /nonexistent.wav"), "{err}");
+    }
+
+    #[test]
+    fn bad_notes_tempi_and_late_params_are_refused_before_the_plugin_is_loaded() {
+        let notes = std::env::temp_dir().join(format!("outboard-host-cli-{}-notes.txt", std::process::id()));
+        std::fs::write(&notes, "0 on 60\n10 on 200\n").unwrap();
+        let run = |args: &[&str]| {
+            let argv = ["outboard-host", "/nonexistent.clap"].iter().chain(args).copied();
+            crate::run::run(&Cli::try_parse_from(argv).unwrap().to_config()).unwrap_err()
+        };
+        let err = run(&["--notes", notes.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&notes);
+        assert!(err.contains(":2: the key is not 0-127"), "{err}");
+        assert!(run(&["--notes", "pattern:nope"]).contains("no such pattern"));
+        assert!(run(&["--tempo", "0"]).contains("--tempo"));
+        let err = run(&["--seconds", "1", "--param", "gain=0@48000"]);
+        assert!(err.contains("the run has 48000 frames"), "{err}");
     }
 
     #[test]

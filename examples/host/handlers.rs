@@ -26,6 +26,9 @@ use std::thread::ThreadId;
 use clack_extensions::audio_ports::{AudioPortRescanFlags, HostAudioPorts, HostAudioPortsImpl, PluginAudioPorts};
 use clack_extensions::latency::{HostLatency, HostLatencyImpl, PluginLatency};
 use clack_extensions::log::{HostLog, HostLogImpl, LogSeverity};
+use clack_extensions::note_ports::{
+    HostNotePorts, HostNotePortsImpl, NoteDialects, NotePortRescanFlags, PluginNotePorts,
+};
 use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamRescanFlags, PluginParams,
 };
@@ -79,6 +82,8 @@ pub struct HostCounters {
     pub latency_changes: AtomicU64,
     /// `audio_ports.rescan(flags)`.
     pub audio_ports_rescans: AtomicU64,
+    /// `note_ports.rescan(flags)`.
+    pub note_ports_rescans: AtomicU64,
     /// `state.mark_dirty()`.
     pub state_dirty_marks: AtomicU64,
     /// Log messages, those of error severity or worse, and those logged
@@ -104,6 +109,7 @@ pub struct CountersSnapshot {
     pub params_clears: u64,
     pub latency_changes: u64,
     pub audio_ports_rescans: u64,
+    pub note_ports_rescans: u64,
     pub state_dirty_marks: u64,
     pub logs: u64,
     pub error_logs: u64,
@@ -125,6 +131,7 @@ impl HostCounters {
             params_clears: n(&self.params_clears),
             latency_changes: n(&self.latency_changes),
             audio_ports_rescans: n(&self.audio_ports_rescans),
+            note_ports_rescans: n(&self.note_ports_rescans),
             state_dirty_marks: n(&self.state_dirty_marks),
             logs: n(&self.logs),
             error_logs: n(&self.error_logs),
@@ -147,6 +154,7 @@ impl CountersSnapshot {
         self.params_clears += other.params_clears;
         self.latency_changes += other.latency_changes;
         self.audio_ports_rescans += other.audio_ports_rescans;
+        self.note_ports_rescans += other.note_ports_rescans;
         self.state_dirty_marks += other.state_dirty_marks;
         self.logs += other.logs;
         self.error_logs += other.error_logs;
@@ -162,6 +170,7 @@ pub struct PluginExtensions {
     pub state: Option<PluginState>,
     pub latency: Option<PluginLatency>,
     pub audio_ports: Option<PluginAudioPorts>,
+    pub note_ports: Option<PluginNotePorts>,
     pub render: Option<PluginRender>,
 }
 
@@ -207,6 +216,7 @@ impl<'a> SharedHandler<'a> for HostShared {
             latency: instance.get_extension(),
             render: instance.get_extension(),
             audio_ports: instance.get_extension(),
+            note_ports: instance.get_extension(),
         });
     }
 
@@ -311,6 +321,18 @@ impl HostAudioPortsImpl for HostMainThread<'_> {
     }
 }
 
+impl HostNotePortsImpl for HostMainThread<'_> {
+    fn supported_dialects(&self) -> NoteDialects {
+        // What `--note-dialect` can send.
+        NoteDialects::CLAP | NoteDialects::MIDI
+    }
+
+    fn rescan(&self, _flags: NotePortRescanFlags) {
+        // Note ports are read afresh whenever needed: only recorded.
+        self.shared.counters.note_ports_rescans.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl HostStateImpl for HostMainThread<'_> {
     fn mark_dirty(&self) {
         self.shared.counters.state_dirty_marks.fetch_add(1, Ordering::Relaxed);
@@ -332,6 +354,7 @@ impl HostHandlers for OutboardHost {
             .register::<HostParams>()
             .register::<HostLatency>()
             .register::<HostAudioPorts>()
+            .register::<HostNotePorts>()
             .register::<HostState>();
     }
 }

@@ -29,8 +29,11 @@
 //! ```
 //!
 //! and runs N instances on the test signal ([`signal`]) or a WAV file, each
-//! on its own audio thread, paced in real time or offline ([`run()`]), into
-//! a [`Report`] — optionally reproducing what real hosts get wrong
+//! on its own audio thread, paced in real time or offline ([`run()`]), with
+//! a transport (tempo, time signature, playing or stopped), notes and MIDI
+//! in either dialect and parameter changes at exact samples ([`events`]),
+//! recording every event the plugin sends back, into a [`Report`] —
+//! optionally reproducing what real hosts get wrong
 //! ([`quirks`]: a zeroed or missing transport, unsorted events, events past
 //! the end of the call, empty calls, calls over the announced maximum,
 //! resets while rendering offline).
@@ -47,6 +50,7 @@
 //! the plugin honours the CLAP ABI: it is loaded into this process.
 
 pub mod cli;
+pub mod events;
 pub mod handlers;
 pub mod panics;
 pub mod plugin_instance;
@@ -58,11 +62,12 @@ pub mod run;
 pub mod signal;
 pub mod stream;
 
+pub use events::{NoteDialect, NoteEvent, NoteKind, OutputEvent, OutputKind, ParamEvent, ParamSet};
 pub use handlers::{CountersSnapshot, HostCounters};
-pub use plugin_instance::{ActivateConfig, Bundle, Descriptor, Instance, ParamChange, ParamInfo, PortInfo};
-pub use processor::{ProcessError, Processor, SampleType, Transport};
+pub use plugin_instance::{ActivateConfig, Bundle, Descriptor, Instance, NotePort, ParamChange, ParamInfo, PortInfo};
+pub use processor::{ProcessError, Processor, SampleType, TimeSignature, Transport};
 pub use quirks::{Quirk, Quirks};
-pub use report::{InstanceReport, Report};
+pub use report::{InstanceReport, ParamReport, Report};
 pub use run::{Automation, Input, RunConfig, run};
 pub use stream::{ChunkedReader, ChunkedWriter};
 

@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
             println!(
                 "{} × {} ({}), {} frames at {} Hz{}{}: {} blocks each, {} deadline misses, process p50 {:.1} µs p99 \
                  {:.1} µs max {:.1} µs, latency {} samples, peak in {:.3} out {:.3}, {} non-finite samples, {} \
-                 process errors, {} panics, {} plugin log messages ({} errors), at most {} dry blocks at start",
+                 process errors, {} panics, {} plugin log messages ({} errors), at most {} dry blocks at start, {} \
+                 output events",
                 report.instances,
                 report.plugin.display(),
                 report.plugin_id,
@@ -38,6 +39,7 @@ fn main() -> std::process::ExitCode {
                 report.host_callbacks.logs,
                 report.host_callbacks.error_logs,
                 report.dry_blocks_at_start(),
+                report.per_instance.iter().map(|i| i.output_events.len() as u64 + i.output_events_dropped).sum::<u64>(),
             );
             if let Some(path) = &cli.json {
                 println!("wrote {}", path.display());

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clack_extensions::audio_ports::{AudioPortFlags, AudioPortInfoBuffer};
+use clack_extensions::note_ports::{NoteDialect, NoteDialects, NotePortInfoBuffer};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags};
 use clack_host::events::event_types::ParamValueEvent;
 use clack_host::prelude::*;
@@ -168,7 +169,7 @@ impl ActivateConfig {
 }
 
 /// One parameter, as the plugin describes it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParamInfo {
     pub id: u32,
     pub name: String,
@@ -183,6 +184,57 @@ pub struct ParamInfo {
 impl ParamInfo {
     pub fn is_readonly(&self) -> bool {
         self.flags & ParamInfoFlags::IS_READONLY.bits() != 0
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.flags & ParamInfoFlags::IS_HIDDEN.bits() != 0
+    }
+
+    pub fn is_stepped(&self) -> bool {
+        self.flags & ParamInfoFlags::IS_STEPPED.bits() != 0
+    }
+
+    pub fn is_enum(&self) -> bool {
+        self.flags & ParamInfoFlags::IS_ENUM.bits() != 0
+    }
+
+    pub fn is_automatable(&self) -> bool {
+        self.flags & ParamInfoFlags::IS_AUTOMATABLE.bits() != 0
+    }
+}
+
+/// One note port, as the plugin describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotePort {
+    pub id: u32,
+    pub name: String,
+    /// CLAP_NOTE_DIALECT_* bits the port takes.
+    pub dialects: u32,
+    /// The dialect it prefers (a CLAP_NOTE_DIALECT_* bit), if it says.
+    pub preferred: Option<u32>,
+}
+
+impl NotePort {
+    pub fn supports_clap(&self) -> bool {
+        self.dialects & NoteDialects::CLAP.bits() != 0
+    }
+
+    pub fn supports_midi(&self) -> bool {
+        self.dialects & NoteDialects::MIDI.bits() != 0
+    }
+
+    /// The dialects as names ("clap", "midi", "midi-mpe", "midi2").
+    pub fn dialect_names(&self) -> Vec<&'static str> {
+        [
+            (NoteDialects::CLAP, "clap"),
+            (NoteDialects::MIDI, "midi"),
+            (NoteDialects::MIDI_MPE, "midi-mpe"),
+            (NoteDialects::MIDI2, "midi2"),
+        ]
+        .into_iter()
+        .filter(|(d, _)| self.dialects & d.bits() != 0)
+        .map(|(_, name)| name)
+        .collect()
     }
 }
 
@@ -279,6 +331,10 @@ impl Instance {
 
     pub fn has_audio_ports(&self) -> bool {
         self.extensions().audio_ports.is_some()
+    }
+
+    pub fn has_note_ports(&self) -> bool {
+        self.extensions().note_ports.is_some()
     }
 
     /// Services what the plugin asked the main thread for: calls its
@@ -447,6 +503,25 @@ impl Instance {
                     channels: info.channel_count,
                     flags: info.flags.bits(),
                     in_place_pair: info.in_place_pair.map(|id| id.get()),
+                });
+            }
+        }
+        out
+    }
+
+    /// The plugin's note ports on one side (none without the extension).
+    pub fn note_ports(&mut self, input: bool) -> Vec<NotePort> {
+        let Some(ports) = self.extensions().note_ports else { return Vec::new() };
+        let handle = self.instance.plugin_handle();
+        let mut out = Vec::new();
+        for index in 0..ports.count(&handle, input) {
+            let mut buffer = NotePortInfoBuffer::new();
+            if let Some(info) = ports.get(&handle, index, input, &mut buffer) {
+                out.push(NotePort {
+                    id: info.id.get(),
+                    name: String::from_utf8_lossy(info.name).into_owned(),
+                    dialects: info.supported_dialects.bits(),
+                    preferred: info.preferred_dialect.map(|d: NoteDialect| d as u32),
                 });
             }
         }

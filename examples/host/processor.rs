@@ -61,14 +61,60 @@ impl std::fmt::Display for ProcessError {
 
 impl std::error::Error for ProcessError {}
 
-/// A transport to send with every block (optional): a 4/4 timeline at a
-/// fixed tempo that starts at zero when processing starts and advances with
-/// the frames processed while playing. (The quirks `zeroed-transport` and
-/// `no-transport` replace it.)
+/// A transport to send with every block (optional): a timeline at a fixed
+/// tempo that starts at zero when processing starts and advances with the
+/// frames processed while playing (stopped, it stays where it is), with
+/// its time signature ([`Processor::set_time_signature`], 4/4 unless set),
+/// tempo, beats and seconds timelines, and the bar's start and number.
+/// (The quirks `zeroed-transport` and `no-transport` replace it.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transport {
     pub tempo: f64,
     pub playing: bool,
+}
+
+/// The transport's time signature: `numerator` beats of 1/`denominator`
+/// notes a bar (a bar is `4 * numerator / denominator` quarter notes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSignature {
+    pub numerator: u16,
+    pub denominator: u16,
+}
+
+impl Default for TimeSignature {
+    fn default() -> TimeSignature {
+        TimeSignature { numerator: 4, denominator: 4 }
+    }
+}
+
+impl TimeSignature {
+    /// Parses `N/D` (both at least 1).
+    pub fn parse(text: &str) -> Result<TimeSignature, String> {
+        let bad = || format!("{text:?}: expected a time signature N/D, e.g. 4/4 or 7/8");
+        let (n, d) = text.split_once('/').ok_or_else(bad)?;
+        let numerator = n.trim().parse::<u16>().ok().filter(|&n| n >= 1).ok_or_else(bad)?;
+        let denominator = d.trim().parse::<u16>().ok().filter(|&d| d >= 1).ok_or_else(bad)?;
+        Ok(TimeSignature { numerator, denominator })
+    }
+
+    /// Quarter notes per bar.
+    pub fn bar_beats(self) -> f64 {
+        4.0 * f64::from(self.numerator) / f64::from(self.denominator)
+    }
+}
+
+impl std::fmt::Display for TimeSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.numerator, self.denominator)
+    }
+}
+
+impl std::str::FromStr for TimeSignature {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TimeSignature, String> {
+        TimeSignature::parse(s)
+    }
 }
 
 /// Planar buffers for the channels of one side (every port, flattened).
@@ -180,6 +226,7 @@ pub struct Processor {
     dropped_events: u64,
     steady_time: u64,
     transport: Option<Transport>,
+    time_signature: TimeSignature,
     /// Frames played while the transport was playing.
     transport_frames: u64,
     quirks: Quirks,
@@ -231,6 +278,7 @@ impl Processor {
             dropped_events: 0,
             steady_time: 0,
             transport: None,
+            time_signature: TimeSignature::default(),
             transport_frames: 0,
             quirks: Quirks::NONE,
             // SAFETY: clap_event_transport is plain integers and floats, for
@@ -324,6 +372,11 @@ impl Processor {
     /// Sends this transport with every block from now on (`None`: none).
     pub fn set_transport(&mut self, transport: Option<Transport>) {
         self.transport = transport;
+    }
+
+    /// The time signature the transport carries from now on (4/4 unless set).
+    pub fn set_time_signature(&mut self, time_signature: TimeSignature) {
+        self.time_signature = time_signature;
     }
 
     // ---- audio ----
@@ -571,7 +624,9 @@ impl Processor {
     fn transport_event(&self, t: Transport) -> TransportEvent {
         let seconds = self.transport_frames as f64 / self.rate;
         let beats = seconds * t.tempo / 60.0;
-        let bar = (beats / 4.0).floor();
+        let signature = self.time_signature;
+        let bar_beats = signature.bar_beats();
+        let bar = (beats / bar_beats).floor();
         let mut flags = TransportFlags::HAS_TEMPO
             | TransportFlags::HAS_BEATS_TIMELINE
             | TransportFlags::HAS_SECONDS_TIMELINE
@@ -590,10 +645,10 @@ impl Processor {
             loop_end_beats: BeatTime::from_int(0),
             loop_start_seconds: SecondsTime::from_int(0),
             loop_end_seconds: SecondsTime::from_int(0),
-            bar_start: BeatTime::from_float(bar * 4.0),
+            bar_start: BeatTime::from_float(bar * bar_beats),
             bar_number: bar as i32,
-            time_signature_numerator: 4,
-            time_signature_denominator: 4,
+            time_signature_numerator: signature.numerator,
+            time_signature_denominator: signature.denominator,
         }
     }
 

@@ -18,7 +18,9 @@
 //!   deadlines: always 0.
 //! - `process_us`: the duration of each process call (only the plugin's
 //!   `process`, not the host's buffer work), over all instances, in µs.
-//! - `input_peak`: the largest magnitude of the test signal fed.
+//! - `input_peak`: the largest magnitude of the test signal fed (0 for a
+//!   plugin with no audio input, such as an instrument: nothing is fed;
+//!   `--write-input` still writes what would have been).
 //! - `output_peak`: the largest finite magnitude over every output channel
 //!   of every instance, from frame `latency_samples` on (what comes out
 //!   before the reported latency has passed is not the plugin's answer yet).
@@ -56,14 +58,100 @@
 //!   `dry_window_frames` frames after the latency (2 s, or the whole run
 //!   if shorter), so it is at most that many blocks. Meaningful only with a
 //!   script that changes the audio: a pass-through counts every block.
+//! - `transport`: what every block's transport said (`--tempo`,
+//!   `--time-signature`, `--stopped`): `{"tempo", "time_signature": [n, d],
+//!   "playing"}`, or null where a quirk replaced it (`no-transport`,
+//!   `zeroed-transport`).
+//! - `notes`, `note_dialect`: what `--notes` named (null: none) and how the
+//!   notes were sent (`clap` or `midi`); `notes_sent` (per instance): note and
+//!   MIDI events queued for the plugin.
+//! - `params_sent`: the `--param` changes as sent to instance 0, resolved:
+//!   `[{"sample", "id", "name", "value"}]` (`value` the host value).
+//! - `input_events_dropped` (per instance, and their sum): input events
+//!   refused because a block's list was full (512 a block).
+//! - `output_events`: per instance (a list of lists, instance 0 first), every
+//!   event the plugin pushed to the output event list, in order, each
+//!   `{"sample", "kind", "key", "channel", "velocity", "note_id",
+//!   "param_id", "value", "data"}`: `sample` the absolute sample (the
+//!   block's first frame plus the event's time), `kind` one of `note_on`,
+//!   `note_off`, `note_choke`, `note_end`, `midi`, `param_value`,
+//!   `gesture_begin`, `gesture_end`, `other`; fields the kind does not have
+//!   are null (`key`, `channel` and `note_id` are null for wildcards too;
+//!   `data` is a MIDI event's bytes). The first 100 000 per instance are
+//!   kept; `output_events_dropped` (per instance) counts the rest, and
+//!   `output_events_refused` (per instance) the events the plugin tried to
+//!   push past a block's list capacity (512), which the plugin saw fail.
+//! - `params`: instance 0's parameters after the run, in the plugin's
+//!   order: `{"id", "name", "module", "min", "max", "default", "value",
+//!   "hidden", "stepped", "enum", "automatable", "readonly", "text_min",
+//!   "text_max", "text_default", "text_value"}` (texts from the plugin's
+//!   `value_to_text`; null where it has none).
 
 use std::path::PathBuf;
 
 use outboard_engine::histogram::Percentiles;
 use serde_json::{Value, json};
 
+use crate::events::{NoteDialect, OutputEvent, ParamEvent};
 use crate::handlers::CountersSnapshot;
+use crate::plugin_instance::{Instance, ParamInfo};
+use crate::processor::TimeSignature;
 use crate::quirks::Quirks;
+
+/// One parameter as the report lists it (`params`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamReport {
+    pub info: ParamInfo,
+    pub value: Option<f64>,
+    pub text_min: Option<String>,
+    pub text_max: Option<String>,
+    pub text_default: Option<String>,
+    pub text_value: Option<String>,
+}
+
+impl ParamReport {
+    /// Every parameter of `instance`, with its value and texts now.
+    pub fn collect(instance: &mut Instance) -> Vec<ParamReport> {
+        instance
+            .params()
+            .into_iter()
+            .map(|info| {
+                let value = instance.param_value(info.id);
+                let text = |v: Option<f64>, instance: &mut Instance| v.and_then(|v| instance.value_to_text(info.id, v));
+                ParamReport {
+                    text_min: text(Some(info.min), instance),
+                    text_max: text(Some(info.max), instance),
+                    text_default: text(Some(info.default), instance),
+                    text_value: text(value, instance),
+                    value,
+                    info,
+                }
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let p = &self.info;
+        json!({
+            "id": p.id,
+            "name": p.name,
+            "module": p.module,
+            "min": p.min,
+            "max": p.max,
+            "default": p.default,
+            "value": self.value,
+            "hidden": p.is_hidden(),
+            "stepped": p.is_stepped(),
+            "enum": p.is_enum(),
+            "automatable": p.is_automatable(),
+            "readonly": p.is_readonly(),
+            "text_min": self.text_min,
+            "text_max": self.text_max,
+            "text_default": self.text_default,
+            "text_value": self.text_value,
+        })
+    }
+}
 
 /// One instance's share of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -83,6 +171,44 @@ pub struct InstanceReport {
     pub logs: u64,
     pub error_logs: u64,
     pub dry_blocks_at_start: u64,
+    /// Note and MIDI events queued for the plugin (`--notes`).
+    pub notes_sent: u64,
+    /// Input events refused because a block's list was full.
+    pub input_events_dropped: u64,
+    /// What the plugin pushed to the output event list (the first
+    /// [`crate::events::MAX_RECORDED_EVENTS`]) ...
+    pub output_events: Vec<OutputEvent>,
+    /// ... the rest, counted ...
+    pub output_events_dropped: u64,
+    /// ... and what it tried to push past a block's list capacity.
+    pub output_events_refused: u64,
+}
+
+impl InstanceReport {
+    /// The instance's entry under `per_instance` (`us` formats percentiles).
+    pub fn to_json(&self, us: &dyn Fn(&Percentiles) -> Value) -> Value {
+        let i = self;
+        json!({
+        "blocks": i.blocks,
+        "process_calls": i.process_calls,
+        "resets": i.resets,
+        "deadline_misses": i.deadline_misses,
+        "process_errors": i.process_errors,
+        "output_peak": i.output_peak,
+        "nan_samples": i.nan_samples,
+        "late_results": i.late_results,
+        "realtime": i.realtime,
+        "process_us": us(&i.process_us),
+        "logs": i.logs,
+        "error_logs": i.error_logs,
+        "dry_blocks_at_start": i.dry_blocks_at_start,
+        "notes_sent": i.notes_sent,
+        "input_events_dropped": i.input_events_dropped,
+        "output_events_recorded": i.output_events.len(),
+        "output_events_dropped": i.output_events_dropped,
+        "output_events_refused": i.output_events_refused,
+        })
+    }
 }
 
 /// A whole run.
@@ -122,6 +248,17 @@ pub struct Report {
     pub per_instance: Vec<InstanceReport>,
     /// What the plugins asked of the host, summed over instances.
     pub host_callbacks: CountersSnapshot,
+    /// The transport every block carried (None: a quirk replaced it):
+    /// tempo, time signature, playing.
+    pub transport: Option<(f64, TimeSignature, bool)>,
+    /// `--notes` as given, and the dialect.
+    pub notes: Option<String>,
+    pub note_dialect: NoteDialect,
+    /// The `--param` changes sent to instance 0, resolved, with the
+    /// parameters' names.
+    pub params_sent: Vec<(ParamEvent, String)>,
+    /// Instance 0's parameters after the run.
+    pub params: Vec<ParamReport>,
 }
 
 impl Report {
@@ -218,24 +355,28 @@ impl Report {
                 "audio_thread_logs": c.audio_thread_logs,
                 "reported_panics": c.reported_panics,
             },
-            "per_instance": self.per_instance.iter().map(|i| json!({
-                "blocks": i.blocks,
-                "process_calls": i.process_calls,
-                "resets": i.resets,
-                "deadline_misses": i.deadline_misses,
-                "process_errors": i.process_errors,
-                "output_peak": i.output_peak,
-                "nan_samples": i.nan_samples,
-                "late_results": i.late_results,
-                "realtime": i.realtime,
-                "process_us": us(&i.process_us),
-                "logs": i.logs,
-                "error_logs": i.error_logs,
-                "dry_blocks_at_start": i.dry_blocks_at_start,
-            })).collect::<Vec<_>>(),
+            "per_instance": self.per_instance.iter().map(|i| i.to_json(&us)).collect::<Vec<_>>(),
         });
         // (In two steps: one json! this size exceeds the macro recursion limit.)
         let more = json!({
+            "transport": self.transport.map(|(tempo, signature, playing)| json!({
+                "tempo": tempo,
+                "time_signature": [signature.numerator, signature.denominator],
+                "playing": playing,
+            })),
+            "notes": self.notes,
+            "note_dialect": self.note_dialect.name(),
+            "params_sent": self.params_sent.iter().map(|(e, name)| json!({
+                "sample": e.sample,
+                "id": e.id,
+                "name": name,
+                "value": e.value,
+            })).collect::<Vec<_>>(),
+            "input_events_dropped": self.per_instance.iter().map(|i| i.input_events_dropped).sum::<u64>(),
+            "output_events": self.per_instance.iter().map(|i| {
+                i.output_events.iter().map(OutputEvent::to_json).collect::<Vec<_>>()
+            }).collect::<Vec<_>>(),
+            "params": self.params.iter().map(ParamReport::to_json).collect::<Vec<_>>(),
             "input": self.input.as_ref().map(|p| p.display().to_string()),
             "automate": self.automate,
             "host_quirks": self.host_quirks.names(),
@@ -248,6 +389,7 @@ impl Report {
         if let (Some(v), Value::Object(more)) = (v.as_object_mut(), more) {
             v.extend(more);
         }
+        v["host_callbacks"]["note_ports_rescans"] = json!(c.note_ports_rescans);
         v
     }
 }
@@ -336,6 +478,12 @@ mod tests {
         assert_eq!(v["per_instance"][0]["logs"], 2);
         assert_eq!(v["host_quirks"], json!([]));
         assert_eq!(v["input"], Value::Null);
+        assert_eq!(v["output_events"], json!([[], []]), "a list per instance");
+        assert_eq!(v["params"], json!([]));
+        assert_eq!(v["transport"], Value::Null);
+        assert_eq!((&v["notes"], &v["note_dialect"]), (&Value::Null, &json!("clap")));
+        assert_eq!(v["host_callbacks"]["note_ports_rescans"], 0);
+        assert_eq!(v["per_instance"][0]["output_events_dropped"], 0);
     }
 
     #[test]

@@ -17,9 +17,15 @@
 //! plugin that asks to sleep still gets the continuous test signal), and
 //! requests to restart are counted, not acted on.
 //!
+//! Events: each call carries the notes (`--notes`) and parameter changes
+//! (`--param`, `--automate`) that fall in its frames, at their offsets, and
+//! a transport; what the plugin sends back is recorded with its absolute
+//! sample (see [`crate::events`]).
+//!
 //! Nothing in the per-block loop allocates or locks: buffers, event lists,
-//! the capture of instance 0's output and the timing histogram are all made
-//! before the thread starts.
+//! the capture of instance 0's output, the record of its output events and
+//! the timing histogram are all made before the thread starts (the notes
+//! and parameter changes are sorted lists the threads only read).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,23 +36,29 @@ use outboard_engine::graph::{lock_memory, make_thread_realtime, warn_no_realtime
 use outboard_engine::histogram::Histogram;
 use outboard_plugin::state::PluginState as OutboardState;
 
+use crate::events::{MAX_RECORDED_EVENTS, NoteDialect, NoteEvent, OutputEvent, ParamEvent, ParamSet, load_notes};
 use crate::handlers::CountersSnapshot;
 use crate::plugin_instance::{ActivateConfig, Bundle, Instance, ParamInfo};
-use crate::processor::{Processor, Transport};
+use crate::processor::{Processor, TimeSignature, Transport};
 use crate::quirks::{self, Quirk, Quirks};
-use crate::report::{InstanceReport, Report};
+use crate::report::{InstanceReport, ParamReport, Report};
 use crate::signal;
 
 /// SCHED_FIFO priority of the audio threads (as the engine's tracks).
 pub const PRIORITY: u8 = 80;
 
 /// The transport every block carries (unless a quirk replaces it): playing,
-/// 4/4 at this tempo, from zero.
+/// 4/4 at this tempo, from zero (`--tempo`, `--time-signature` and
+/// `--stopped` change it).
 pub const TEMPO: f64 = 120.0;
 
 /// Seconds of every instance's output kept, after the latency, to measure
 /// `dry_blocks_at_start` (see [`crate::report`]).
 pub const DRY_WINDOW_SECONDS: f64 = 2.0;
+
+/// How long a run waits, after activation, for a parameter `--param` names
+/// to appear (a script's declared parameters come when it has loaded).
+pub const PARAM_WAIT: Duration = Duration::from_secs(5);
 
 /// `dry_blocks_at_start`: output within this of the delayed input is dry,
 /// and input within this of zero is silent.
@@ -81,6 +93,19 @@ pub struct RunConfig {
     pub automate: Option<String>,
     /// Host behaviour seen in the field to reproduce ([`crate::quirks`]).
     pub quirks: Quirks,
+    /// Notes and MIDI to send: a notes file or a built-in pattern
+    /// (`pattern:chord`, `pattern:scale`); see [`crate::events`].
+    pub notes: Option<String>,
+    /// How notes are sent: CLAP note events or MIDI 1.0 messages.
+    pub note_dialect: NoteDialect,
+    /// Parameter changes to send (`--param NAME=VALUE@SAMPLE`), resolved
+    /// against each instance's parameters after activation.
+    pub params: Vec<ParamSet>,
+    /// The transport: tempo (BPM), time signature, and whether it plays
+    /// (stopped, its positions stay at zero).
+    pub tempo: f64,
+    pub time_signature: TimeSignature,
+    pub stopped: bool,
     /// mlockall before the audio starts (the binary does; tests need not).
     pub lock_memory: bool,
     /// Print the plugins' log messages.
@@ -105,6 +130,12 @@ impl RunConfig {
             write_input: None,
             automate: None,
             quirks: Quirks::NONE,
+            notes: None,
+            note_dialect: NoteDialect::Clap,
+            params: Vec::new(),
+            tempo: TEMPO,
+            time_signature: TimeSignature::default(),
+            stopped: false,
             lock_memory: false,
             echo_log: true,
         }
@@ -132,6 +163,19 @@ impl RunConfig {
         }
         if self.quirks.contains(Quirk::HugeBlock) && self.block.checked_mul(quirks::HUGE_BLOCK_FACTOR).is_none() {
             return Err("--host-quirks huge-block: --block is too large".into());
+        }
+        if !(self.tempo.is_finite() && self.tempo > 0.0) {
+            return Err(format!("--tempo {}: need a tempo above zero", self.tempo));
+        }
+        let frames = self.total_frames() as u64;
+        if let Some(p) = self.params.iter().find(|p| p.sample >= frames) {
+            return Err(format!(
+                "--param {}={}@{}: the run has {frames} frames (0 to {})",
+                p.name,
+                p.value,
+                p.sample,
+                frames.saturating_sub(1)
+            ));
         }
         Ok(())
     }
@@ -370,6 +414,31 @@ struct Lane {
     /// `events-past-end`: the parameter and its value to re-send when no
     /// automation sets one.
     resend: Option<(u32, f64)>,
+    /// `--param` changes for this instance, by sample, and the next to send.
+    params: Vec<ParamEvent>,
+    next_param: usize,
+    /// The next of [`Pacing::notes`] to send, and how many were queued.
+    next_note: usize,
+    notes_sent: u64,
+    /// What the plugin sent (capacity for [`MAX_RECORDED_EVENTS`]), and
+    /// how many more it sent.
+    output_events: Vec<OutputEvent>,
+    output_events_dropped: u64,
+}
+
+impl Lane {
+    /// Records the events the plugin pushed in the call that started at
+    /// absolute sample `block_start`. Realtime-safe: pushes within the
+    /// preallocated capacity, counts the rest.
+    fn record_output_events(&mut self, block_start: u64) {
+        for event in self.processor.output_events().iter() {
+            if self.output_events.len() < MAX_RECORDED_EVENTS {
+                self.output_events.push(OutputEvent::from_event(block_start, event));
+            } else {
+                self.output_events_dropped += 1;
+            }
+        }
+    }
 }
 
 /// What one audio thread gives back.
@@ -399,6 +468,9 @@ struct Pacing<'a> {
     start_ns: u64,
     quirks: Quirks,
     input: &'a Input,
+    /// `--notes`, by sample, and how to send them.
+    notes: &'a [NoteEvent],
+    dialect: NoteDialect,
 }
 
 impl Pacing<'_> {
@@ -477,6 +549,7 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
         }
         if quirks.contains(Quirk::ZeroFrames) {
             pacing.timed_process(&mut result, 0);
+            result.lane.record_output_events(first_frame);
         }
         let lane = &mut result.lane;
         // The input goes to the first input port; other ports (side chains)
@@ -496,12 +569,33 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
                 }
             }
         }
+        // Notes and --param changes that fall in this call, at their frames.
+        let end = first_frame + n as u64;
+        while let Some(note) = pacing.notes.get(lane.next_note).filter(|e| e.sample < end) {
+            if note.sample >= first_frame
+                && note.push(&mut lane.processor, (note.sample - first_frame) as u32, pacing.dialect)
+            {
+                lane.notes_sent += 1;
+            }
+            lane.next_note += 1;
+        }
+        while let Some(&change) = lane.params.get(lane.next_param).filter(|e| e.sample < end) {
+            lane.processor.push_param_value((change.sample - first_frame) as u32, change.id, change.value);
+            // events-past-end re-sends the value the parameter has now.
+            for resent in [&mut last_value, &mut lane.resend] {
+                if resent.is_some_and(|(id, _)| id == change.id) {
+                    *resent = Some((change.id, change.value));
+                }
+            }
+            lane.next_param += 1;
+        }
         if quirks.contains(Quirk::EventsPastEnd)
             && let Some((id, value)) = last_value
         {
             lane.processor.push_param_value(quirks::past_end_time(calls, n as u32), id, value);
         }
         let ended = pacing.timed_process(&mut result, n as u32);
+        result.lane.record_output_events(first_frame);
         calls += 1;
         result.blocks += span;
         if !pacing.offline && ended > pacing.deadline(k + span - 1) {
@@ -600,6 +694,31 @@ fn write_wav(path: &Path, rate: u32, interleaved: &[f32]) -> Result<(), String> 
     writer.finalize().map_err(err)
 }
 
+/// Checks that the plugin's first note input port (the one the notes go to)
+/// takes `dialect`.
+fn check_note_input(instance: &mut Instance, dialect: NoteDialect) -> Result<(), String> {
+    let ports = instance.note_ports(true);
+    let Some(port) = ports.first() else {
+        return Err(format!("--notes: plugin {:?} has no note input port", instance.plugin_id()));
+    };
+    let supported = match dialect {
+        NoteDialect::Clap => port.supports_clap(),
+        NoteDialect::Midi => port.supports_midi(),
+    };
+    if !supported {
+        return Err(format!(
+            "--note-dialect {}: the plugin's note input port {:?} takes {}",
+            dialect.name(),
+            port.name,
+            match port.dialect_names() {
+                names if names.is_empty() => "no dialect".to_string(),
+                names => names.join(", "),
+            }
+        ));
+    }
+    Ok(())
+}
+
 /// Calls `on_main_thread` of every instance that asked, once.
 fn service_all(instances: &mut [Instance]) -> bool {
     let mut called = false;
@@ -642,6 +761,11 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         Some(path) => Input::Wav { path: path.clone(), channels: read_input_wav(path, config.rate, frames)? },
         None => Input::Signal,
     };
+    // The notes too (a file with a bad line is refused now).
+    let notes = match &config.notes {
+        Some(spec) => load_notes(spec, config.tempo, config.rate, frames as u64)?,
+        None => Vec::new(),
+    };
     let memory_locked = config.lock_memory && memory_lock_is_safe() && lock_memory();
     let panics_before = crate::panics::hook_panics();
     let bundle = Bundle::load(&config.plugin)?;
@@ -668,6 +792,9 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         }
         if let Some(env) = &config.python_env {
             apply_python_env(&mut instance, env)?;
+        }
+        if config.notes.is_some() {
+            check_note_input(&mut instance, config.note_dialect)?;
         }
         if config.offline {
             // A plugin with the render extension may then take longer than
@@ -698,25 +825,62 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         let began = Instant::now();
         let mut processor = instances[i].activate(activate)?;
         activate_ms = activate_ms.max(began.elapsed().as_secs_f64() * 1e3);
-        processor.set_transport(Some(Transport { tempo: TEMPO, playing: true }));
+        processor.set_transport(Some(Transport { tempo: config.tempo, playing: !config.stopped }));
+        processor.set_time_signature(config.time_signature);
         processor.set_quirks(config.quirks);
         processors.push(processor);
         service_all(&mut instances);
     }
+    // Declared parameters appear as the plugin's script loads (during
+    // activation, or on a main-thread callback since): --param names are
+    // looked up now, for each instance, waiting a while (serving the
+    // main thread) for names not there yet.
+    let mut param_events = Vec::with_capacity(instances.len());
+    let mut params_sent = Vec::new();
+    for i in 0..instances.len() {
+        let give_up = Instant::now() + PARAM_WAIT;
+        let mut params = instances[i].params();
+        while !config.params.iter().all(|set| set.find(&params).is_some()) && Instant::now() < give_up {
+            service_all(&mut instances);
+            std::thread::sleep(Duration::from_millis(10));
+            params = instances[i].params();
+        }
+        let mut events = Vec::with_capacity(config.params.len());
+        for set in &config.params {
+            let event = set.resolve(&mut instances[i], &params)?;
+            if i == 0 {
+                let name = params.iter().find(|p| p.id == event.id).map(|p| p.name.clone()).unwrap_or_default();
+                params_sent.push((event, name));
+            }
+            events.push(event);
+        }
+        // Stable: changes at the same sample keep their order.
+        events.sort_by_key(|e| e.sample);
+        param_events.push(events);
+    }
     // CLAP lets the host ask for the latency once active.
     let latency = instances[0].latency();
+    // An instrument (no audio input) is fed nothing.
+    let fed = processors[0].input_ports().iter().sum::<usize>() > 0;
     let kept = frames.min(latency as usize + (DRY_WINDOW_SECONDS * f64::from(config.rate)).ceil() as usize);
     let lanes: Vec<Lane> = processors
         .into_iter()
         .zip(resend)
+        .zip(param_events)
         .enumerate()
-        .map(|(i, (processor, resend))| Lane {
+        .map(|(i, ((processor, resend), params))| Lane {
             processor,
             capture: (i == 0 && config.output_wav.is_some()).then(|| vec![0.0f32; frames * 2]),
             head: vec![0.0f32; kept * 2],
             histogram: Histogram::new(),
             automation,
             resend,
+            params,
+            next_param: 0,
+            next_note: 0,
+            notes_sent: 0,
+            output_events: Vec::with_capacity(MAX_RECORDED_EVENTS),
+            output_events_dropped: 0,
         })
         .collect();
     service_all(&mut instances);
@@ -733,6 +897,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         start_ns: monotonic_ns() + 20_000_000,
         quirks: config.quirks,
         input: &input,
+        notes: &notes,
+        dialect: config.note_dialect,
     };
     let results: Result<Vec<LaneResult>, String> = std::thread::scope(|scope| {
         let handles: Vec<_> = lanes
@@ -770,7 +936,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     let process_us = Histogram::new();
     let mut capture = None;
     let mut start_errors = Vec::new();
-    for (i, result) in results.into_iter().enumerate() {
+    let mut params = Vec::new();
+    for (i, mut result) in results.into_iter().enumerate() {
         if let Some(e) = result.start_error {
             start_errors.push(format!("instance {i}: {e}"));
         }
@@ -789,8 +956,16 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
             realtime: result.realtime,
             process_us: result.lane.histogram.percentiles(),
             dry_blocks_at_start: dry_blocks,
+            notes_sent: result.lane.notes_sent,
+            input_events_dropped: result.lane.processor.dropped_events(),
+            output_events: std::mem::take(&mut result.lane.output_events),
+            output_events_dropped: result.lane.output_events_dropped,
+            output_events_refused: result.lane.processor.refused_output_events(),
             ..Default::default()
         });
+        if i == 0 {
+            params = ParamReport::collect(&mut instances[0]);
+        }
         if result.lane.capture.is_some() {
             capture = result.lane.capture;
         }
@@ -833,7 +1008,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         host_quirks: config.quirks,
         memory_locked,
         latency_samples: latency,
-        input_peak: input.peak(frames, config.rate),
+        input_peak: if fed { input.peak(frames, config.rate) } else { 0.0 },
         process_us: process_us.percentiles(),
         max_concurrent_process: pacing.max_concurrent.load(Ordering::Relaxed),
         child_processes,
@@ -843,6 +1018,12 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         dry_window_frames: kept.saturating_sub(latency as usize),
         per_instance,
         host_callbacks,
+        transport: (!config.quirks.contains(Quirk::NoTransport) && !config.quirks.contains(Quirk::ZeroedTransport))
+            .then_some((config.tempo, config.time_signature, !config.stopped)),
+        notes: config.notes.clone(),
+        note_dialect: config.note_dialect,
+        params_sent,
+        params,
     };
     if let Some(path) = &config.json {
         let text = serde_json::to_string_pretty(&report.to_json()).expect("serialisable");

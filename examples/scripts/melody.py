@@ -1,5 +1,6 @@
 """A generative melody: a seeded random walk over the A minor pentatonic
-scale, one note every eighth at 120 BPM, scheduled ahead from tick().
+scale, one note every eighth at the transport's tempo (120 BPM in the demo,
+which has no host transport), scheduled ahead from tick().
 
 Runs on a track with a plucked voice. Edit it while the demo plays: the
 change is heard within a second.
@@ -7,7 +8,6 @@ change is heard within a second.
 import random
 
 SCALE = [69, 72, 74, 76, 79, 81]  # A4 C5 D5 E5 G5 A5
-BPM = 120.0
 
 
 def setup(ctx):
@@ -17,7 +17,7 @@ def setup(ctx):
 
 
 def tick(ctx):
-    eighth = int(ctx.rate * 60.0 / BPM / 2)
+    eighth = int(ctx.transport.samples_per_beat / 2)
     end = ctx.time + ctx.frames
     # Catch up if the script started (or was reloaded) late.
     if ctx.state["next"] < ctx.time:

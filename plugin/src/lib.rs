@@ -249,7 +249,7 @@ impl PluginFactoryImpl for OutboardFactory {
             move |_host| {
                 Ok(OutboardShared { values: ParamValues::default(), offline: AtomicBool::new(false), instrument })
             },
-            |host, shared| OutboardMainThread::new(host, shared),
+            OutboardMainThread::new,
         ))
     }
 }
@@ -385,8 +385,8 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
             port.params.set(params::wire_index(k), shared.values.slot(k) as f32);
         }
         let declared = port.declared.clone();
-        let names = main_thread.slot_names();
-        let registration = match scripting::register(port, &main_thread.script.borrow(), names) {
+        let hints = main_thread.slot_names();
+        let registration = match scripting::register(port, &main_thread.script.borrow(), hints) {
             Ok(registered) => {
                 if let Some(note) = &registered.note {
                     main_thread.say(LogLevel::Warning, note);
@@ -611,14 +611,9 @@ impl OutboardMainThread<'_> {
                 _ => None,
             };
             values.set_range(k, now.as_ref());
-            values.put_slot(
-                k,
-                match (&now, kept) {
-                    (Some(_), Some(v)) => v,
-                    (Some(now), None) => now.default,
-                    (None, _) => f64::NAN,
-                },
-            );
+            // A new name stays unset: the script sees its declared default
+            // exactly, the host its default value.
+            values.put_slot(k, kept.unwrap_or(f64::NAN));
         }
         let names: Vec<&str> = new.params.iter().map(|p| p.name.as_str()).collect();
         if !names.is_empty() || !old.params.is_empty() {

@@ -15,7 +15,7 @@
 //!
 //! The host walks those folders itself and asks `get_metadata` about each
 //! `*.py` file: one preset per file, named by its stem, described by the
-//! first line of its module docstring, for the instrument if the file has a
+//! first paragraph of its module docstring, for the instrument if the file has a
 //! top-level `INSTRUMENT = True` line, else for the effect. A preset is
 //! loaded by its path (preset-load's `from_location(FILE, path, NULL)`,
 //! checked by [`preset_file`]); there is no load key.
@@ -94,7 +94,7 @@ static FILETYPE: clap_preset_discovery_filetype = clap_preset_discovery_filetype
 pub struct PresetInfo {
     /// The file's stem.
     pub name: String,
-    /// The first line of its module docstring, if it has one.
+    /// The first paragraph of its module docstring (on one line), if it has one.
     pub description: Option<String>,
     /// [`INSTRUMENT_ID`] or [`EFFECT_ID`].
     pub plugin_id: &'static str,
@@ -282,7 +282,7 @@ fn after_triple_quotes<'a>(line: &str, mut open: Option<&'a str>) -> Option<&'a 
     }
 }
 
-/// The first non-empty line of the module docstring: the first statement,
+/// The first paragraph of the module docstring, on one line: the first statement,
 /// after blank and comment lines, if it is a triple-quoted string.
 fn docstring_line(text: &str) -> Option<String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -290,20 +290,25 @@ fn docstring_line(text: &str) -> Option<String> {
     let first = lines.next()?;
     let first = first.trim_start_matches(['r', 'R', 'u', 'U']);
     let (delim, body) = [r#"""""#, "'''"].into_iter().find_map(|d| first.strip_prefix(d).map(|body| (d, body)))?;
+    // The first paragraph, on one line.
+    let mut paragraph: Vec<&str> = Vec::new();
     for line in std::iter::once(body).chain(lines) {
         let (line, closed) = match line.find(delim) {
             Some(at) => (&line[..at], true),
             None => (line, false),
         };
         let line = line.trim();
+        if line.is_empty() && !paragraph.is_empty() {
+            break;
+        }
         if !line.is_empty() {
-            return Some(line.chars().take(MAX_DESCRIPTION).collect());
+            paragraph.push(line);
         }
         if closed {
-            return None;
+            break;
         }
     }
-    None
+    (!paragraph.is_empty()).then(|| paragraph.join(" ").chars().take(MAX_DESCRIPTION).collect())
 }
 
 /// `s` as a C string, without any NUL it holds.
@@ -593,6 +598,10 @@ mod tests {
         assert_eq!(docstring_line("\"single\"\n"), None);
         assert_eq!(docstring_line(""), None);
         assert_eq!(docstring_line("\"\"\"Unclosed"), Some("Unclosed".into()));
+        assert_eq!(
+            docstring_line("\"\"\"A long first\n   paragraph.\n\nMore.\"\"\""),
+            Some("A long first paragraph.".into())
+        );
     }
 
     #[test]

@@ -318,9 +318,9 @@ pub struct Unavailable {
 
 /// Hands a track to the shared supervisor (starting it if needed), with its
 /// script. `Err` says why the track will play dry.
-/// `names` are the script slots' names by wire index (empty for a free
-/// slot): the worker keeps declared parameters on them.
-pub fn register(port: TrackPort, script: &ScriptSource, names: Vec<String>) -> Result<Registered, Unavailable> {
+/// `hints` are the script slots' names by wire index (empty for a free
+/// slot): the worker puts the parameters it declares again back on them.
+pub fn register(port: TrackPort, script: &ScriptSource, hints: Vec<String>) -> Result<Registered, Unavailable> {
     let mut service = service();
     if let Some(why) = &service.unavailable {
         return Err(Unavailable { why: why.clone(), first: false });
@@ -349,7 +349,10 @@ pub fn register(port: TrackPort, script: &ScriptSource, names: Vec<String>) -> R
     let (file, note) = file_to_run(&mut service, track, script).map_err(|why| Unavailable { why, first: true })?;
     let running = running(file, script);
     let supervisor = service.supervisor.as_ref().expect("started above");
-    let mut scripted = ScriptedTrack::new(port, running.file.clone(), names);
+    // The plugin's track has no parameters of its own for the script: its
+    // Mix is applied after the script.
+    let mut scripted = ScriptedTrack::new(port, running.file.clone(), Vec::new());
+    scripted.hints = hints;
     scripted.python_env = running.python_env.clone();
     supervisor.add_track(scripted);
     Ok(Registered { registration: Registration { track }, running, note })

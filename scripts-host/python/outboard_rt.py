@@ -23,13 +23,32 @@ probe or test a script.
     process(block, ctx)   exactly once per audio block the track sends, in
                           order. block: numpy float32 (channels, frames); edit
                           it in place, or return an array of the same
-                          shape/dtype. ctx.block is the block's number, ctx.time
-                          its first sample, ctx.params the values sent with it.
+                          shape/dtype (an instrument's block comes zeroed: fill
+                          it). ctx.block is the block's number, ctx.time its
+                          first sample; ctx.params the declared parameters'
+                          values at that sample (in their units), and
+                          ctx.param_changes, ctx.events (the host's notes and
+                          MIDI, with their offsets) and ctx.transport what the
+                          host sent for this block. Notes, MIDI and parameter
+                          moves it sends (ctx.note, ctx.note_on, ctx.note_off,
+                          ctx.midi, ctx.set_param) at sample `at` (default
+                          ctx.time) leave the plugin at `at` + its latency,
+                          like the audio of that sample.
     tick(ctx)             once per block, right after process (whether or not
                           there is one), with ctx.block and ctx.time set L
-                          blocks ahead (L = ctx.latency_blocks): ctx.note(...)
-                          and ctx.set_param(...) schedule events at ctx.time or
-                          later. ctx.block and ctx.time are restored after.
+                          blocks ahead (L = ctx.latency_blocks): what it sends
+                          is scheduled at ctx.time or later, early enough for
+                          a native voice (the demo's tracks) to play it on
+                          time. ctx.block and ctx.time are restored after.
+                          process and tick together may send at most
+                          MAX_EVENTS_PER_BLOCK events per block.
+
+Declared parameters: a module-level PARAMS dict (see `declare` and `Param`),
+checked at each (re)load; a bad declaration is a script error with the file
+and line of PARAMS, and the script then runs with none. Each declared name
+keeps its index on the wire across reloads (`Context._declare`), which is
+what keeps its host slot stable. `declaration(slot)` is what the worker
+reports to the host after each load and reload.
 
 A worker that falls behind (a slow block, a busy machine) runs the blocks
 waiting for a track in order. A block whose result can no longer be played
@@ -64,6 +83,7 @@ import json
 import math
 import os
 import re
+import struct
 import sys
 import time
 import traceback
@@ -288,11 +308,17 @@ class Param:
         if (not isinstance(default, (int, float)) or isinstance(default, bool) or not math.isfinite(default)
                 or not self.min <= default <= self.max):
             raise DeclarationError(f"{name!r}: default must be a number from min to max")
-        self.default = self.to_units(self.from_units(default))
+        if self.step is None:
+            self.default = float(default)
+        else:
+            self.default = self.min + round((default - self.min) / self.step) * self.step
+        # As it comes over the wire (f32): a value equal to it is the default.
+        self._default_host = struct.unpack("f", struct.pack("f", self.from_units(self.default)))[0]
 
     def to_units(self, value):
-        """The script's value for the host's `value` (NaN: not set yet, the default)."""
-        if not math.isfinite(value):
+        """The script's value for the host's `value` (NaN: not set yet, the
+        default; the default's host value: exactly the declared default)."""
+        if not math.isfinite(value) or (self.choices is None and value == self._default_host):
             return self.default
         if self.choices is not None or self.step is not None:
             k = int(round(min(max(value, 0.0), self.count - 1)))
@@ -339,7 +365,7 @@ class Context:
     """What a hook sees of its track. `state` is the script's own dict."""
 
     def __init__(self, track, name, channels, frames, rate, latency_blocks, param_names, param_values=(),
-                 instrument=False):
+                 instrument=False, hints=()):
         self.track = track
         self.name = name
         self.channels = channels
@@ -350,9 +376,11 @@ class Context:
         self.block = 0
         self.time = 0
         self.skipped = 0
-        # Names by wire index: those the track gives (index 0 the wet
-        # level), then the declared ones where they were placed.
+        # Names by wire index: those the track gives (in the demo index 0
+        # is the wet level), then the declared ones where they were placed.
         self._names = [str(n) for n in param_names]
+        # Where declared names were placed before (by index): kept there.
+        self._hints = [str(n) for n in hints]
         self._declared = {}  # name -> Param
         self._raw = [float(v) for v in param_values]
         self.params = {}
@@ -367,28 +395,44 @@ class Context:
     # -- parameters ------------------------------------------------------
 
     def _declare(self, params):
-        """Places declared parameters on wire indices: a name keeps its index
-        across reloads; a new one takes the lowest free index (>= 1)."""
+        """Places declared parameters on wire indices (>= 1, below
+        MAX_WIRE_PARAMS, not a name the track gives): a name goes back to
+        the index its hint names (its host slot stays the same across
+        reloads, restarts and edits); a new one takes the lowest index no
+        other declared name is hinted to."""
         for p in self._declared.values():
             if p.index < len(self._names) and self._names[p.index] == p.name:
                 self._names[p.index] = ""
-        placed = {}
-        for p in params:
-            if p.name in self._names and self._names.index(p.name) > 0:
-                p.index = self._names.index(p.name)
-                placed[p.name] = p
-        for p in params:
-            if p.name in placed:
-                continue
-            free = next((i for i in range(1, len(self._names)) if self._names[i] == ""), None)
-            if free is None:
-                free = len(self._names)
-                if free >= MAX_WIRE_PARAMS:
-                    raise DeclarationError(f"no room for parameter {p.name!r}")
+        wanted = {p.name for p in params}
+        hinted = {n: i for i, n in enumerate(self._hints) if n and 1 <= i < MAX_WIRE_PARAMS}
+        reserved = {i for n, i in hinted.items() if n in wanted}
+
+        def free(i):
+            return i >= len(self._names) or self._names[i] == ""
+
+        def take(p, i):
+            while len(self._names) <= i:
                 self._names.append("")
-            p.index = free
-            self._names[free] = p.name
-            placed[p.name] = p
+            p.index = i
+            self._names[i] = p.name
+
+        placed = []
+        for p in params:
+            i = hinted.get(p.name)
+            if i is not None and free(i):
+                take(p, i)
+                placed.append(p)
+        for p in params:
+            if p in placed:
+                continue
+            i = next((i for i in range(1, MAX_WIRE_PARAMS) if free(i) and i not in reserved), None)
+            if i is None:
+                raise DeclarationError(f"no room for parameter {p.name!r}")
+            take(p, i)
+        for p in params:
+            while len(self._hints) <= p.index:
+                self._hints.append("")
+            self._hints[p.index] = p.name
         self._declared = {p.name: p for p in params}
         self._refresh_params()
 
@@ -754,7 +798,7 @@ def _assignment_line(path, name):
 
 
 def load(slot, track, name, path, channels, frames, rate, latency_blocks, param_names, param_values=(),
-         instrument=False):
+         instrument=False, hints=()):
     """Loads a track's script and runs its setup; True if the file loaded.
 
     A slot that already runs a script (the track was given another file)
@@ -764,7 +808,8 @@ def load(slot, track, name, path, channels, frames, rate, latency_blocks, param_
     old = _active(slot)
     if not param_values and old is not None:
         param_values = list(old.ctx._raw)
-    ctx = Context(track, name, channels, frames, rate, latency_blocks, list(param_names), param_values, instrument)
+    ctx = Context(track, name, channels, frames, rate, latency_blocks, list(param_names), param_values, instrument,
+                  hints or (old.ctx._hints if old is not None else ()))
     script = Script(slot, path, ctx)
     if old is not None and old.module is not None:
         script.fallback = old
@@ -890,7 +935,6 @@ def warm_up(slot, block, seq, sample_time, params, events=(), transport=None):
     real = script.ctx
     ctx = Context(real.track, real.name, real.channels, real.frames, real.rate, real.latency_blocks,
                   list(real._names), instrument=real.instrument)
-    ctx._declare(list(real._declared.values()))
     ctx._set_params(params)
     ctx.block, ctx.time = seq, sample_time
     ctx.transport = Transport(transport, ctx.rate)

@@ -264,13 +264,21 @@ fn script_event(
 ) -> Option<outboard_engine::block::Event> {
     use outboard_engine::block::{EVENT_BYTES, Event, EventAction as A};
     let time = u64::try_from(time).ok()?;
-    let (channel, key) = (u8::try_from(channel).ok()?, u8::try_from(key).ok()?);
-    let note_id = i32::try_from(note_id).ok()?;
+    let note = || Some((u8::try_from(channel).ok()?, u8::try_from(key).ok()?, i32::try_from(note_id).ok()?));
     let value = value as f32;
     let action = match kind {
-        1 => A::NoteOn { channel, key, velocity: value, note_id },
-        2 => A::NoteOff { channel, key, velocity: value, note_id },
-        3 => A::NoteChoke { channel, key, note_id },
+        1 => {
+            let (channel, key, note_id) = note()?;
+            A::NoteOn { channel, key, velocity: value, note_id }
+        }
+        2 => {
+            let (channel, key, note_id) = note()?;
+            A::NoteOff { channel, key, velocity: value, note_id }
+        }
+        3 => {
+            let (channel, key, note_id) = note()?;
+            A::NoteChoke { channel, key, note_id }
+        }
         4 => {
             let mut bytes = [0u8; 3];
             let len = data.len().min(3);
@@ -386,6 +394,7 @@ impl RealtimeRuntime {
                 spec.params.clone(),
                 values.to_vec(),
                 spec.instrument,
+                spec.hints.clone(),
             );
             self.load.call1(py, args).and_then(|ok| ok.extract::<bool>(py))
         });

@@ -101,37 +101,45 @@ fn set_script(instance: &mut Instance, name: &str, source: &str) {
 fn descriptor_and_features_follow_the_rules() {
     let (_files, bundle) = load("conf-descriptor");
     let descriptors = bundle.descriptors();
-    assert_eq!(descriptors.len(), 1);
-    let d = &descriptors[0];
-    assert_eq!(d.id, outboard_plugin::PLUGIN_ID);
-    // plugin.h: "id: eg: "com.u-he.diva", mandatory"; name, vendor, version.
-    assert!(d.id.contains('.') && !d.id.contains(char::is_whitespace), "{:?}", d.id);
-    for (what, value) in [("name", &d.name), ("vendor", &d.vendor), ("version", &d.version)] {
-        assert!(!value.trim().is_empty(), "{what} is empty");
+    let ids: Vec<&str> = descriptors.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [outboard_plugin::PLUGIN_ID, outboard_plugin::INSTRUMENT_ID], "the effect and the instrument");
+    for d in &descriptors {
+        // plugin.h: "id: eg: "com.u-he.diva", mandatory"; name, vendor, version.
+        assert!(d.id.contains('.') && !d.id.contains(char::is_whitespace), "{:?}", d.id);
+        for (what, value) in [("name", &d.name), ("vendor", &d.vendor), ("version", &d.version)] {
+            assert!(!value.trim().is_empty(), "{what} is empty");
+        }
+        // plugin-features.h: one main category; standard or "$namespace:$feature".
+        let main = ["instrument", "audio-effect", "note-effect", "note-detector", "analyzer"];
+        assert_eq!(d.features.iter().filter(|f| main.contains(&f.as_str())).count(), 1, "{:?}", d.features);
+        let mut unique = d.features.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), d.features.len(), "duplicate features {:?}", d.features);
+        let standard = [
+            "audio-effect",
+            "instrument",
+            "synthesizer",
+            "utility",
+            "stereo",
+            "mono",
+            "surround",
+            "ambisonic",
+            "filter",
+            "delay",
+            "reverb",
+            "mixing",
+            "mastering",
+        ];
+        for f in &d.features {
+            assert!(
+                standard.contains(&f.as_str()) || f.contains(':'),
+                "feature {f:?} is neither standard nor namespaced"
+            );
+        }
     }
-    // plugin-features.h: one main category; standard or "$namespace:$feature".
-    let main = ["instrument", "audio-effect", "note-effect", "note-detector", "analyzer"];
-    assert_eq!(d.features.iter().filter(|f| main.contains(&f.as_str())).count(), 1, "{:?}", d.features);
-    let mut unique = d.features.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), d.features.len(), "duplicate features {:?}", d.features);
-    let standard = [
-        "audio-effect",
-        "utility",
-        "stereo",
-        "mono",
-        "surround",
-        "ambisonic",
-        "filter",
-        "delay",
-        "reverb",
-        "mixing",
-        "mastering",
-    ];
-    for f in &d.features {
-        assert!(standard.contains(&f.as_str()) || f.contains(':'), "feature {f:?} is neither standard nor namespaced");
-    }
+    let main_category = |d: &outboard_host::plugin_instance::Descriptor, f: &str| d.features.iter().any(|x| x == f);
+    assert!(main_category(&descriptors[0], "audio-effect") && main_category(&descriptors[1], "instrument"));
     // plugin-factory.h: create_plugin with an unknown id returns NULL.
     assert!(bundle.instantiate_with("dev.outboard.no-such-plugin", false).is_err());
 }
@@ -400,7 +408,7 @@ fn state_round_trips_byte_for_byte_through_any_stream_and_bad_state_is_refused()
     first.flush_params(&[
         ParamChange { offset: 0, id: id("Mix"), value: 0.25 },
         ParamChange { offset: 0, id: id("DSP load"), value: 1234.0 },
-        ParamChange { offset: 0, id: id("P2"), value: 0.75 },
+        ParamChange { offset: 0, id: id("Script 2"), value: 0.75 },
     ]);
     set_script(&mut first, "tremolo.py", "def process(block, ctx):\n    block *= 0.25\n");
     let saved = first.save_state().unwrap();
@@ -488,4 +496,68 @@ fn a_state_loaded_while_active_brings_its_script_in_without_a_restart() {
     processor.stop_processing();
     plugin.deactivate(processor);
     assert_eq!(PluginState::decode(&plugin.save_state().unwrap()).unwrap().script_name, "quarter.py");
+}
+
+/// The script a declared-parameter test follows, before and after an edit.
+const DECLARED_V1: &str = "PARAMS = {\n    \"gain\": dict(min=0.0, max=2.0, default=1.0),\n    \
+    \"drive\": dict(min=0.0, max=1.0, default=0.2),\n    \"tone\": dict(choices=[\"dark\", \"bright\"]),\n}\n\n\
+    def process(block, ctx):\n    block *= ctx.params[\"gain\"]\n";
+/// `drive` renamed `grit`, `tone` removed, `gain`'s range widened.
+const DECLARED_V2: &str = "PARAMS = {\n    \"grit\": dict(min=0.0, max=1.0, default=0.3),\n    \
+    \"gain\": dict(min=0.0, max=4.0, default=1.0),\n}\n\n\
+    def process(block, ctx):\n    block *= ctx.params[\"gain\"]\n";
+
+#[test]
+fn declared_parameters_round_trip_through_state_and_keep_their_values_by_name_across_edits() {
+    let (files, bundle) = load("conf-declared");
+    let path = std::path::PathBuf::from(files._files.write("declared.py", DECLARED_V1));
+    let mut first = instance(&bundle);
+    outboard_host::run::apply_script_file(&mut first, &path).expect("the plugin takes the script");
+    // Activation waits for the script to load: its parameters are there after.
+    let processor = first.activate(ActivateConfig::new(48_000.0, 256)).unwrap();
+    first.deactivate(processor);
+    let params = first.params();
+    let find = |params: &[outboard_host::ParamInfo], name: &str| params.iter().find(|p| p.name == name).cloned();
+    let (gain, drive, tone) =
+        (find(&params, "gain").unwrap(), find(&params, "drive").unwrap(), find(&params, "tone").unwrap());
+    let hidden = params.iter().filter(|p| p.name.starts_with("Script ")).count();
+    assert_eq!(hidden, 29, "the other 29 slots are unused");
+    assert_eq!((tone.min, tone.max), (0.0, 1.0));
+    // Values set through the host, in the script's units.
+    let set = |instance: &mut Instance, id: u32, text: &str| {
+        let value = instance.text_to_value(id, text).unwrap_or_else(|| panic!("{text:?}"));
+        instance.flush_params(&[ParamChange { offset: 0, id, value }]);
+    };
+    set(&mut first, gain.id, "1.5");
+    set(&mut first, drive.id, "0.6");
+    set(&mut first, tone.id, "bright");
+    let saved = first.save_state().unwrap();
+    // A second instance has the parameters from the state alone, before any
+    // script runs, and saves the same bytes.
+    let mut second = instance(&bundle);
+    second.load_state(&saved).expect("the state loads");
+    assert_eq!(second.save_state().unwrap(), saved, "load-then-save is byte for byte");
+    let text = |instance: &mut Instance, id: u32| {
+        let value = instance.param_value(id).unwrap();
+        instance.value_to_text(id, value).unwrap()
+    };
+    assert_eq!(text(&mut second, gain.id), "1.500");
+    assert_eq!(text(&mut second, tone.id), "bright");
+    assert_eq!(second.params().iter().filter(|p| p.name == "drive").count(), 1);
+
+    // The edit: a kept name keeps its value (in its units, the range
+    // changed), a renamed one starts at its default, a removed one is gone.
+    std::fs::write(&path, DECLARED_V2).unwrap();
+    let processor = second.activate(ActivateConfig::new(48_000.0, 256)).unwrap();
+    second.deactivate(processor);
+    let after = second.params();
+    let gain_after = find(&after, "gain").expect("gain kept");
+    assert_eq!(gain_after.id, gain.id, "a kept name keeps its slot");
+    assert_eq!(text(&mut second, gain.id), "1.500", "and its value");
+    let grit = find(&after, "grit").expect("the renamed parameter");
+    assert_eq!(text(&mut second, grit.id), "0.300", "a new name starts at its default");
+    assert!(find(&after, "drive").is_none() && find(&after, "tone").is_none());
+    let decoded = PluginState::decode(&second.save_state().unwrap()).unwrap();
+    assert!(decoded.declared.contains("\"grit\"") && !decoded.declared.contains("\"tone\""));
+    assert!(!decoded.params.iter().any(|&(id, _)| id == tone.id), "the removed parameter's value is not saved");
 }

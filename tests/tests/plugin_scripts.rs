@@ -147,3 +147,28 @@ fn offline_renders_with_resets_do_not_wait_for_results_that_cannot_come() {
         "resets made the render wait: {with_resets:?} against {control:?} without them\n{stderr}"
     );
 }
+
+#[test]
+fn a_bad_parameter_declaration_is_a_script_error_with_file_and_line_and_the_script_still_runs() {
+    let bundle = PluginBundle::new("plugin-bad-params", true);
+    let script = bundle.write(
+        "bad_params.py",
+        "import numpy as np\n\nPARAMS = {\n    \"gain\": dict(min=1.0, max=0.0),\n}\n\n\
+         def process(block, ctx):\n    block *= 0.5\n",
+    );
+    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let args = ["--seconds", "0.3", "--offline", "--script", &script];
+    let args: Vec<&str> = args
+        .into_iter()
+        .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
+        .collect();
+    let (report, stderr) = host(&bundle, &args, &[]);
+    let at = format!("{script}:3");
+    assert!(
+        stderr.contains(&at) && stderr.contains("PARAMS") && stderr.contains("min (1.0) must be below max (0.0)"),
+        "the error names the file and the line of PARAMS:\n{stderr}"
+    );
+    assert!(report["error_logs"].as_u64().unwrap() >= 1);
+    // Without declared parameters, but running.
+    outboard_tests::plugin::assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
+}

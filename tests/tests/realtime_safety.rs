@@ -25,6 +25,36 @@ static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 const SCRIPT: &str = "import numpy as np\n\ndef process(block, ctx):\n    block *= 0.5\n\ndef tick(ctx):\n    if ctx.block % 50 == 0:\n        ctx.note(60 + ctx.block % 12, 0.8, 0.05)\n";
 
+/// The plugin's script: declared parameters applied on their frames,
+/// every note and MIDI message answered (so the plugin's output event path
+/// runs), a parameter moved now and then, notes from `tick`.
+const PLUGIN_SCRIPT: &str = r#"
+import numpy as np
+
+PARAMS = {"gain": dict(min=0.0, max=1.0, default=0.5), "mode": dict(choices=["a", "b"])}
+
+def process(block, ctx):
+    for start, end, p in ctx.segments():
+        block[:, start:end] *= np.float32(p["gain"])
+    for e in ctx.events:
+        if e.kind == "note_on":
+            ctx.note_on(min(127, e.key + 12), e.velocity, at=e.time, channel=e.channel)
+        elif e.kind == "note_off":
+            ctx.note_off(min(127, e.key + 12), at=e.time, channel=e.channel)
+        else:
+            ctx.midi(e.data, at=e.time)
+    if ctx.block % 200 == 0:
+        ctx.set_param("mode", "b" if ctx.transport.playing else "a")
+
+def tick(ctx):
+    if ctx.block % 50 == 0:
+        ctx.note(60 + ctx.block % 12, 0.8, 0.05)
+"#;
+
+/// Events the plugin handed the host in the plugin scenario (its notes,
+/// MIDI, parameter gestures): proof the output path ran.
+static OUTPUT_EVENTS: AtomicU64 = AtomicU64::new(0);
+
 /// What a realtime test thread reports to the test while it runs: blocks
 /// done, wet blocks heard, and (at the end) its allocation violations.
 #[derive(Clone, Default)]
@@ -302,6 +332,7 @@ struct PluginOutcome {
     violations: u32,
     wet_blocks: u64,
     restarted: bool,
+    output_events: u64,
 }
 
 /// outboard.clap's `process`, called through the CLAP ABI by outboard-host's
@@ -310,7 +341,9 @@ struct PluginOutcome {
 /// linked into this test binary (its `clap_entry`), so the allocation check
 /// sees its allocations too. With `seccomp`, the thread runs under the filter.
 fn plugin_scenario(seccomp: bool) -> PluginOutcome {
-    use outboard_host::{ActivateConfig, Bundle};
+    use clack_host::events::event_types::{MidiEvent, NoteOffEvent, NoteOnEvent};
+    use clack_host::events::{Match, Pckn};
+    use outboard_host::{ActivateConfig, Bundle, Transport};
     let dir = ScriptDir::new("rt-safety-plugin");
     // SAFETY: this runs in a child process started for this scenario, before
     // it starts any thread that could read the environment.
@@ -319,10 +352,12 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
     let bundle = unsafe { Bundle::from_entry(&outboard_plugin::clap_entry, &dir.path().join("outboard.clap")) }
         .expect("the linked plugin");
     let mut instance = bundle.instantiate_with(outboard_plugin::PLUGIN_ID, false).expect("an instance");
-    outboard_host::run::apply_script(&mut instance, "safe.py", SCRIPT).expect("script");
+    outboard_host::run::apply_script(&mut instance, "safe.py", PLUGIN_SCRIPT).expect("script");
     let mix = instance.params().iter().find(|p| p.name == "Mix").expect("Mix").id;
     let mut processor =
         instance.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(48_000.0, 128) }).expect("activate");
+    // The script's declared parameter, there once activation has seen it load.
+    let gain = instance.params().iter().find(|p| p.name == "gain").expect("the declared gain").id;
     processor.start_processing().expect("start");
     // Host input as real hosts send it: Qtractor's zeroed transport header,
     // events out of order and past the end of the call. The plugin's guard
@@ -357,8 +392,22 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
                     processor.push_param_value(n / 4, mix, 0.95);
                     processor.push_param_value(n / 2, mix, mix_value);
                 }
+                // Notes, MIDI, a declared parameter and the transport: the
+                // paths to the script and back out run on this thread too.
+                let key = Pckn::new(0u16, (k % 16) as u16, (36 + k % 48) as u16, Match::All);
+                match k % 10 {
+                    0 => processor.push_event(&NoteOnEvent::new(n / 3, key, 0.8)),
+                    5 => processor.push_event(&NoteOffEvent::new(n / 3, key, 0.0)),
+                    7 => processor.push_event(&MidiEvent::new(n / 2, 0, [0xB0, 1, (k % 128) as u8])),
+                    _ => true,
+                };
+                if k % 100 == 25 {
+                    processor.push_param_value(n / 3, gain, 0.4 + (k % 3) as f64 * 0.05);
+                }
+                processor.set_transport(Some(Transport { tempo: 90.0 + (k % 60) as f64, playing: k % 500 < 400 }));
                 processor.process(n).expect("process");
                 processor.read_output(0, 1, &mut output[..n as usize]);
+                OUTPUT_EVENTS.fetch_add(u64::from(processor.output_events().len()), Ordering::Relaxed);
             });
             frames += u64::from(n);
             // Wet: the input halved (mixed 90 % or 100 %), not the dry 0.25.
@@ -382,6 +431,7 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
         violations: progress.violations(),
         wet_blocks: progress.wet_blocks(),
         restarted: !before.is_empty() && !after.is_empty() && before.iter().all(|p| !after.contains(p)),
+        output_events: OUTPUT_EVENTS.load(Ordering::Relaxed),
     }
 }
 
@@ -392,6 +442,10 @@ fn check_plugin(outcome: &PluginOutcome) {
     // a loaded machine makes more of its results late).
     assert!(outcome.wet_blocks > 100, "the script's output was played ({} blocks)", outcome.wet_blocks);
     assert!(outcome.restarted, "the killed worker was replaced");
+    // 3000 calls: 300 notes and 300 note offs in, answered, plus the
+    // script's own notes and parameter gestures (how many came back in
+    // time is a bench figure: late ones are dropped with their block).
+    assert!(outcome.output_events > 100, "the script's events reached the host ({})", outcome.output_events);
 }
 
 // Both plugin scenarios run in a child process: they set the environment

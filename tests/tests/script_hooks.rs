@@ -349,6 +349,7 @@ impl BareWorker {
                 latency_blocks: cfg.latency_blocks,
                 params: vec!["mix".into(), "gain".into()],
                 values: Vec::new(),
+                hints: Vec::new(),
                 instrument: false,
             };
             for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {

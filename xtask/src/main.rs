@@ -346,9 +346,23 @@ fn bundle() -> Result<PathBuf> {
         let _ = std::fs::remove_file(&to);
         std::fs::copy(&from, &to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
     }
+    // The example scripts, where the preset browser (CLAP preset
+    // discovery) looks: `scripts/` beside the library.
+    for dir in [bundled.join("scripts"), vst3_binaries.join("scripts")] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let examples = root().join("examples/scripts");
+        let entries = std::fs::read_dir(&examples).map_err(|e| format!("cannot read {}: {e}", examples.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "py") {
+                let to = dir.join(entry.file_name());
+                std::fs::copy(&path, &to).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+            }
+        }
+    }
     eprintln!(
-        "xtask: bundled {0}/outboard.clap with {0}/outboard-scripts-host beside it, and {0}/Outboard.vst3\n\
-         xtask: install the CLAP with: mkdir -p ~/.clap && cp {0}/outboard.clap {0}/outboard-scripts-host ~/.clap/\n\
+        "xtask: bundled {0}/outboard.clap with {0}/outboard-scripts-host and the example scripts ({0}/scripts) beside it, and {0}/Outboard.vst3\n\
+         xtask: install the CLAP with: mkdir -p ~/.clap && cp -r {0}/outboard.clap {0}/outboard-scripts-host {0}/scripts ~/.clap/\n\
          xtask: install the VST3 with: mkdir -p ~/.vst3 && rm -rf ~/.vst3/Outboard.vst3 && cp -r {0}/Outboard.vst3 ~/.vst3/",
         bundled.display()
     );
