@@ -327,7 +327,7 @@ impl Track {
             pending: Vec::with_capacity(MAX_PENDING_EVENTS),
             param_overrides: [None; MAX_PARAMS],
             inbox: Vec::with_capacity(MAX_INBOX_EVENTS),
-            outgoing: Vec::with_capacity(MAX_PENDING_EVENTS),
+            outgoing: Vec::with_capacity(MAX_OUTBOX_EVENTS),
             arrivals: 0,
             outbox: Vec::with_capacity(MAX_OUTBOX_EVENTS),
             call_start: 0,
@@ -386,9 +386,6 @@ impl Track {
                 self.fill = 0;
             }
         }
-        if self.cfg.events_out {
-            self.emit_due();
-        }
     }
 
     /// Where the track is on its timeline: frames taken in so far.
@@ -421,12 +418,17 @@ impl Track {
         true
     }
 
-    /// The script's events due in this call, as (frame in the call, action),
-    /// in time order: each leaves at its time plus the track's latency,
-    /// like the audio it came with; one whose turn had passed when it
-    /// arrived leaves at the call's first frame (counted late).
-    /// Realtime-safe (sorts in place).
+    /// The script's events due in this call (up to the frames processed
+    /// since [`Track::begin_call`]), as (frame in the call, action), in
+    /// time order: each leaves at its time plus the track's latency, like
+    /// the audio it came with; one whose turn had passed when it arrived
+    /// leaves at the call's first frame (counted late). Call once per call,
+    /// after the last [`Track::process`] of it. Realtime-safe (sorts in
+    /// place).
     pub fn output_events(&mut self) -> impl Iterator<Item = (u32, EventAction)> + '_ {
+        if self.cfg.events_out {
+            self.emit_due();
+        }
         self.outbox.sort_unstable_by_key(|&(frame, order, _)| (frame, order));
         self.outbox.iter().map(|&(frame, _, action)| (frame, action))
     }

@@ -3,6 +3,7 @@
 //! Each subcommand measures one claim side by side with its baseline in the
 //! same run and can write JSON (`--json PATH`); BENCHMARKS.md quotes them.
 
+mod events;
 mod faults;
 mod jobs;
 mod latency;
@@ -39,6 +40,9 @@ enum Command {
     /// Job mode at full speed: trivial jobs all at once and one at a time,
     /// outboard vs multiprocessing.Pool vs Parallel Python.
     Jobs(jobs::JobsArgs),
+    /// Notes through the plugin: process() time with 0, 16 and 128 note
+    /// events per call, each answered by the script.
+    Events(events::EventsArgs),
     /// (internal) the far end of `ring`'s round trips.
     #[command(hide = true)]
     RingPeer(ring::PeerArgs),
@@ -56,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Faults(args) => faults::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Events(args) => events::run_bench(args),
         Command::RingPeer(args) => ring::peer(args),
         Command::FaultsHost(args) => faults::host(args),
     };

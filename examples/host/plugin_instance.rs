@@ -489,6 +489,19 @@ impl Instance {
         render.set(&self.instance.plugin_handle(), mode).is_ok()
     }
 
+    /// Loads the preset at `path` through the plugin's preset-load
+    /// extension (a file location, no load key), as a host's preset browser
+    /// does with what the preset-discovery factory listed.
+    pub fn load_preset(&mut self, path: &Path) -> Result<(), String> {
+        use clack_extensions::preset_discovery::PluginPresetLoad;
+        use clack_extensions::preset_discovery::preset_data::Location;
+        let handle = self.instance.plugin_handle();
+        let load: PluginPresetLoad = handle.get_extension().ok_or("the plugin has no preset-load extension")?;
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        load.load_from_location(&handle, Location::File { path: &path }, None)
+            .map_err(|_| "the plugin refused the preset".to_string())
+    }
+
     /// The plugin's audio ports on one side (none without the extension).
     pub fn audio_ports(&mut self, input: bool) -> Vec<PortInfo> {
         let Some(ports) = self.extensions().audio_ports else { return Vec::new() };

@@ -226,6 +226,8 @@ pub struct Processor {
     dropped_events: u64,
     steady_time: u64,
     transport: Option<Transport>,
+    /// A transport sent as it is instead (fuzzing: any field, any flag).
+    raw_transport: Option<TransportEvent>,
     time_signature: TimeSignature,
     /// Frames played while the transport was playing.
     transport_frames: u64,
@@ -278,6 +280,7 @@ impl Processor {
             dropped_events: 0,
             steady_time: 0,
             transport: None,
+            raw_transport: None,
             time_signature: TimeSignature::default(),
             transport_frames: 0,
             quirks: Quirks::NONE,
@@ -372,6 +375,13 @@ impl Processor {
     /// Sends this transport with every block from now on (`None`: none).
     pub fn set_transport(&mut self, transport: Option<Transport>) {
         self.transport = transport;
+    }
+
+    /// Sends this transport event, exactly as given, with every block from
+    /// now on instead of [`Processor::set_transport`]'s (`None`: back to
+    /// that one): for fuzzing a plugin with transports no timeline makes.
+    pub fn set_raw_transport(&mut self, transport: Option<TransportEvent>) {
+        self.raw_transport = transport;
     }
 
     /// The time signature the transport carries from now on (4/4 unless set).
@@ -565,7 +575,7 @@ impl Processor {
         describe(&self.outputs, out_ptrs.as_mut_ptr(), &mut out_desc);
 
         // The transport: ours, none, or the zeroed one Qtractor sends.
-        let transport = self.transport.map(|t| self.transport_event(t));
+        let transport = self.raw_transport.or_else(|| self.transport.map(|t| self.transport_event(t)));
         let transport_ptr: *const clap_event_transport = if self.quirks.contains(Quirk::ZeroedTransport) {
             &self.zeroed_transport
         } else if self.quirks.contains(Quirk::NoTransport) {

@@ -91,9 +91,11 @@ pub struct Processor {
     /// The last `latency` input frames, a ring at `delay_at`.
     delay: [Box<[f32]>; CHANNELS],
     delay_at: usize,
-    /// The call's readable events as (time, index in the host's list), in
-    /// the order they take effect.
-    order: Box<[(u32, u32)]>,
+    /// The call's readable events as (time, index in the host's list, a
+    /// parameter change), in the order they take effect. Only parameter
+    /// changes split the call into segments (notes go to the script with
+    /// their frames).
+    order: Box<[(u32, u32, bool)]>,
 }
 
 impl Processor {
@@ -119,7 +121,7 @@ impl Processor {
             wet: buffer(capacity),
             delay: buffer(latency),
             delay_at: 0,
-            order: vec![(0, 0); MAX_SORTED_EVENTS].into(),
+            order: vec![(0, 0, false); MAX_SORTED_EVENTS].into(),
         }
     }
 
@@ -160,7 +162,7 @@ impl Processor {
         let (queued, overflow) = self.order_events(events, frames);
         self.track.begin_call(transport.map(host_transport));
         // The script's share of the host's events, at their frames.
-        for &(time, index) in &self.order[..queued] {
+        for &(time, index, _) in &self.order[..queued] {
             if let Some(action) = events.get(index).and_then(|e| script_action(values, e)) {
                 self.track.push_event(time, action);
             }
@@ -184,18 +186,19 @@ impl Processor {
             // Segments between events: each event applies from its own frame.
             let mut start = 0;
             while start < n {
-                while let Some(&(time, index)) = self.order[..queued].get(next_event) {
+                while let Some(&(time, index, param)) = self.order[..queued].get(next_event) {
                     if (time as usize).saturating_sub(base) > start {
                         break;
                     }
-                    if let Some(event) = events.get(index) {
+                    if let Some(event) = events.get(index).filter(|_| param) {
                         apply(values, event);
                     }
                     next_event += 1;
                 }
-                let end = self.order[..queued]
-                    .get(next_event)
-                    .map_or(n, |&(time, _)| (time as usize).saturating_sub(base).clamp(start + 1, n));
+                let end = self.order[next_event..queued]
+                    .iter()
+                    .find(|&&(_, _, param)| param)
+                    .map_or(n, |&(time, _, _)| (time as usize).saturating_sub(base).clamp(start + 1, n));
                 self.render(values, start, end);
                 start = end;
             }
@@ -215,7 +218,7 @@ impl Processor {
         }
         // Events past the end of the call (a host bug) still take effect,
         // and so do those beyond what could be sorted.
-        for &(_, index) in &self.order[next_event..queued] {
+        for &(_, index, _) in self.order[next_event..queued].iter().filter(|e| e.2) {
             if let Some(event) = events.get(index) {
                 apply(values, event);
             }
@@ -287,7 +290,7 @@ impl Processor {
             sorted &= time >= last;
             past_end |= time as usize >= frames;
             last = time;
-            *slot = (time, index);
+            *slot = (time, index, event.as_event::<ParamValueEvent>().is_some());
             queued += 1;
         }
         if !sorted {

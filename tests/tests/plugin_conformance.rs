@@ -310,55 +310,158 @@ fn parameters_are_described_consistently_and_convert_to_text_and_back() {
     assert_eq!(plugin.text_to_value(4242, "0"), None);
 }
 
+/// A script for fuzzing: declared parameters of every kind applied on
+/// their frames, every note and MIDI message answered, parameters moved.
+const FUZZ_SCRIPT: &str = r#"
+import numpy as np
+
+PARAMS = {
+    "gain": dict(min=0.0, max=1.0, default=0.5),
+    "cutoff": dict(min=20.0, max=20000.0, default=1000.0, unit="Hz", scale="log"),
+    "steps": dict(min=1, max=16, default=4, step=1),
+    "mode": dict(choices=["a", "b", "c"]),
+}
+
+def process(block, ctx):
+    t = ctx.transport
+    assert t.tempo > 0 and np.isfinite(t.beats) and t.time_signature[1] > 0
+    for start, end, p in ctx.segments():
+        block[:, start:end] *= np.float32(p["gain"])
+    for e in ctx.events:
+        assert 0 <= e.offset < ctx.frames and e.time == ctx.time + e.offset
+        if e.kind == "note_on":
+            ctx.note_on(e.key, e.velocity, at=e.time, channel=e.channel)
+        elif e.kind in ("note_off", "note_choke"):
+            ctx.note_off(e.key, at=e.time, channel=e.channel)
+        else:
+            ctx.midi(e.data, at=e.time)
+    if ctx.block % 7 == 0:
+        ctx.set_param("mode", "c")
+        ctx.set_param("cutoff", 440.0, at=ctx.time + ctx.frames - 1)
+"#;
+
 #[test]
-fn parameter_and_transport_fuzzing_never_breaks_the_audio() {
+fn parameter_note_and_transport_fuzzing_never_breaks_the_audio() {
+    use clack_host::events::event_types::{
+        MidiEvent, NoteChokeEvent, NoteOffEvent, NoteOnEvent, TransportEvent, TransportFlags,
+    };
+    use clack_host::events::{EventFlags, EventHeader, Match, Pckn};
+    use clack_host::utils::{BeatTime, SecondsTime};
     let (_files, bundle) = load("conf-fuzz");
     let mut plugin = instance(&bundle);
-    let params = plugin.params();
+    set_script(&mut plugin, "fuzz.py", FUZZ_SCRIPT);
     let mut rng = Rng(0xf00d);
     let mut processor =
         plugin.activate(ActivateConfig { min_frames: 1, ..ActivateConfig::new(48_000.0, 256) }).unwrap();
+    // The declared parameters are among them once activation saw the script load.
+    let params = plugin.params();
+    assert!(params.iter().any(|p| p.name == "cutoff"), "{params:?}");
     processor.start_processing().unwrap();
     let mut scratch = [0.0f32; 256];
-    for block in 0..400 {
+    let mut answered = 0;
+    // Anything a number can be, and numbers in range.
+    let any = |rng: &mut Rng| match rng.below(8) {
+        0 => f64::NAN,
+        1 => f64::INFINITY,
+        2 => -1e300,
+        3 => 0.0,
+        _ => rng.unit() * 400.0 - 50.0,
+    };
+    for block in 0..600 {
         let n = 1 + rng.below(256) as u32;
-        processor.set_transport(match rng.below(3) {
-            0 => None,
-            _ => Some(Transport { tempo: 20.0 + rng.unit() * 300.0, playing: rng.below(2) == 0 }),
-        });
+        match rng.below(4) {
+            0 => {
+                processor.set_raw_transport(None);
+                processor.set_transport(None);
+            }
+            1 => {
+                processor.set_raw_transport(None);
+                processor
+                    .set_transport(Some(Transport { tempo: 20.0 + rng.unit() * 300.0, playing: rng.below(2) == 0 }));
+            }
+            // Whatever a host could put in a transport.
+            _ => processor.set_raw_transport(Some(TransportEvent {
+                header: EventHeader::new_core(0, EventFlags::empty()),
+                flags: TransportFlags::from_bits_truncate(rng.next() as u32),
+                song_pos_beats: BeatTime::from_float(any(&mut rng)),
+                song_pos_seconds: SecondsTime::from_float(any(&mut rng)),
+                tempo: any(&mut rng),
+                tempo_inc: any(&mut rng),
+                loop_start_beats: BeatTime::from_float(any(&mut rng)),
+                loop_end_beats: BeatTime::from_float(any(&mut rng)),
+                loop_start_seconds: SecondsTime::from_float(any(&mut rng)),
+                loop_end_seconds: SecondsTime::from_float(any(&mut rng)),
+                bar_start: BeatTime::from_float(any(&mut rng)),
+                bar_number: rng.next() as i32,
+                time_signature_numerator: rng.below(70) as u16,
+                time_signature_denominator: rng.below(70) as u16,
+            })),
+        }
         for c in 0..2 {
             let input: Vec<f32> = (0..n as usize).map(|i| signal(block * 256 + i, c)).collect();
             processor.write_input(0, c, &input);
         }
-        // Events at sorted random offsets, values anywhere in range, some
-        // past it, some not numbers, some for unknown or read-only params.
-        let mut offsets: Vec<u32> = (0..rng.below(8)).map(|_| rng.below(u64::from(n)) as u32).collect();
+        // Events at sorted random offsets: parameter values anywhere in
+        // range, some past it, some not numbers, some for unknown or
+        // read-only params; notes with keys and channels in and out of
+        // range and wildcards; MIDI of any bytes.
+        let mut offsets: Vec<u32> = (0..rng.below(12)).map(|_| rng.below(u64::from(n)) as u32).collect();
         offsets.sort();
         for offset in offsets {
-            let p = &params[rng.below(params.len() as u64) as usize];
-            let value = match rng.below(10) {
-                0 => f64::NAN,
-                1 => p.max * 10.0 + 1.0,
-                2 => -1e9,
-                _ => p.min + (p.max - p.min) * rng.unit(),
+            let wild = |rng: &mut Rng, max: u64| -> Match<u16> {
+                if rng.below(8) == 0 { Match::All } else { Match::Specific(rng.below(max) as u16) }
             };
-            // Keep the DSP load modest: fuzzing, not a stress test.
-            let value = if p.name == "DSP load" { value.min(5_000.0) } else { value };
-            let id = if rng.below(20) == 0 { 9999 } else { p.id };
-            processor.push_param_value(offset, id, value);
+            let pckn =
+                Pckn::new(0u16, wild(&mut rng, 20), wild(&mut rng, 140), Match::Specific(rng.below(1 << 31) as u32));
+            let velocity = if rng.below(10) == 0 { f64::NAN } else { rng.unit() * 1.5 - 0.2 };
+            match rng.below(6) {
+                0 => processor.push_event(&NoteOnEvent::new(offset, pckn, velocity)),
+                1 => processor.push_event(&NoteOffEvent::new(offset, pckn, velocity)),
+                2 => processor.push_event(&NoteChokeEvent::new(offset, pckn)),
+                3 => processor.push_event(&MidiEvent::new(
+                    offset,
+                    0,
+                    [rng.next() as u8, rng.next() as u8, rng.next() as u8],
+                )),
+                _ => {
+                    let p = &params[rng.below(params.len() as u64) as usize];
+                    let value = match rng.below(10) {
+                        0 => f64::NAN,
+                        1 => p.max * 10.0 + 1.0,
+                        2 => -1e9,
+                        _ => p.min + (p.max - p.min) * rng.unit(),
+                    };
+                    // Keep the DSP load modest: fuzzing, not a stress test.
+                    let value = if p.name == "DSP load" { value.min(5_000.0) } else { value };
+                    let id = if rng.below(20) == 0 { 9999 } else { p.id };
+                    processor.push_param_value(offset, id, value)
+                }
+            };
         }
         processor.process(n).expect("process never fails");
         for c in 0..2 {
             processor.read_output(0, c, &mut scratch[..n as usize]);
             assert!(scratch[..n as usize].iter().all(|s| s.is_finite()), "block {block}");
         }
+        // What the plugin sends is in time order and inside the call.
+        let mut last = 0;
+        for event in processor.output_events().iter() {
+            let time = event.header().time();
+            assert!(time < n && time >= last, "block {block}: an output event at {time} after {last}, of {n}");
+            last = time;
+            answered += 1;
+        }
     }
     processor.stop_processing();
     plugin.deactivate(processor);
-    for p in &params {
+    assert!(answered > 100, "the script's events came out ({answered})");
+    for p in &plugin.params() {
         let value = plugin.param_value(p.id).unwrap();
         assert!((p.min..=p.max).contains(&value), "{} = {value} after fuzzing", p.name);
     }
+    // The script never failed on what it was given (its asserts hold):
+    // deactivation delivers the instance's mail to the host's log.
+    assert_eq!(plugin.counters_snapshot().error_logs, 0, "a script error: the plugin passed on something malformed");
 }
 
 #[test]
@@ -560,4 +663,27 @@ fn declared_parameters_round_trip_through_state_and_keep_their_values_by_name_ac
     let decoded = PluginState::decode(&second.save_state().unwrap()).unwrap();
     assert!(decoded.declared.contains("\"grit\"") && !decoded.declared.contains("\"tone\""));
     assert!(!decoded.params.iter().any(|&(id, _)| id == tone.id), "the removed parameter's value is not saved");
+}
+
+#[test]
+fn a_preset_file_loaded_through_preset_load_becomes_the_followed_script() {
+    let (files, bundle) = load("conf-preset");
+    let filter = std::path::PathBuf::from(files._files.write(
+        "filter.py",
+        &std::fs::read_to_string(outboard_tests::workspace_root().join("examples/scripts/filter.py")).unwrap(),
+    ));
+    let mut plugin = instance(&bundle);
+    plugin.load_preset(&filter).expect("preset-load takes a script file");
+    let processor = plugin.activate(ActivateConfig::new(48_000.0, 256)).unwrap();
+    plugin.deactivate(processor);
+    let names: Vec<String> = plugin.params().into_iter().map(|p| p.name).collect();
+    assert!(["cutoff", "resonance", "mode"].iter().all(|n| names.iter().any(|m| m == n)), "{names:?}");
+    let state = PluginState::decode(&plugin.save_state().unwrap()).unwrap();
+    assert_eq!(std::path::Path::new(&state.script_path), filter.as_path(), "the instance follows the file");
+    // Not a script: refused, nothing changes.
+    let text = std::path::PathBuf::from(files._files.write("notes.txt", "not python"));
+    let before = plugin.save_state().unwrap();
+    assert!(plugin.load_preset(&text).is_err());
+    assert!(plugin.load_preset(std::path::Path::new("/nonexistent/x.py")).is_err());
+    assert_eq!(plugin.save_state().unwrap(), before);
 }
