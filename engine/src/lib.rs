@@ -53,41 +53,16 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p outboard-engine --release --lib loom`
 //! (`cargo xtask test` runs it).
 
-pub mod ring;
-mod sync;
+pub mod shm;
 
 #[cfg(not(loom))]
-pub mod block;
-#[cfg(not(loom))]
-pub mod clock;
-#[cfg(not(loom))]
 pub mod compute;
-/// What a script declares (its parameters), as its worker reports it.
-pub mod declared;
 #[cfg(not(loom))]
-pub mod futex;
+pub mod measurement;
 #[cfg(not(loom))]
-pub mod graph;
+pub mod realtime;
 #[cfg(not(loom))]
-pub mod histogram;
-/// Buffers a realtime thread writes, made present before it runs.
-pub mod memory;
-#[cfg(not(loom))]
-pub mod protocol;
-/// Which Python environment a script imports from.
-pub mod python_env;
-#[cfg(not(loom))]
-pub mod region;
-/// Messages from scripts and workers, attributed to their tracks.
-pub mod script_log;
-#[cfg(not(loom))]
-pub mod stats;
-#[cfg(not(loom))]
-pub mod supervisor;
-#[cfg(not(loom))]
-pub mod track;
-#[cfg(not(loom))]
-pub mod voice;
+pub mod wire;
 #[cfg(not(loom))]
 pub mod workers;
 

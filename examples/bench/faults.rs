@@ -33,11 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use outboard_engine::clock::monotonic_ns;
-use outboard_engine::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig, TrackPort, TrackStats};
-use outboard_engine::workers::locate_scripts_host;
+use outboard_engine::realtime::clock::monotonic_ns;
+use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::realtime::track::{Track, TrackConfig, TrackPort, TrackStats};
+use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::{Value, json};
 
 use outboard_host::procfs;

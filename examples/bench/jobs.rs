@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use outboard_engine::protocol::JobRequest;
-use outboard_engine::workers::{WorkerPool, locate_scripts_host};
+use outboard_engine::wire::control::JobRequest;
+use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use outboard_engine::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
-use outboard_engine::histogram::{Histogram, Percentiles};
-use outboard_engine::protocol::ScriptSpec;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig, TrackStats};
-use outboard_engine::workers::locate_scripts_host;
+use outboard_engine::measurement::histogram::{Histogram, Percentiles};
+use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
+use outboard_engine::wire::control::ScriptSpec;
+use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_scripts_host::{BlockIn, RealtimeRuntime};
 use serde_json::json;
 
@@ -319,12 +319,12 @@ impl BlockProcessor for InprocTrack {
             sample_time: self.seq * frames as u64,
             channels: self.channels,
             params: &self.params,
-            transport: &outboard_engine::block::Transport::default(),
+            transport: &outboard_engine::wire::block::Transport::default(),
             events: &[],
             samples: &self.samples,
         };
         let outcome = self.runtime.process(&block, &mut self.out);
-        let wet = outcome.status == outboard_engine::block::ResultStatus::Processed;
+        let wet = outcome.status == outboard_engine::wire::block::ResultStatus::Processed;
         for c in 0..self.channels {
             let src = if wet { &self.out } else { &self.samples };
             outputs[c][..frames].copy_from_slice(&src[c * frames..(c + 1) * frames]);

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use outboard_engine::histogram::Histogram;
-use outboard_engine::region::Region;
-use outboard_engine::ring::{PopError, PushError, RingShape};
+use outboard_engine::measurement::histogram::Histogram;
+use outboard_engine::shm::region::Region;
+use outboard_engine::shm::ring::{PopError, PushError, RingShape};
 use serde_json::json;
 
 /// One stereo block of 64 frames, as the tracks send it.

@@ -13,9 +13,9 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use outboard_engine::compute::{JobServer, partial_sum, partial_sum_scalar, seed_parts};
-use outboard_engine::protocol::JobRequest;
-use outboard_engine::stats::JobStats;
-use outboard_engine::workers::{WorkerPool, locate_scripts_host};
+use outboard_engine::measurement::stats::JobStats;
+use outboard_engine::wire::control::JobRequest;
+use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
 use outboard_scripts_host::JobRuntime;
 use serde_json::json;
 
@@ -240,7 +240,7 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
 }
 
 /// Adds per-thread rows into a running table (thread names repeat across runs).
-fn merge_rows(stats: &mut JobStats, rows: Vec<outboard_engine::stats::StatsRow>) {
+fn merge_rows(stats: &mut JobStats, rows: Vec<outboard_engine::measurement::stats::StatsRow>) {
     for row in rows {
         match stats.rows.iter_mut().find(|r| r.worker == row.worker) {
             Some(existing) => {

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use outboard_engine::graph::{Graph, GraphConfig, GraphTrack, Source};
-use outboard_engine::histogram::Histogram;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig, TrackStats};
-use outboard_engine::voice::Waveform;
-use outboard_engine::workers::locate_scripts_host;
+use outboard_engine::measurement::histogram::Histogram;
+use outboard_engine::realtime::graph::{Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
+use outboard_engine::realtime::voice::Waveform;
+use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::{Value, json};
 
 use outboard_host::procfs;

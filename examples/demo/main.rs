@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use outboard_engine::graph::{Graph, GraphConfig, GraphStats, GraphTrack, Source};
-use outboard_engine::histogram::Histogram;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig, TrackStats};
-use outboard_engine::voice::Waveform;
-use outboard_engine::workers::locate_scripts_host;
+use outboard_engine::measurement::histogram::Histogram;
+use outboard_engine::realtime::graph::{Graph, GraphConfig, GraphStats, GraphTrack, Source};
+use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
+use outboard_engine::realtime::voice::Waveform;
+use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -96,7 +96,7 @@ fn pick_device(backend: &str) -> Result<(cpal::Device, &'static str), String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if !outboard_engine::graph::lock_memory() {
+    if !outboard_engine::realtime::graph::lock_memory() {
         eprintln!("outboard-demo: warning: cannot lock memory (mlockall); a page fault could cause a dropout");
     }
     let (device, backend) = pick_device(&args.backend)?;
@@ -147,7 +147,7 @@ fn run(args: Args) -> Result<(), String> {
         .build_output_stream(
             config,
             move |data: &mut [f32], _: &cpal::OutputCallbackInfo| {
-                let began = outboard_engine::clock::monotonic_ns();
+                let began = outboard_engine::realtime::clock::monotonic_ns();
                 let frames = data.len() / channels;
                 for f in 0..frames {
                     if master_pos == PERIOD {
@@ -164,7 +164,7 @@ fn run(args: Args) -> Result<(), String> {
                     master_pos += 1;
                 }
                 // Load: time spent here as a share of the buffer's duration (per mille).
-                let spent = outboard_engine::clock::monotonic_ns().saturating_sub(began);
+                let spent = outboard_engine::realtime::clock::monotonic_ns().saturating_sub(began);
                 let budget = (frames as u64 * 1_000_000_000 / u64::from(rate)).max(1);
                 cb_load.record(spent * 1000 / budget);
             },

@@ -89,7 +89,7 @@
 
 use std::path::PathBuf;
 
-use outboard_engine::histogram::Percentiles;
+use outboard_engine::measurement::histogram::Percentiles;
 use serde_json::{Value, json};
 
 use crate::events::{NoteDialect, OutputEvent, ParamEvent};

@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::clock::{monotonic_ns, sleep_until_ns};
-use outboard_engine::graph::{lock_memory, make_thread_realtime, warn_no_realtime};
-use outboard_engine::histogram::Histogram;
+use outboard_engine::measurement::histogram::Histogram;
+use outboard_engine::realtime::clock::{monotonic_ns, sleep_until_ns};
+use outboard_engine::realtime::graph::{lock_memory, make_thread_realtime, warn_no_realtime};
 use outboard_plugin::state::PluginState as OutboardState;
 
 use crate::events::{MAX_RECORDED_EVENTS, NoteDialect, NoteEvent, OutputEvent, ParamEvent, ParamSet, load_notes};

@@ -89,8 +89,8 @@ use clack_plugin::host::HostInfo;
 use clack_plugin::plugin::PluginInstance;
 use clack_plugin::prelude::*;
 use clack_plugin::stream::{InputStream, OutputStream};
-use outboard_engine::declared::{Declaration, DeclaredCell};
-use outboard_engine::track::{Track, TrackConfig};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::wire::declared::{Declaration, DeclaredCell};
 
 pub mod denormals;
 pub mod guard;
@@ -102,7 +102,7 @@ pub mod scripting;
 pub mod state;
 
 use messages::Mailbox;
-use outboard_engine::script_log::LogLevel;
+use outboard_engine::workers::script_log::LogLevel;
 use params::{FIXED, ParamValues};
 use processor::{CHANNELS, Processor};
 use scripting::ScriptSource;
@@ -576,7 +576,7 @@ impl OutboardMainThread<'_> {
     }
 
     /// The declared parameter on slot k, if any.
-    fn slot_param(&self, k: usize) -> Option<outboard_engine::declared::DeclaredParam> {
+    fn slot_param(&self, k: usize) -> Option<outboard_engine::wire::declared::DeclaredParam> {
         self.declared.borrow().params.iter().find(|p| p.index == params::wire_index(k)).cloned()
     }
 
@@ -697,11 +697,11 @@ impl OutboardMainThread<'_> {
 /// A value a kept parameter had under its old declaration, under its new
 /// one: the same value in its units (a choice by its name).
 fn carry_value(
-    before: &outboard_engine::declared::DeclaredParam,
-    now: &outboard_engine::declared::DeclaredParam,
+    before: &outboard_engine::wire::declared::DeclaredParam,
+    now: &outboard_engine::wire::declared::DeclaredParam,
     value: f64,
 ) -> f64 {
-    use outboard_engine::declared::Range;
+    use outboard_engine::wire::declared::Range;
     match (&before.range, &now.range) {
         (Range::Choices(old), Range::Choices(new)) => {
             let name = &old[before.clamp(value) as usize];

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap_sys::host::clap_host;
-use outboard_engine::script_log::{LogLevel, LogRecord};
+use outboard_engine::workers::script_log::{LogLevel, LogRecord};
 
 use crate::guard;
 

@@ -10,14 +10,14 @@
 //!
 //! Values are what the host holds: the plugin's own in their units, a
 //! script slot as 0..=1 (continuous) or a step number (stepped, choices);
-//! see `outboard_engine::declared`. They live in atomics: the audio thread
+//! see `outboard_engine::wire::declared`. They live in atomics: the audio thread
 //! writes them as it meets parameter events, the main thread reads them for
 //! the host (and writes them when a state is loaded, the host flushes while
 //! inactive, or a script's declaration changes).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use outboard_engine::declared::{DeclaredParam, Range};
+use outboard_engine::wire::declared::{DeclaredParam, Range};
 
 /// Parameter ids: stable forever (hosts store them in projects).
 pub const MIX: u32 = 0;
@@ -27,7 +27,7 @@ pub const BYPASS: u32 = 2;
 /// an old project's values land on the first four slots).
 pub const FIRST_SLOT: u32 = 3;
 /// Script slots: as many as a script may declare.
-pub const SLOTS: usize = outboard_engine::declared::MAX_DECLARED;
+pub const SLOTS: usize = outboard_engine::wire::declared::MAX_DECLARED;
 /// Read-only: script results that were not back in time (dry played).
 pub const LATE_RESULTS: u32 = 100;
 
@@ -356,7 +356,7 @@ mod tests {
         assert!(values.set(slot_id(0), 3.0));
         assert_eq!(values.get(slot_id(0)), Some(1.0));
         let body = br#"{"params":[{"index":1,"name":"n","choices":["a","b","c"],"default":1}]}"#;
-        let d = outboard_engine::declared::Declaration::from_json(body).unwrap();
+        let d = outboard_engine::wire::declared::Declaration::from_json(body).unwrap();
         values.set_range(1, Some(&d.params[0]));
         assert!(values.set(slot_id(1), 1.6));
         assert_eq!(values.get(slot_id(1)), Some(2.0));

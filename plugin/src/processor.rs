@@ -29,8 +29,8 @@ use clack_plugin::events::spaces::CoreEventSpace;
 use clack_plugin::events::{Match, Pckn};
 use clack_plugin::prelude::*;
 use clack_plugin::process::audio::PairedChannels;
-use outboard_engine::block::{EventAction, Transport, midi_message_len};
-use outboard_engine::track::Track;
+use outboard_engine::realtime::track::Track;
+use outboard_engine::wire::block::{EventAction, Transport, midi_message_len};
 
 use crate::guard::{self, HostQuirk};
 use crate::params::{self, ParamValues};
@@ -108,7 +108,7 @@ impl Processor {
         let buffer = |n: usize| -> [Box<[f32]>; CHANNELS] {
             std::array::from_fn(|_| {
                 let mut line: Box<[f32]> = vec![0.0; n].into();
-                outboard_engine::memory::touch_pages(&mut line);
+                outboard_engine::shm::memory::touch_pages(&mut line);
                 line
             })
         };

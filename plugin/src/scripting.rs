@@ -32,10 +32,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::declared::DeclaredListener;
-use outboard_engine::script_log::LogListener;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{TrackConfig, TrackPort};
+use outboard_engine::realtime::track::{TrackConfig, TrackPort};
+use outboard_engine::wire::declared::DeclaredListener;
+use outboard_engine::workers::script_log::LogListener;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 
 /// The environment variable naming the scripts host, overriding the search.
 pub const SCRIPTS_HOST_ENV: &str = "OUTBOARD_SCRIPTS_HOST";
@@ -272,7 +272,7 @@ pub struct Running {
 
 fn running(file: PathBuf, script: &ScriptSource) -> Running {
     let named = (!script.python_env.is_empty()).then(|| Path::new(&script.python_env));
-    let python_env = outboard_engine::python_env::resolve(named, Some(&file));
+    let python_env = outboard_engine::workers::python_env::resolve(named, Some(&file));
     Running { file, python_env }
 }
 

@@ -79,10 +79,10 @@ pub struct PluginState {
     pub script_path: String,
     /// The Python environment (a virtual environment's folder) the instance
     /// names for its script; empty: the usual choice (see
-    /// `outboard_engine::python_env`).
+    /// `outboard_engine::workers::python_env`).
     pub python_env: String,
     /// What the script declared, as its worker sent it (JSON, see
-    /// `outboard_engine::declared::Declaration::from_json`); empty if
+    /// `outboard_engine::wire::declared::Declaration::from_json`); empty if
     /// nothing was heard yet.
     pub declared: String,
 }
@@ -216,7 +216,8 @@ impl PluginState {
         if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
             return Err(StateError::BadChecksum);
         }
-        if !declared.is_empty() && outboard_engine::declared::Declaration::from_json(declared.as_bytes()).is_err() {
+        if !declared.is_empty() && outboard_engine::wire::declared::Declaration::from_json(declared.as_bytes()).is_err()
+        {
             return Err(StateError::Invalid("the declared parameters cannot be read"));
         }
         Ok(PluginState { params, script_name, script, script_path, python_env, declared })

@@ -2,7 +2,7 @@
 //!
 //! The scripting worker: CPython embedded with pyo3, one interpreter (and one
 //! GIL) per process, attached to its host through a shared region (see
-//! `outboard_engine::region`). This library holds the Python side; `main.rs`
+//! `outboard_engine::shm::region`). This library holds the Python side; `main.rs`
 //! is the worker process around it.
 //!
 //! ## What it guarantees
@@ -29,8 +29,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
-use outboard_engine::protocol::{JobError, JobReply};
-use outboard_engine::stats::StatsRow;
+use outboard_engine::measurement::stats::StatsRow;
+use outboard_engine::wire::control::{JobError, JobReply};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -207,16 +207,16 @@ pub struct BlockIn<'a> {
     /// The track's parameter values, by index, at the block's first frame.
     pub params: &'a [f32],
     /// The host's transport at the block's first frame.
-    pub transport: &'a outboard_engine::block::Transport,
+    pub transport: &'a outboard_engine::wire::block::Transport,
     /// The host's events in the block, in time order.
-    pub events: &'a [outboard_engine::block::Event],
+    pub events: &'a [outboard_engine::wire::block::Event],
     /// The samples, planar: channel 0's frames, then channel 1's.
     pub samples: &'a [f32],
 }
 
 /// An event as the Python runtime passes it, both ways: (time, kind,
 /// channel, key, value, note id, parameter index, MIDI bytes); kinds as
-/// `outboard_engine::block::Event::encode` numbers them.
+/// `outboard_engine::wire::block::Event::encode` numbers them.
 type PyEvent = (i64, u8, i64, i64, f64, i64, i64, Vec<u8>);
 
 /// What `outboard_rt.process` returns: status, the array (if any), and the
@@ -224,8 +224,8 @@ type PyEvent = (i64, u8, i64, i64, f64, i64, i64, Vec<u8>);
 type ProcessReply<'py> = (u32, Option<Bound<'py, PyAny>>, Vec<PyEvent>);
 
 /// A host event as the Python runtime takes it.
-fn py_event(event: &outboard_engine::block::Event) -> PyEvent {
-    use outboard_engine::block::EventAction as A;
+fn py_event(event: &outboard_engine::wire::block::Event) -> PyEvent {
+    use outboard_engine::wire::block::EventAction as A;
     let time = event.time.min(i64::MAX as u64) as i64;
     match event.action {
         A::NoteOn { channel, key, velocity, note_id } => (
@@ -261,8 +261,8 @@ fn py_event(event: &outboard_engine::block::Event) -> PyEvent {
 /// track would refuse is dropped here).
 fn script_event(
     (time, kind, channel, key, value, note_id, index, data): PyEvent,
-) -> Option<outboard_engine::block::Event> {
-    use outboard_engine::block::{EVENT_BYTES, Event, EventAction as A};
+) -> Option<outboard_engine::wire::block::Event> {
+    use outboard_engine::wire::block::{EVENT_BYTES, Event, EventAction as A};
     let time = u64::try_from(time).ok()?;
     let note = || Some((u8::try_from(channel).ok()?, u8::try_from(key).ok()?, i32::try_from(note_id).ok()?));
     let value = value as f32;
@@ -295,9 +295,9 @@ fn script_event(
 
 /// What one block's script run produced.
 pub struct BlockOutcome {
-    pub status: outboard_engine::block::ResultStatus,
+    pub status: outboard_engine::wire::block::ResultStatus,
     /// Events from `tick`, in the order the script scheduled them.
-    pub events: Vec<outboard_engine::block::Event>,
+    pub events: Vec<outboard_engine::wire::block::Event>,
 }
 
 /// How serious a message on the host's log is (the record's "level").
@@ -365,7 +365,7 @@ impl RealtimeRuntime {
 
     /// Starts a track's script and runs its `setup` (errors go to the log;
     /// the track plays dry). Returns whether the script loaded.
-    pub fn load(&self, spec: &outboard_engine::protocol::ScriptSpec) -> bool {
+    pub fn load(&self, spec: &outboard_engine::wire::control::ScriptSpec) -> bool {
         self.load_with_values(spec, &[])
     }
 
@@ -376,7 +376,7 @@ impl RealtimeRuntime {
     /// arrays made and read back, the result checks) runs once on a
     /// throwaway silent block without calling any of the script's hooks, so
     /// that the first real block does not pay for first calls.
-    pub fn load_with_values(&self, spec: &outboard_engine::protocol::ScriptSpec, values: &[f32]) -> bool {
+    pub fn load_with_values(&self, spec: &outboard_engine::wire::control::ScriptSpec, values: &[f32]) -> bool {
         if let Some(why) = &self.env_problem {
             self.report(Some(spec.track), Level::Error, why);
         }
@@ -402,14 +402,14 @@ impl RealtimeRuntime {
             Ok(true) => {
                 let silent = vec![0.0f32; spec.channels * spec.frames];
                 let mut out = vec![0.0f32; silent.len()];
-                let params = [0.0f32; outboard_engine::block::MAX_PARAMS];
+                let params = [0.0f32; outboard_engine::wire::block::MAX_PARAMS];
                 let block = BlockIn {
                     slot: spec.slot,
                     seq: 0,
                     sample_time: 0,
                     channels: spec.channels,
                     params: &params,
-                    transport: &outboard_engine::block::Transport::default(),
+                    transport: &outboard_engine::wire::block::Transport::default(),
                     events: &[],
                     samples: &silent,
                 };
@@ -475,7 +475,7 @@ impl RealtimeRuntime {
     fn run_block(&self, function: &Py<PyAny>, block: &BlockIn<'_>, out: &mut [f32]) -> BlockOutcome {
         let BlockIn { slot, seq, sample_time, channels, params, transport, events, samples } = *block;
         use numpy::{PyArray1, PyArray2, PyArrayMethods};
-        use outboard_engine::block::{MAX_SAMPLE, ResultStatus, samples_playable};
+        use outboard_engine::wire::block::{MAX_SAMPLE, ResultStatus, samples_playable};
         let frames = samples.len() / channels.max(1);
         let outcome: PyResult<BlockOutcome> = Python::attach(|py| {
             let block = PyArray1::from_slice(py, samples).reshape([channels, frames])?;

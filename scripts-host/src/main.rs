@@ -11,16 +11,18 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use outboard_engine::block::{
+use outboard_engine::realtime::clock::monotonic_ns;
+use outboard_engine::realtime::track::MAX_EVENTS_PER_REPLY;
+use outboard_engine::shm::region::{Region, WorkerStatus};
+use outboard_engine::shm::ring::{Consumer, PopError, Producer, PushError};
+use outboard_engine::wire::block::{
     BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS, MAX_PARAMS,
     ProcessLayout, ResultStatus, Transport,
 };
-use outboard_engine::clock::monotonic_ns;
-use outboard_engine::protocol::{self, JobError, JobReply, Kind, Reassembler, ScriptSpec};
-use outboard_engine::region::{Region, WorkerStatus};
-use outboard_engine::ring::{Consumer, PopError, Producer, PushError};
-use outboard_engine::track::MAX_EVENTS_PER_REPLY;
-use outboard_engine::workers::{CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script};
+use outboard_engine::wire::control::{self as protocol, JobError, JobReply, Kind, Reassembler, ScriptSpec};
+use outboard_engine::workers::pool::{
+    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script,
+};
 use outboard_scripts_host::{BlockIn, BlockOutcome, JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
@@ -69,7 +71,7 @@ struct Args {
     generation: u32,
     parent_pid: Option<u32>,
     /// The Python environment whose packages scripts import (see
-    /// outboard_engine::python_env).
+    /// outboard_engine::workers::python_env).
     python_env: Option<std::path::PathBuf>,
 }
 

@@ -4,7 +4,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use outboard_engine::track::Track;
+use outboard_engine::realtime::track::Track;
 
 /// Realtime tests in one test binary take turns: each paces a track against
 /// the clock and starts worker processes, and on a 2-core machine two of them

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use outboard_engine::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
 
 /// Outputs a constant; stalls for `stall` once, at period `at`.
 struct Constant {

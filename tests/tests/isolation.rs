@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::{ScriptDir, workspace_bin};
 
 const SCRIPT: &str = "def process(block, ctx):\n    block *= 2.0\n";

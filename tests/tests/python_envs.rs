@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::plugin::{PluginBundle, assert_delayed, read_wav, run_host as host};
 use outboard_tests::{ScriptDir, workspace_bin};
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use outboard_engine::protocol::JobRequest;
-use outboard_engine::workers::WorkerPool;
+use outboard_engine::wire::control::JobRequest;
+use outboard_engine::workers::pool::WorkerPool;
 use outboard_tests::{ScriptDir, workspace_bin};
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ fn run(
     file: &str,
     function: &str,
     args: Vec<Value>,
-) -> Result<Value, outboard_engine::protocol::JobError> {
+) -> Result<Value, outboard_engine::wire::control::JobError> {
     let ticket = pool.submit(JobRequest::new(file, function, args));
     pool.wait(ticket)
 }

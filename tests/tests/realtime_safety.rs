@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_no_alloc::{AllocDisabler, assert_no_alloc, reset_violation_count, violation_count};
-use outboard_engine::graph::{Graph, GraphConfig, GraphTrack, Source};
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig};
-use outboard_engine::voice::Waveform;
+use outboard_engine::realtime::graph::{Graph, GraphConfig, GraphTrack, Source};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::realtime::voice::Waveform;
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::rt_safety::{
     assert_child_ok, current_tid, forbid_syscalls_but_wake, page_faults, run_child, scenario,
 };
@@ -486,7 +486,7 @@ struct Guarded {
     calls: Arc<AtomicU64>,
 }
 
-impl outboard_engine::graph::BlockProcessor for Guarded {
+impl outboard_engine::realtime::graph::BlockProcessor for Guarded {
     fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize) {
         if !self.filtered {
             self.filtered = true;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{classify_blocks, run_paced};
 use outboard_tests::{ScriptDir, workspace_bin};
 
@@ -224,7 +224,7 @@ fn tick_events_land_on_their_sample() {
         "def setup(ctx):\n    ctx.state['sent'] = False\n\ndef tick(ctx):\n    if not ctx.state['sent'] and ctx.block >= 100:\n        ctx.state['sent'] = True\n        at = ctx.time + 50 * ctx.frames + 37\n        ctx.note(69, 1.0, 0.05, at=at)\n        ctx.log('note at', at)\n",
     );
     let mut cfg = TrackConfig::new(4, "notes");
-    cfg.voice = Some(outboard_engine::voice::Waveform::Sine);
+    cfg.voice = Some(outboard_engine::realtime::voice::Waveform::Sine);
     let sup = supervisor(&cfg);
     let (mut track, port) = Track::new(cfg.clone());
     sup.add_track(ScriptedTrack::new(port, PathBuf::from(&script), vec!["mix".into()]));

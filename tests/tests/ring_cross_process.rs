@@ -3,8 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use outboard_engine::region::Region;
-use outboard_engine::ring::{PopError, PushError, RingFault, RingShape};
+use outboard_engine::shm::region::Region;
+use outboard_engine::shm::ring::{PopError, PushError, RingFault, RingShape};
 use outboard_tests::workspace_bin;
 
 const SHAPE: RingShape = RingShape { capacity: 8, payload: 512 };

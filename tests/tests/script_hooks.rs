@@ -12,14 +12,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outboard_engine::protocol::{self, Kind, ScriptSpec};
-use outboard_engine::region::{Region, Wake};
-use outboard_engine::ring::RingShape;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{ScriptLink, Track, TrackConfig, TrackPort};
-use outboard_engine::workers::{
+use outboard_engine::realtime::track::{ScriptLink, Track, TrackConfig, TrackPort};
+use outboard_engine::shm::region::{Region, Wake};
+use outboard_engine::shm::ring::RingShape;
+use outboard_engine::wire::control::{self as protocol, Kind, ScriptSpec};
+use outboard_engine::workers::pool::{
     CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
 };
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{one_at_a_time, signal};
 use outboard_tests::{ScriptDir, workspace_bin};
 

@@ -21,8 +21,8 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use super::kernel::partial_sum;
-use crate::futex::{self, Scope};
-use crate::stats::{JobStats, StatsRow};
+use crate::measurement::stats::{JobStats, StatsRow};
+use crate::shm::doorbell::{self as futex, Scope};
 
 /// Idle polls before a worker parks.
 const SPINS_BEFORE_PARKING: u32 = 2_000;

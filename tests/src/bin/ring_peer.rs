@@ -9,8 +9,8 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use outboard_engine::region::Region;
-use outboard_engine::ring::PushError;
+use outboard_engine::shm::region::Region;
+use outboard_engine::shm::ring::PushError;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -11,10 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use outboard_engine::protocol::JobRequest;
-use outboard_engine::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_engine::track::{Track, TrackConfig};
-use outboard_engine::workers::{WorkerPool, locate_scripts_host};
+use outboard_engine::realtime::track::{Track, TrackConfig};
+use outboard_engine::wire::control::JobRequest;
+use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
+use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::shm::sync::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// Bytes before each slot's payload: the payload length (u32) and 4 reserved bytes.
 const SLOT_HEADER: usize = 8;
@@ -135,7 +135,7 @@ impl Doorbell {
         if self.asleep.load(Ordering::Relaxed) != 0 {
             self.seq.fetch_add(1, Ordering::Relaxed);
             #[cfg(not(loom))]
-            crate::futex::wake(&self.seq, crate::futex::WAKE_ALL, crate::futex::Scope::Shared);
+            crate::shm::doorbell::wake(&self.seq, crate::shm::doorbell::WAKE_ALL, crate::shm::doorbell::Scope::Shared);
             #[cfg(loom)]
             self.futex.wake();
         }
@@ -164,7 +164,7 @@ impl Doorbell {
             },
         };
         #[cfg(not(loom))]
-        crate::futex::wait(&self.seq, seen, timeout, crate::futex::Scope::Shared);
+        crate::shm::doorbell::wait(&self.seq, seen, timeout, crate::shm::doorbell::Scope::Shared);
         #[cfg(loom)]
         {
             let _ = timeout;
@@ -721,7 +721,7 @@ pub fn sleep_until_any(watches: &[RingWatch], deadline: Option<Instant>) -> bool
         if timeout != Some(Duration::ZERO) {
             let words: Vec<(&AtomicU32, u32)> =
                 watches.iter().zip(&seen).map(|(w, &value)| (&w.doorbell().seq, value)).collect();
-            crate::futex::wait_any(&words, timeout, crate::futex::Scope::Shared);
+            crate::shm::doorbell::wait_any(&words, timeout, crate::shm::doorbell::Scope::Shared);
         }
         ready = watches.iter().any(RingWatch::looks_ready);
     }
@@ -1019,7 +1019,7 @@ mod loom_futex {
     //! wake-up shows up as a deadlock, which loom reports.
     use loom::sync::{Condvar, Mutex};
 
-    use crate::sync::{AtomicU32, Ordering};
+    use crate::shm::sync::{AtomicU32, Ordering};
 
     pub struct Emulated {
         lock: Mutex<()>,
@@ -1259,7 +1259,7 @@ mod loom_tests {
 mod watch_tests {
     //! Sleeping on many rings at once, as the job pool's waiter does.
     use super::*;
-    use crate::region::{Region, Wake};
+    use crate::shm::region::{Region, Wake};
 
     const SHAPE: RingShape = RingShape { capacity: 4, payload: 8 };
 
@@ -1309,7 +1309,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::region::Region;
+    use crate::shm::region::Region;
 
     /// Bytes around the ring under test that nothing may touch.
     const GUARD: RingShape = RingShape { capacity: 2, payload: 56 };

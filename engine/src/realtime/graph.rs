@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::futex::{self, Scope};
-use crate::histogram::Histogram;
-use crate::track::Track;
+use crate::measurement::histogram::Histogram;
+use crate::realtime::track::Track;
+use crate::shm::doorbell::{self as futex, Scope};
 
 /// Anything that turns one period of input into output on a realtime thread.
 pub trait BlockProcessor: Send {
@@ -270,12 +270,12 @@ impl Graph {
                     }
                     let mut master = vec![0.0f32; config.period * config.master_channels];
                     let period_ns = (config.period as f64 / config.rate * 1e9) as u64;
-                    let start = crate::clock::monotonic_ns() + 5_000_000;
+                    let start = crate::realtime::clock::monotonic_ns() + 5_000_000;
                     let mut n = 0u64;
                     while !shared.stop.load(Ordering::Acquire) {
                         let due = start + n * period_ns;
-                        crate::clock::sleep_until_ns(due);
-                        shared.stats.wake_late.record(crate::clock::monotonic_ns().saturating_sub(due));
+                        crate::realtime::clock::sleep_until_ns(due);
+                        shared.stats.wake_late.record(crate::realtime::clock::monotonic_ns().saturating_sub(due));
                         driver.tick(&mut master, config.master_channels);
                         on_master(&master);
                         n += 1;
@@ -368,7 +368,7 @@ fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &G
                 }
             }
         }
-        let began = crate::clock::monotonic_ns();
+        let began = crate::realtime::clock::monotonic_ns();
         {
             let inputs: [&[f32]; 8] = std::array::from_fn(|c| input.get(c).map_or(&[][..], |v| v.as_slice()));
             let mut outs = output.iter_mut();
@@ -376,7 +376,7 @@ fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &G
                 std::array::from_fn(|_| outs.next().map_or(&mut [][..], |v| v.as_mut_slice()));
             track.processor.process(&inputs[..channels], &mut outputs[..channels], period);
         }
-        let spent = crate::clock::monotonic_ns().saturating_sub(began);
+        let spent = crate::realtime::clock::monotonic_ns().saturating_sub(began);
         shared.stats.callback.record(spent);
         shared.stats.track_callback[index].record(spent);
         let half = (next % 2) as usize * channels * period;

@@ -15,9 +15,9 @@
 //! (interpreter, numpy, no script): a failed worker is replaced by it at once
 //! (tens of milliseconds instead of an interpreter's cold start), and a new
 //! spare is started in the background. Workers run one Python environment
-//! each ([`crate::python_env`]); tracks share workers only within one.
+//! each ([`crate::workers::python_env`]); tracks share workers only within one.
 //! Everything workers say reaches the log listener attributed to the tracks
-//! it concerns ([`crate::script_log`]).
+//! it concerns ([`crate::workers::script_log`]).
 //!
 //! A fresh region per incarnation, rather than resetting positions in the old
 //! one, means nothing a dying (possibly hostile) worker left in shared memory
@@ -33,15 +33,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, JobRequest, Kind, Reassembler, ScriptSpec};
-use crate::python_env;
-use crate::region::{Region, Wake};
-use crate::ring::{Consumer, Producer, RingShape};
-use crate::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
-use crate::track::{ScriptLink, TrackPort};
-use crate::workers::{
+use crate::realtime::track::{ScriptLink, TrackPort};
+use crate::shm::region::{Region, Wake};
+use crate::shm::ring::{Consumer, Producer, RingShape};
+use crate::wire::control::{self as protocol, JobRequest, Kind, Reassembler, ScriptSpec};
+use crate::workers::pool::{
     CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
 };
+use crate::workers::python_env;
+use crate::workers::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 
 /// How the supervisor runs its workers.
 #[derive(Clone, Debug)]
@@ -78,7 +78,7 @@ pub struct SupervisorConfig {
     /// Hears which track's script declared (new) parameters, on the
     /// supervisor's thread; the declaration is in the track's
     /// `TrackPort::declared`.
-    pub on_declared: Option<crate::declared::DeclaredListener>,
+    pub on_declared: Option<crate::wire::declared::DeclaredListener>,
     /// Keep a spare worker started and idle (interpreter, numpy, no
     /// script) while any track is scripted: a worker that crashes or hangs
     /// is replaced by it at once instead of by a cold start (about 150 ms
@@ -89,7 +89,7 @@ pub struct SupervisorConfig {
 
 impl SupervisorConfig {
     /// Defaults for tracks shaped like `template`.
-    pub fn new(exe: PathBuf, template: &crate::track::TrackConfig) -> SupervisorConfig {
+    pub fn new(exe: PathBuf, template: &crate::realtime::track::TrackConfig) -> SupervisorConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         SupervisorConfig {
             exe,
@@ -118,7 +118,7 @@ pub struct ScriptedTrack {
     /// so a host slot keeps its parameter across restarts and edits.
     pub hints: Vec<String>,
     /// The Python environment its script imports from (None: the built-in
-    /// one); see [`crate::python_env`].
+    /// one); see [`crate::workers::python_env`].
     pub python_env: Option<PathBuf>,
 }
 
@@ -255,7 +255,7 @@ impl Supervisor {
     }
 
     /// Points track `id` at another script file, in the Python environment
-    /// `python_env` (see [`crate::python_env`]): its worker loads it (the
+    /// `python_env` (see [`crate::workers::python_env`]): its worker loads it (the
     /// current script keeps running until the new one has loaded, and if
     /// it fails to load), and restarts use it from now on. A new
     /// environment moves the track to a worker running it.
@@ -703,7 +703,7 @@ impl Watcher {
             latency_blocks: cfg.latency_blocks,
             params: entry.params.clone(),
             hints: entry.hints.clone(),
-            values: (0..crate::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
+            values: (0..crate::wire::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
             instrument: cfg.instrument,
         };
         for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
@@ -863,7 +863,7 @@ impl Watcher {
     /// and whoever listens hears of it. A malformed one is refused.
     fn take_declaration(&mut self, worker: usize, body: &[u8]) {
         let slot = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["slot"].as_u64());
-        let parsed = crate::declared::Declaration::from_json(body);
+        let parsed = crate::wire::declared::Declaration::from_json(body);
         let Some(entry) = self.tracks.iter_mut().find(|t| t.worker == worker && Some(t.slot as u64) == slot) else {
             return;
         };

@@ -47,10 +47,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::protocol::{self, JobError, JobReply, JobRequest, Kind, Reassembler};
-use crate::region::{Region, Wake};
-use crate::ring::{Consumer, PopError, Producer, PushError, RingShape, RingWatch, sleep_until_any};
-use crate::stats::{JobStats, StatsRow};
+use crate::measurement::stats::{JobStats, StatsRow};
+use crate::shm::region::{Region, Wake};
+use crate::shm::ring::{Consumer, PopError, Producer, PushError, RingShape, RingWatch, sleep_until_any};
+use crate::wire::control::{self as protocol, JobError, JobReply, JobRequest, Kind, Reassembler};
 
 /// The name of the worker binary.
 pub const SCRIPTS_HOST_BIN: &str = "outboard-scripts-host";

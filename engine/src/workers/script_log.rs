@@ -11,13 +11,13 @@
 //! with `track` null for the worker as a whole. Any other line (an
 //! interpreter crash, a C extension printing, the worker's own notes) is a
 //! message of the worker as a whole. The supervisor parses these lines
-//! ([`WorkerLine::parse`](crate::script_log::WorkerLine::parse)) and hands each message to its log listener as a
-//! [`LogRecord`](crate::script_log::LogRecord) naming the tracks it concerns, so a plugin can put each
+//! ([`WorkerLine::parse`](crate::workers::script_log::WorkerLine::parse)) and hands each message to its log listener as a
+//! [`LogRecord`](crate::workers::script_log::LogRecord) naming the tracks it concerns, so a plugin can put each
 //! instance's messages on that instance's host log.
 //!
 //! A worker is untrusted: a record naming a track that is not on that worker
 //! is attributed to the worker's own tracks instead, so no script can write
-//! into another track's log; text is capped at [`MAX_TEXT`](crate::script_log::MAX_TEXT) bytes.
+//! into another track's log; text is capped at [`MAX_TEXT`](crate::workers::script_log::MAX_TEXT) bytes.
 
 use std::sync::Arc;
 

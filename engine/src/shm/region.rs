@@ -32,7 +32,7 @@ use crossbeam_utils::CachePadded;
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::ring::{Consumer, Doorbell, Producer, RingControl, RingShape};
+use crate::shm::ring::{Consumer, Doorbell, Producer, RingControl, RingShape};
 
 /// First bytes of every region.
 pub const MAGIC: [u8; 8] = *b"OUTBOARD";
@@ -455,7 +455,7 @@ fn validate_header(header: &Header, actual_bytes: u64) -> Result<Vec<RingPlace>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{PopError, PushError, RingFault};
+    use crate::shm::ring::{PopError, PushError, RingFault};
 
     const SHAPES: [RingShape; 2] = [RingShape { capacity: 4, payload: 100 }, RingShape { capacity: 8, payload: 16 }];
 
@@ -577,7 +577,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ring::{MAX_CAPACITY, MAX_PAYLOAD, PushError};
+    use crate::shm::ring::{MAX_CAPACITY, MAX_PAYLOAD, PushError};
 
     /// Layouts the host could have made: up to 5 small rings.
     fn specs() -> impl Strategy<Value = Vec<(RingShape, Wake)>> {

@@ -1,6 +1,6 @@
 //! What a script declares: its parameters (`PARAMS`), whether it is an
 //! instrument script, its description, as the worker reports them
-//! ([`crate::protocol::Kind::ScriptDeclared`]).
+//! ([`crate::wire::control::Kind::ScriptDeclared`]).
 //!
 //! The worker is untrusted: [`Declaration::from_json`] checks every field
 //! (sizes, ranges, indices, text lengths) and refuses the whole declaration
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::block::MAX_PARAMS;
+use crate::wire::block::MAX_PARAMS;
 
 /// Declared parameters a script may have.
 pub const MAX_DECLARED: usize = 32;

@@ -28,15 +28,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use crate::block::{
+use crate::compute::partial_sum;
+use crate::measurement::histogram::Histogram;
+use crate::realtime::clock::monotonic_ns;
+use crate::realtime::voice::{Voice, Waveform};
+use crate::shm::ring::{Consumer, PopError, Producer, PushError, RingShape};
+use crate::wire::block::{
     self, BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS,
     MAX_PARAMS, ProcessLayout, ResultStatus, Transport,
 };
-use crate::clock::monotonic_ns;
-use crate::compute::partial_sum;
-use crate::histogram::Histogram;
-use crate::ring::{Consumer, PopError, Producer, PushError, RingShape};
-use crate::voice::{Voice, Waveform};
 
 /// Events a track can hold waiting for their time.
 pub const MAX_PENDING_EVENTS: usize = 256;
@@ -206,7 +206,7 @@ pub struct TrackPort {
     pub stats: Arc<TrackStats>,
     pub params: Arc<TrackParams>,
     /// What the track's script declares, once its worker has said.
-    pub declared: Arc<crate::declared::DeclaredCell>,
+    pub declared: Arc<crate::wire::declared::DeclaredCell>,
     links: rtrb::Producer<ScriptLink>,
     graveyard: rtrb::Consumer<ScriptLink>,
 }
@@ -872,7 +872,7 @@ impl Track {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::Region;
+    use crate::shm::region::Region;
 
     /// The script's end of a track's rings, played by the test itself.
     struct FakeScript {
@@ -1287,7 +1287,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::region::Region;
+    use crate::shm::region::Region;
 
     const ID: u32 = 5;
 

@@ -47,7 +47,7 @@ pub enum Kind {
     Warm = 7,
     /// Worker → host: what a slot's script declares (body: JSON
     /// `{"slot": n, "params": [...], "instrument": bool, "doc": str}`, read
-    /// by [`crate::declared::Declaration::from_json`]); sent after each load
+    /// by [`crate::wire::declared::Declaration::from_json`]); sent after each load
     /// and reload, before [`Kind::ScriptLoaded`] for a load.
     ScriptDeclared = 8,
 }
@@ -211,7 +211,7 @@ impl ScriptSpec {
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .take(crate::block::MAX_PARAMS)
+                        .take(crate::wire::block::MAX_PARAMS)
                         .map(|p| p.as_str().unwrap_or_default().to_string())
                         .collect()
                 })
@@ -220,7 +220,10 @@ impl ScriptSpec {
                 .as_array()
                 // JSON has no NaN (a value not set yet): it comes as null, and stays NaN.
                 .map(|a| {
-                    a.iter().take(crate::block::MAX_PARAMS).map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32)).collect()
+                    a.iter()
+                        .take(crate::wire::block::MAX_PARAMS)
+                        .map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32))
+                        .collect()
                 })
                 .unwrap_or_default(),
             instrument: v["instrument"].as_bool().unwrap_or(false),

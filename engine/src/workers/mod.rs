@@ -1,0 +1,7 @@
+//! Worker processes: the job pool, the supervisor of realtime tracks'
+//! workers, the Python environment a worker runs, and what workers say.
+
+pub mod pool;
+pub mod python_env;
+pub mod script_log;
+pub mod supervisor;
