@@ -89,8 +89,9 @@ use clack_plugin::host::HostInfo;
 use clack_plugin::plugin::PluginInstance;
 use clack_plugin::prelude::*;
 use clack_plugin::stream::{InputStream, OutputStream};
+use outboard_engine::realtime::track::DeclaredCell;
 use outboard_engine::realtime::track::{Track, TrackConfig};
-use outboard_engine::wire::declared::{Declaration, DeclaredCell};
+use outboard_engine::wire::declared::Declaration;
 
 pub mod denormals;
 pub mod guard;

@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{TrackConfig, TrackPort};
-use outboard_engine::wire::declared::DeclaredListener;
 use outboard_engine::workers::script_log::LogListener;
+use outboard_engine::workers::supervisor::DeclaredListener;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 
 /// The environment variable naming the scripts host, overriding the search.

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 use outboard_engine::measurement::stats::StatsRow;
-use outboard_engine::wire::control::{JobError, JobReply};
+use outboard_engine::wire::control::{JobError, JobReply, JobRequest, Json, Reply};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -121,19 +121,21 @@ impl JobRuntime {
         .map_err(|e: PyErr| format!("cannot start the Python job runtime: {e}"))
     }
 
-    /// Runs one job request (JSON, as the host sent it) and returns the reply
-    /// JSON to send back. Never fails: every error becomes an error reply.
-    pub fn run(&self, request_json: &[u8]) -> Vec<u8> {
+    /// Runs one job request (its JSON as the host sent it: the runtime
+    /// reads it) and returns the reply to send back (the runtime writes
+    /// it). Never fails: every error becomes an error reply.
+    pub fn run(&self, request: &Json<JobRequest>) -> Json<JobReply> {
         Python::attach(|py| {
-            let reply =
-                self.run_job.call1(py, (PyBytes::new(py, request_json),)).and_then(|reply| reply.extract::<String>(py));
+            let reply = self
+                .run_job
+                .call1(py, (PyBytes::new(py, request.as_bytes()),))
+                .and_then(|reply| reply.extract::<String>(py));
             match reply {
-                Ok(json) => json.into_bytes(),
-                Err(e) => JobReply {
+                Ok(json) => Json::from_bytes(json.into_bytes()),
+                Err(e) => Json::new(&JobReply {
                     result: Err(JobError::new("RuntimeError", format!("the job runtime failed: {e}"))),
                     seconds: 0.0,
-                }
-                .to_json(),
+                }),
             }
         })
     }
@@ -456,12 +458,13 @@ impl RealtimeRuntime {
         })
     }
 
-    /// What the script in `slot` declares, as the JSON body of a
-    /// `ScriptDeclared` message (see `outboard_rt.declaration`); `None` for
+    /// What the script in `slot` declares, as the `ScriptDeclared` reply
+    /// to send (its body is `outboard_rt.declaration`'s JSON); `None` for
     /// an empty slot.
-    pub fn declaration(&self, slot: usize) -> Option<String> {
+    pub fn declaration(&self, slot: usize) -> Option<Reply> {
         Python::attach(|py| self.declaration.call1(py, (slot,)).and_then(|d| d.extract::<Option<String>>(py)).ok())
             .flatten()
+            .map(|json| Reply::ScriptDeclared { slot, body: Json::from_bytes(json.into_bytes()) })
     }
 
     /// Runs a track's hooks on one block (its `process`, then its `tick`);

@@ -12,16 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::clock::monotonic_ns;
-use outboard_engine::realtime::track::MAX_EVENTS_PER_REPLY;
 use outboard_engine::shm::region::{Region, WorkerStatus};
 use outboard_engine::shm::ring::{Consumer, PopError, Producer, PushError};
 use outboard_engine::wire::block::{
-    BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS, MAX_PARAMS,
-    ProcessLayout, ResultStatus, Transport,
+    self, BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS,
+    MAX_EVENTS_PER_REPLY, MAX_PARAMS, ResultStatus, Transport,
 };
-use outboard_engine::wire::control::{self as protocol, JobError, JobReply, Kind, Reassembler, ScriptSpec};
-use outboard_engine::workers::pool::{
-    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script,
+use outboard_engine::wire::control::{JobError, JobReply, Json, Reassembler, Reply, Request, ScriptSpec};
+use outboard_engine::wire::rings::{
+    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, slots_of,
 };
 use outboard_scripts_host::{BlockIn, BlockOutcome, JobRuntime, RealtimeRuntime};
 
@@ -139,11 +138,13 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    if region.ring_count() < 2 || region.ring_count() % 2 != 0 || region.ring_shape(REQUEST_RING) != Some(CONTROL_RING)
-    {
-        eprintln!("{tag} the region does not have the control rings this build expects");
-        return ExitCode::from(3);
-    }
+    let slot_count = match slots_of(&region) {
+        Ok(slots) => slots,
+        Err(e) => {
+            eprintln!("{tag} {e}");
+            return ExitCode::from(3);
+        }
+    };
     let generation = region.status().generation.load(Ordering::Acquire);
     if generation != args.generation {
         eprintln!("{tag} region generation {generation}, expected {}", args.generation);
@@ -153,7 +154,7 @@ fn main() -> ExitCode {
     let (Some(requests), Some(replies)) = (region.consumer(REQUEST_RING), region.producer(REPLY_RING)) else {
         unreachable!("a freshly attached region hands out each endpoint once");
     };
-    let slots: Vec<TrackRings> = (0..(region.ring_count() - 2) / 2)
+    let slots: Vec<TrackRings> = (0..slot_count)
         .map(|s| TrackRings {
             from_host: region.consumer(slot_ring_to_script(s)).expect("fresh region"),
             to_host: region.producer(slot_ring_from_script(s)).expect("fresh region"),
@@ -266,8 +267,7 @@ impl Worker {
                     last_reload_check = Instant::now();
                     for slot in rt.check_reloads() {
                         if let Some(declared) = rt.declaration(slot) {
-                            let sent =
-                                send_kind(&mut self.replies, Kind::ScriptDeclared, 0, declared.as_bytes(), self.parent);
+                            let sent = send(&mut self.replies, &declared, self.parent);
                             if let Err(e) = sent {
                                 eprintln!("{} {e}; exiting", self.tag);
                                 return ExitCode::from(5);
@@ -349,17 +349,24 @@ impl Worker {
             let Some(message) = self.reassembler.push(&self.buf[..len]).map_err(|e| e.to_string())? else {
                 continue;
             };
-            match message.kind {
-                Kind::Shutdown => return Ok(Some(ExitCode::SUCCESS)),
-                Kind::JobRequest => {
+            if message.is_reply() {
+                let error = JobReply {
+                    result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
+                    seconds: 0.0,
+                };
+                send(&mut self.replies, &Reply::Job { id: message.id, body: Json::new(&error) }, self.parent)?;
+                continue;
+            }
+            match Request::decode(message).map_err(|e| e.to_string())? {
+                Request::Shutdown => return Ok(Some(ExitCode::SUCCESS)),
+                Request::Job { id, body } => {
                     if self.jobs.is_none() {
                         self.jobs = Some(JobRuntime::new(Some(self.index))?);
                     }
-                    let reply = self.jobs.as_ref().expect("started").run(&message.body);
-                    send(&mut self.replies, message.id, &reply, self.parent)?;
+                    let reply = self.jobs.as_ref().expect("started").run(&body);
+                    send(&mut self.replies, &Reply::Job { id, body: reply }, self.parent)?;
                 }
-                Kind::LoadScript => {
-                    let spec = ScriptSpec::from_json(&message.body).map_err(|e| e.to_string())?;
+                Request::LoadScript(spec) => {
                     let Some(slot) = self.slots.get_mut(spec.slot) else {
                         return Err(format!("script for slot {} of {}", spec.slot, self.slots.len()));
                     };
@@ -374,29 +381,28 @@ impl Worker {
                     let rt = self.realtime.as_ref().expect("started");
                     let ok =
                         beating_while(heartbeat, SCRIPT_LOAD_BEAT_LIMIT, || rt.load_with_values(&spec, &spec.values));
-                    let body = serde_json::json!({"slot": spec.slot, "ok": ok}).to_string();
+                    let loaded = Reply::ScriptLoaded { slot: spec.slot, ok };
                     // What it declares first: the host knows its parameters
                     // by the time it hears the script is ready.
                     if let Some(declared) = rt.declaration(spec.slot) {
-                        send_kind(&mut self.replies, Kind::ScriptDeclared, 0, declared.as_bytes(), self.parent)?;
+                        send(&mut self.replies, &declared, self.parent)?;
                     }
                     // Blocks already waiting are the same track's: the new
                     // script (or, if it did not load, the one it replaces) runs them.
                     slot.spec = Some(spec);
-                    send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
+                    send(&mut self.replies, &loaded, self.parent)?;
                 }
-                Kind::UnloadScript => {
-                    let body: serde_json::Value = serde_json::from_slice(&message.body).map_err(|e| e.to_string())?;
-                    if let Some(slot) = body["slot"].as_u64().and_then(|s| self.slots.get_mut(s as usize)) {
+                Request::UnloadScript { slot: index } => {
+                    if let Some(slot) = self.slots.get_mut(index) {
                         slot.spec = None;
                         slot.held_events.clear();
                         self.spare.extend(slot.backlog.drain(..));
                         if let Some(rt) = &self.realtime {
-                            rt.unload(body["slot"].as_u64().unwrap_or(0) as usize);
+                            rt.unload(index);
                         }
                     }
                 }
-                Kind::Warm => {
+                Request::Warm => {
                     // A spare: everything a script needs started, no script.
                     if self.realtime.is_none() {
                         let (index, env) = (self.index, self.python_env.as_deref());
@@ -404,15 +410,7 @@ impl Worker {
                             RealtimeRuntime::new(Some(index), env)
                         })?);
                     }
-                    let body = serde_json::json!({"warm": true}).to_string();
-                    send_kind(&mut self.replies, Kind::ScriptLoaded, 0, body.as_bytes(), self.parent)?;
-                }
-                Kind::JobReply | Kind::ScriptLoaded | Kind::ScriptDeclared => {
-                    let error = JobReply {
-                        result: Err(JobError::new("ProtocolError", "a worker does not take replies")),
-                        seconds: 0.0,
-                    };
-                    send(&mut self.replies, message.id, &error.to_json(), self.parent)?;
+                    send(&mut self.replies, &Reply::Warm, self.parent)?;
                 }
             }
         }
@@ -493,15 +491,14 @@ impl Worker {
                     return false;
                 }
             };
-            let mut head = [0u8; HEADER_BYTES];
-            let header = if message.copy_to(0, &mut head) { BlockHeader::read(&head).ok() } else { None };
+            let header = BlockHeader::read_from(&message).ok();
             if let Some(h) = &header {
                 rings.newest = Some(rings.newest.map_or(h.seq, |n| n.max(h.seq)));
             }
             let mut context = [0u8; CONTEXT_BYTES];
             let context = message.copy_to(HEADER_BYTES, &mut context).then(|| Transport::decode(&context));
             let block = header.zip(context).and_then(|(h, (transport, events))| {
-                let layout = well_formed(&h, events, message.len(), spec)?;
+                let layout = h.check_process(message.len(), events, spec.track, spec.frames, spec.channels).ok()?;
                 let mut block = self.spare.pop().unwrap_or_default();
                 block.header = h;
                 block.transport = transport;
@@ -511,7 +508,7 @@ impl Worker {
                 block.events.clear();
                 for i in 0..events as usize {
                     let mut bytes = [0u8; EVENT_BYTES];
-                    message.copy_to(layout.events + i * EVENT_BYTES, &mut bytes);
+                    message.copy_to(layout.event(i), &mut bytes);
                     // Only what a host sends: a parameter "move" is the script's.
                     match Event::decode(&bytes) {
                         Some(Event { action: EventAction::SetParam { .. }, .. }) | None => {}
@@ -591,7 +588,7 @@ impl Worker {
         if let Ok(mut reply) = rings.to_host.reserve() {
             reply.put_bytes(0, &head);
             reply.put_f32s(HEADER_BYTES, &self.block_out);
-            let _ = reply.commit(HEADER_BYTES + self.block_out.len() * 4);
+            let _ = reply.commit(block::result_len(self.block_out.len()));
         }
         for chunk in rings.held_events.chunks(MAX_EVENTS_PER_REPLY) {
             let header = BlockHeader { kind: BlockKind::Events as u32, count: chunk.len() as u32, status: 0, ..*h };
@@ -601,9 +598,9 @@ impl Worker {
             let mut bytes = [0u8; EVENT_BYTES];
             for (i, event) in chunk.iter().enumerate() {
                 event.encode(&mut bytes);
-                reply.put_bytes(HEADER_BYTES + i * EVENT_BYTES, &bytes);
+                reply.put_bytes(block::events_len(i), &bytes);
             }
-            let _ = reply.commit(HEADER_BYTES + chunk.len() * EVENT_BYTES);
+            let _ = reply.commit(block::events_len(chunk.len()));
         }
         rings.held_events.clear();
     }
@@ -615,22 +612,6 @@ fn sent_at(sent_ns: u64) -> Instant {
     let now = Instant::now();
     let ago = monotonic_ns().checked_sub(sent_ns).filter(|&ns| ns < 1_000_000_000);
     ago.and_then(|ns| now.checked_sub(Duration::from_nanos(ns))).unwrap_or(now)
-}
-
-/// The layout of the block `h` heads, with `events` events, read from a
-/// message of `len` bytes: `None` unless it is a block of the track `spec`
-/// describes with exactly the bytes its shape needs.
-fn well_formed(h: &BlockHeader, events: u32, len: usize, spec: &ScriptSpec) -> Option<ProcessLayout> {
-    let (channels, frames, count, events) = (h.channels as usize, h.frames as usize, h.count as usize, events as usize);
-    let shaped = h.kind == BlockKind::Process as u32
-        && h.track == spec.track
-        && channels == spec.channels
-        && frames == spec.frames
-        && count <= MAX_PARAMS
-        && events <= MAX_BLOCK_EVENTS;
-    // Computed only for a shape within bounds (the spec's): no overflow.
-    let layout = shaped.then(|| ProcessLayout::new(count, events, channels * frames))?;
-    (len == layout.len).then_some(layout)
 }
 
 /// Runs `work` while a helper thread beats the heartbeat, for at most
@@ -658,14 +639,9 @@ fn beating_while<T>(heartbeat: &AtomicU64, limit: Duration, work: impl FnOnce() 
     })
 }
 
-/// Sends a job reply, waiting for ring space as long as the host lives.
-fn send(ring: &mut Producer, id: u64, body: &[u8], parent: Option<u32>) -> Result<(), String> {
-    send_kind(ring, Kind::JobReply, id, body, parent)
-}
-
-/// Sends a message, waiting for ring space as long as the host lives.
-fn send_kind(ring: &mut Producer, kind: Kind, id: u64, body: &[u8], parent: Option<u32>) -> Result<(), String> {
-    for fragment in protocol::fragments(kind, id, body, CONTROL_RING.payload) {
+/// Sends a reply, waiting for ring space as long as the host lives.
+fn send(ring: &mut Producer, reply: &Reply, parent: Option<u32>) -> Result<(), String> {
+    for fragment in reply.fragments() {
         let mut since = Instant::now();
         loop {
             match ring.try_push(&fragment) {

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{ScriptLink, Track, TrackConfig, TrackPort};
-use outboard_engine::shm::region::{Region, Wake};
-use outboard_engine::shm::ring::RingShape;
-use outboard_engine::wire::control::{self as protocol, Kind, ScriptSpec};
-use outboard_engine::workers::pool::{
-    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
+use outboard_engine::shm::region::Region;
+use outboard_engine::wire::control::{Request, ScriptSpec};
+use outboard_engine::wire::rings::{
+    REPLY_RING, REQUEST_RING, region_rings, slot_ring_from_script, slot_ring_to_script,
 };
+use outboard_engine::workers::pool::worker_command;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{one_at_a_time, signal};
 use outboard_tests::{ScriptDir, workspace_bin};
@@ -203,7 +203,7 @@ fn run_catch_up(behind: usize, id: u32, big_rings: bool) -> ([f32; 4], u64, u64,
     // The newest block sure to reach the script: with the engine's rings,
     // STALL_AT + 1 and the L + 5 after it fit (one more if the worker took
     // STALL_AT + 1 off the ring before it stalled).
-    let caught_up = if big_rings { newest } else { STALL_AT + 1 + cfg.to_script_ring().capacity - 1 };
+    let caught_up = if big_rings { newest } else { STALL_AT + 1 + cfg.slot_rings().to_script.capacity - 1 };
     let script = dir.write(
         "catch_up.py",
         &format!(
@@ -240,7 +240,7 @@ fn run_catch_up(behind: usize, id: u32, big_rings: bool) -> ([f32; 4], u64, u64,
     // worker that waits on the test.
     let sup = supervisor(&cfg, |config| {
         if big_rings {
-            config.slot_rings.0 = RingShape { capacity: 64, ..config.slot_rings.0 };
+            config.slot_rings.to_script.capacity = 64;
         }
         config.heartbeat_timeout = Duration::from_secs(120);
     });
@@ -315,11 +315,7 @@ impl BareWorker {
     /// Starts a worker running `scripts` (track config and path) on slots 0..n.
     fn start(scripts: &[(TrackConfig, PathBuf)]) -> (BareWorker, Vec<Track>) {
         let template = &scripts[0].0;
-        let mut rings = vec![(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)];
-        for _ in scripts {
-            rings.push((template.to_script_ring(), Wake::Worker));
-            rings.push((template.from_script_ring(), Wake::Own));
-        }
+        let rings = region_rings(scripts.iter().map(|_| template.slot_rings()));
         let mut region = Region::create_with(&rings, 1).expect("region");
         let mut requests = region.producer(REQUEST_RING).expect("fresh region");
         let _replies = region.consumer(REPLY_RING).expect("fresh region");
@@ -352,7 +348,7 @@ impl BareWorker {
                 hints: Vec::new(),
                 instrument: false,
             };
-            for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
+            for fragment in Request::LoadScript(spec).fragments() {
                 requests.try_push(&fragment).expect("control ring has room");
             }
             let (track, mut port) = Track::new(cfg.clone());

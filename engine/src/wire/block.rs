@@ -24,8 +24,12 @@
 //! notes, MIDI and parameter moves).
 //! Samples are f32, planar (channel 0's frames, then channel 1's).
 //!
-//! [`BlockHeader::decode_reply`] checks every field against what the reader expects
-//! and the bytes it holds; a message that fails is a fault of the peer.
+//! Both readers judge what they read before using it: the track checks
+//! every reply with [`BlockHeader::check_reply`], the worker every block
+//! with [`BlockHeader::check_process`], each against what it expects and
+//! the bytes it holds; a message that fails is a fault of the peer.
+
+use crate::shm::ring::ReadSlot;
 
 /// Bytes of the header.
 pub const HEADER_BYTES: usize = 56;
@@ -38,6 +42,8 @@ pub const MAX_PARAMS: usize = 40;
 /// headroom. A script that returns more (1e30, say) returns no audio anyone
 /// meant to hear, and a few such tracks summed overflow the mix to Inf.
 pub const MAX_SAMPLE: f32 = 1000.0;
+/// Events one `Events` message (a reply) may carry.
+pub const MAX_EVENTS_PER_REPLY: usize = 32;
 
 /// Whether every sample is a number within ±[`MAX_SAMPLE`] (NaN and ±Inf are
 /// not): what a result must be to be played. Realtime-safe.
@@ -89,10 +95,18 @@ pub enum BlockError {
     TooShort,
     WrongKind(u32),
     WrongTrack(u32),
-    WrongShape { frames: u32, channels: u32 },
+    WrongShape {
+        frames: u32,
+        channels: u32,
+    },
     BadStatus(u32),
     BadCount(u32),
-    BadLength { expected: usize, got: usize },
+    /// A block carrying more host events than [`MAX_BLOCK_EVENTS`].
+    TooManyEvents(u32),
+    BadLength {
+        expected: usize,
+        got: usize,
+    },
 }
 
 impl BlockHeader {
@@ -142,6 +156,13 @@ impl BlockHeader {
         BlockHeader::read(msg)?.check_reply(msg.len(), track, frames, channels, max_events)
     }
 
+    /// Copies the header out of a message read in place (see
+    /// [`crate::shm::ring::Consumer::read`]), without judging it.
+    pub fn read_from(message: &ReadSlot<'_>) -> Result<BlockHeader, BlockError> {
+        let mut head = [0u8; HEADER_BYTES];
+        if message.copy_to(0, &mut head) { BlockHeader::read(&head) } else { Err(BlockError::TooShort) }
+    }
+
     /// Validates a header read from a reply of `len` bytes (header included),
     /// as [`BlockHeader::decode_reply`] does: for readers that copy the header
     /// out of a ring slot without copying the whole message.
@@ -168,13 +189,13 @@ impl BlockHeader {
                 if h.status > ResultStatus::NoProcess as u32 {
                     return Err(BlockError::BadStatus(h.status));
                 }
-                HEADER_BYTES + frames * channels * 4
+                result_len(frames * channels)
             }
             k if k == BlockKind::Events as u32 => {
                 if h.count as usize > max_events {
                     return Err(BlockError::BadCount(h.count));
                 }
-                HEADER_BYTES + h.count as usize * EVENT_BYTES
+                events_len(h.count as usize)
             }
             other => return Err(BlockError::WrongKind(other)),
         };
@@ -183,6 +204,55 @@ impl BlockHeader {
         }
         Ok(h)
     }
+
+    /// Validates a `Process` header read from a message of `len` bytes
+    /// whose block context says it carries `events` events, for the track
+    /// the reader serves (`track`, blocks of `frames` × `channels`): where
+    /// the message's parts are, if it is exactly such a block. What the
+    /// worker checks of every block, as [`BlockHeader::check_reply`] is
+    /// what the track checks of every reply.
+    pub fn check_process(
+        self,
+        len: usize,
+        events: u32,
+        track: u32,
+        frames: usize,
+        channels: usize,
+    ) -> Result<ProcessLayout, BlockError> {
+        let h = self;
+        if h.kind != BlockKind::Process as u32 {
+            return Err(BlockError::WrongKind(h.kind));
+        }
+        if h.track != track {
+            return Err(BlockError::WrongTrack(h.track));
+        }
+        if h.frames as usize != frames || h.channels as usize != channels {
+            return Err(BlockError::WrongShape { frames: h.frames, channels: h.channels });
+        }
+        if h.count as usize > MAX_PARAMS {
+            return Err(BlockError::BadCount(h.count));
+        }
+        if events as usize > MAX_BLOCK_EVENTS {
+            return Err(BlockError::TooManyEvents(events));
+        }
+        // Computed only for a shape within bounds (the reader's): no overflow.
+        let layout = ProcessLayout::new(h.count as usize, events as usize, frames * channels);
+        if len != layout.len {
+            return Err(BlockError::BadLength { expected: layout.len, got: len });
+        }
+        Ok(layout)
+    }
+}
+
+/// Length of a `Result` message of `samples` samples (they follow the header).
+pub const fn result_len(samples: usize) -> usize {
+    HEADER_BYTES + samples * 4
+}
+
+/// Length of an `Events` message of `count` events (they follow the
+/// header): event `i` starts at `events_len(i)`.
+pub const fn events_len(count: usize) -> usize {
+    HEADER_BYTES + count * EVENT_BYTES
 }
 
 /// Writes planar samples after the header (and after `skip` bytes of body).
@@ -226,6 +296,11 @@ impl ProcessLayout {
         let e = p + params * 4;
         let s = e + events * EVENT_BYTES;
         ProcessLayout { context, params: p, events: e, samples: s, len: s + samples * 4 }
+    }
+
+    /// Where event `i` starts.
+    pub const fn event(&self, i: usize) -> usize {
+        self.events + i * EVENT_BYTES
     }
 
     /// The largest `Process` message for blocks of `samples` samples.
@@ -616,6 +691,30 @@ mod tests {
         assert!((playing.beats - 4.0).abs() < 1e-3 && playing.bar_number == 1 && playing.bar_start == 4.0);
         let stopped = Transport { flags: 0, ..Transport::default() };
         assert_eq!(stopped.advanced(1000, 48_000.0), stopped);
+    }
+
+    #[test]
+    fn blocks_are_accepted_exactly_when_shaped_for_the_track() {
+        let layout = ProcessLayout::new(MAX_PARAMS, 3, 2 * 64);
+        let h = BlockHeader {
+            kind: BlockKind::Process as u32,
+            track: 5,
+            frames: 64,
+            channels: 2,
+            count: MAX_PARAMS as u32,
+            ..Default::default()
+        };
+        assert_eq!(h.check_process(layout.len, 3, 5, 64, 2), Ok(layout));
+        assert_eq!(h.check_process(layout.len, 3, 6, 64, 2), Err(BlockError::WrongTrack(5)));
+        assert!(matches!(h.check_process(layout.len, 3, 5, 32, 2), Err(BlockError::WrongShape { .. })));
+        assert!(matches!(h.check_process(layout.len - 4, 3, 5, 64, 2), Err(BlockError::BadLength { .. })));
+        assert!(matches!(h.check_process(layout.len, 2, 5, 64, 2), Err(BlockError::BadLength { .. })));
+        let too_many = MAX_BLOCK_EVENTS as u32 + 1;
+        assert_eq!(h.check_process(layout.len, too_many, 5, 64, 2), Err(BlockError::TooManyEvents(too_many)));
+        let params = BlockHeader { count: MAX_PARAMS as u32 + 1, ..h };
+        assert_eq!(params.check_process(layout.len, 3, 5, 64, 2), Err(BlockError::BadCount(MAX_PARAMS as u32 + 1)));
+        let result = BlockHeader { kind: BlockKind::Result as u32, ..h };
+        assert_eq!(result.check_process(layout.len, 3, 5, 64, 2), Err(BlockError::WrongKind(2)));
     }
 
     #[test]

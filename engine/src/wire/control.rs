@@ -1,5 +1,7 @@
-//! Messages between the host and a worker over the control rings: framing,
-//! reassembly with every length checked, and the job request/reply bodies.
+//! Control messages between the host and a worker, on the control rings
+//! ([`super::rings::REQUEST_RING`], [`super::rings::REPLY_RING`]): framing,
+//! reassembly with every length checked, and the typed messages of each
+//! direction, [`Request`] (host → worker) and [`Reply`] (worker → host).
 //!
 //! A message is one or more ring slots ("fragments"). Each fragment starts with
 //! a 16-byte little-endian header: kind (u16), flags (u16, bit 0 = more
@@ -9,13 +11,33 @@
 //! kind and id and that the whole message stays under [`MAX_MESSAGE_BYTES`];
 //! anything else is a [`ProtocolError`], never a panic.
 //!
-//! Job bodies are JSON: the host is not realtime here, and a job's arguments
-//! and result are whatever JSON values the script takes and returns.
+//! | kind | direction | message | body |
+//! | --- | --- | --- | --- |
+//! | 1 | host → worker | [`Request::Job`] | [`JobRequest`] JSON |
+//! | 2 | worker → host | [`Reply::Job`] | [`JobReply`] JSON |
+//! | 3 | host → worker | [`Request::Shutdown`] | empty |
+//! | 4 | host → worker | [`Request::LoadScript`] | [`ScriptSpec`] JSON |
+//! | 5 | host → worker | [`Request::UnloadScript`] | `{"slot": n}` |
+//! | 6 | worker → host | [`Reply::ScriptLoaded`], [`Reply::Warm`] | `{"slot": n, "ok": bool}`, `{"warm": true}` |
+//! | 7 | host → worker | [`Request::Warm`] | empty |
+//! | 8 | worker → host | [`Reply::ScriptDeclared`] | [`Declaration`] JSON with its `slot` |
+//!
+//! Bodies are JSON (serde): the control rings are not realtime, and a job's
+//! arguments and result are whatever JSON values the script takes and
+//! returns. A job's request and reply are read and written by the worker's
+//! Python runtime, so the worker passes them through as [`Json`] bytes; the
+//! host encodes the one and decodes the other.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::block::MAX_PARAMS;
+use super::declared::Declaration;
+use super::rings::CONTROL_RING;
 
 /// Bytes of the fragment header.
 pub const FRAGMENT_HEADER: usize = 16;
@@ -23,32 +45,17 @@ pub const FRAGMENT_HEADER: usize = 16;
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 const FLAG_MORE: u16 = 1;
 
-/// What a message is.
+/// The kind number in a fragment header (see the table in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
-pub enum Kind {
-    /// Host → worker: run a job (body: [`JobRequest`] JSON).
+enum Kind {
     JobRequest = 1,
-    /// Worker → host: a job's outcome (body: [`JobReply`] JSON).
     JobReply = 2,
-    /// Host → worker: exit cleanly (empty body).
     Shutdown = 3,
-    /// Host → worker: run a script on a track slot (body: [`ScriptSpec`] JSON).
     LoadScript = 4,
-    /// Host → worker: stop a track slot's script (body: `{"slot": n}`).
     UnloadScript = 5,
-    /// Worker → host: a slot's script was loaded (body: `{"slot": n, "ok": bool}`);
-    /// the worker is ready to answer that track's blocks. In answer to
-    /// [`Kind::Warm`], the body is `{"warm": true}`.
     ScriptLoaded = 6,
-    /// Host → worker: start the realtime runtime (the interpreter, numpy,
-    /// the Python environment) with no script, to stand by as a spare
-    /// (empty body); answered with [`Kind::ScriptLoaded`].
     Warm = 7,
-    /// Worker → host: what a slot's script declares (body: JSON
-    /// `{"slot": n, "params": [...], "instrument": bool, "doc": str}`, read
-    /// by [`crate::wire::declared::Declaration::from_json`]); sent after each load
-    /// and reload, before [`Kind::ScriptLoaded`] for a load.
     ScriptDeclared = 8,
 }
 
@@ -66,14 +73,28 @@ impl Kind {
             _ => None,
         }
     }
+
+    /// Whether messages of this kind go from the worker to the host.
+    fn is_reply(self) -> bool {
+        matches!(self, Kind::JobReply | Kind::ScriptLoaded | Kind::ScriptDeclared)
+    }
 }
 
-/// A whole message, reassembled.
+/// A whole message, reassembled, not yet decoded: [`Request::decode`] or
+/// [`Reply::decode`] makes it a message of its direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    pub kind: Kind,
+    kind: Kind,
+    /// The message id: a job's, else 0.
     pub id: u64,
-    pub body: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    /// Whether it is a worker → host message (a [`Reply`]).
+    pub fn is_reply(&self) -> bool {
+        self.kind.is_reply()
+    }
 }
 
 /// A message that no well-behaved peer would send.
@@ -89,7 +110,7 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// Splits a message into fragments of at most `slot_payload` bytes each.
-pub fn fragments(kind: Kind, id: u64, body: &[u8], slot_payload: usize) -> Vec<Vec<u8>> {
+fn fragments(kind: Kind, id: u64, body: &[u8], slot_payload: usize) -> Vec<Vec<u8>> {
     assert!(slot_payload > FRAGMENT_HEADER, "slots too small for a fragment header");
     let chunk = slot_payload - FRAGMENT_HEADER;
     let mut chunks: Vec<&[u8]> = body.chunks(chunk).collect();
@@ -155,12 +176,183 @@ impl Reassembler {
     }
 }
 
-/// A script to run on one track slot of a worker, with the track's shape.
+/// A message body that travels as JSON.
+pub trait JsonBody: Sized {
+    fn to_json(&self) -> Vec<u8>;
+    /// Reads a body a peer sent: any bytes give a value or an error.
+    fn from_json(body: &[u8]) -> Result<Self, ProtocolError>;
+}
+
+/// A JSON body of type `T`, carried as its bytes: encoded by whoever
+/// writes it, decoded by whoever reads it (for jobs: the host and the
+/// worker's Python runtime; the worker itself passes them through).
+pub struct Json<T> {
+    bytes: Vec<u8>,
+    body: PhantomData<fn() -> T>,
+}
+
+impl<T> Json<T> {
+    /// Bytes written elsewhere in `T`'s shape (by the worker's Python
+    /// runtime), not checked here: the reader decodes them.
+    pub fn from_bytes(bytes: Vec<u8>) -> Json<T> {
+        Json { bytes, body: PhantomData }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl<T: JsonBody> Json<T> {
+    pub fn new(value: &T) -> Json<T> {
+        Json::from_bytes(value.to_json())
+    }
+
+    pub fn decode(&self) -> Result<T, ProtocolError> {
+        T::from_json(&self.bytes)
+    }
+}
+
+impl<T> Clone for Json<T> {
+    fn clone(&self) -> Self {
+        Json::from_bytes(self.bytes.clone())
+    }
+}
+
+impl<T> PartialEq for Json<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<T> fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Json({})", String::from_utf8_lossy(&self.bytes))
+    }
+}
+
+/// Host → worker.
 #[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Run a job; answered by [`Reply::Job`] with the same id.
+    Job { id: u64, body: Json<JobRequest> },
+    /// Exit cleanly.
+    Shutdown,
+    /// Run a script on a track slot; answered by [`Reply::ScriptDeclared`]
+    /// (if it declares anything) and then [`Reply::ScriptLoaded`].
+    LoadScript(ScriptSpec),
+    /// Stop a track slot's script.
+    UnloadScript { slot: usize },
+    /// Start the realtime runtime (the interpreter, numpy, the Python
+    /// environment) with no script, to stand by as a spare; answered by
+    /// [`Reply::Warm`].
+    Warm,
+}
+
+/// Worker → host.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// A job's outcome.
+    Job { id: u64, body: Json<JobReply> },
+    /// A slot's script was loaded (`ok`: cleanly; either way the worker now
+    /// answers that track's blocks).
+    ScriptLoaded { slot: usize, ok: bool },
+    /// The runtime is started (the answer to [`Request::Warm`]).
+    Warm,
+    /// What a slot's script declares, sent after each load and reload
+    /// (before [`Reply::ScriptLoaded`] for a load). The body is the
+    /// worker's runtime's JSON, `slot` included.
+    ScriptDeclared { slot: usize, body: Json<Declaration> },
+}
+
+/// The body of [`Request::UnloadScript`].
+#[derive(Serialize, Deserialize)]
+struct SlotBody {
+    slot: usize,
+}
+
+/// The body of [`Reply::ScriptLoaded`] and [`Reply::Warm`].
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum LoadedBody {
+    Script { slot: usize, ok: bool },
+    Warm { warm: bool },
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("control bodies are JSON (paths must be UTF-8)")
+}
+
+fn from_json<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, ProtocolError> {
+    serde_json::from_slice(body).map_err(|e| ProtocolError(format!("malformed {what}: {e}")))
+}
+
+impl Request {
+    /// The fragments to push on the request ring, in order.
+    pub fn fragments(&self) -> Vec<Vec<u8>> {
+        let (kind, id, body) = match self {
+            Request::Job { id, body } => (Kind::JobRequest, *id, body.as_bytes().to_vec()),
+            Request::Shutdown => (Kind::Shutdown, 0, Vec::new()),
+            Request::LoadScript(spec) => (Kind::LoadScript, 0, spec.to_json()),
+            Request::UnloadScript { slot } => (Kind::UnloadScript, 0, to_json(&SlotBody { slot: *slot })),
+            Request::Warm => (Kind::Warm, 0, Vec::new()),
+        };
+        fragments(kind, id, &body, CONTROL_RING.payload)
+    }
+
+    /// Decodes a message read off the request ring.
+    pub fn decode(message: Message) -> Result<Request, ProtocolError> {
+        Ok(match message.kind {
+            Kind::JobRequest => Request::Job { id: message.id, body: Json::from_bytes(message.body) },
+            Kind::Shutdown => Request::Shutdown,
+            Kind::LoadScript => Request::LoadScript(ScriptSpec::from_json(&message.body)?),
+            Kind::UnloadScript => {
+                Request::UnloadScript { slot: from_json::<SlotBody>("unload request", &message.body)?.slot }
+            }
+            Kind::Warm => Request::Warm,
+            other => return Err(ProtocolError(format!("{other:?} is not a request"))),
+        })
+    }
+}
+
+impl Reply {
+    /// The fragments to push on the reply ring, in order.
+    pub fn fragments(&self) -> Vec<Vec<u8>> {
+        let (kind, id, body) = match self {
+            Reply::Job { id, body } => (Kind::JobReply, *id, body.as_bytes().to_vec()),
+            Reply::ScriptLoaded { slot, ok } => {
+                (Kind::ScriptLoaded, 0, to_json(&LoadedBody::Script { slot: *slot, ok: *ok }))
+            }
+            Reply::Warm => (Kind::ScriptLoaded, 0, to_json(&LoadedBody::Warm { warm: true })),
+            Reply::ScriptDeclared { body, .. } => (Kind::ScriptDeclared, 0, body.as_bytes().to_vec()),
+        };
+        fragments(kind, id, &body, CONTROL_RING.payload)
+    }
+
+    /// Decodes a message read off the reply ring.
+    pub fn decode(message: Message) -> Result<Reply, ProtocolError> {
+        Ok(match message.kind {
+            Kind::JobReply => Reply::Job { id: message.id, body: Json::from_bytes(message.body) },
+            Kind::ScriptLoaded => match from_json::<LoadedBody>("load reply", &message.body)? {
+                LoadedBody::Script { slot, ok } => Reply::ScriptLoaded { slot, ok },
+                LoadedBody::Warm { .. } => Reply::Warm,
+            },
+            Kind::ScriptDeclared => {
+                let slot = from_json::<SlotBody>("declaration", &message.body)?.slot;
+                Reply::ScriptDeclared { slot, body: Json::from_bytes(message.body) }
+            }
+            other => return Err(ProtocolError(format!("{other:?} is not a reply"))),
+        })
+    }
+}
+
+/// A script to run on one track slot of a worker, with the track's shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScriptSpec {
     /// Which pair of rings in the worker's region the track uses.
     pub slot: usize,
     pub track: u32,
+    #[serde(default)]
     pub name: String,
     pub path: PathBuf,
     pub channels: usize,
@@ -168,74 +360,54 @@ pub struct ScriptSpec {
     pub rate: f64,
     pub latency_blocks: usize,
     /// Names of the track's own parameters, by index (index 0 is "mix").
+    #[serde(default)]
     pub params: Vec<String>,
     /// Where the script's declared parameters were placed before (names by
     /// index, empty where none): a name declared again goes back there.
+    #[serde(default)]
     pub hints: Vec<String>,
-    /// Their current values, by index, for `setup` to see (missing: 0).
+    /// Their current values, by index, for `setup` to see (missing: 0). A
+    /// value not set yet is NaN, which JSON carries as null.
+    #[serde(default, with = "nan_as_null")]
     pub values: Vec<f32>,
     /// The track is an instrument (`ctx.instrument`): no audio comes in.
+    #[serde(default)]
     pub instrument: bool,
 }
 
-impl ScriptSpec {
-    pub fn to_json(&self) -> Vec<u8> {
-        json!({
-            "slot": self.slot, "track": self.track, "name": self.name, "path": self.path,
-            "channels": self.channels, "frames": self.frames, "rate": self.rate,
-            "latency_blocks": self.latency_blocks, "params": self.params, "hints": self.hints, "values": self.values,
-            "instrument": self.instrument,
-        })
-        .to_string()
-        .into_bytes()
+impl JsonBody for ScriptSpec {
+    fn to_json(&self) -> Vec<u8> {
+        to_json(self)
     }
 
-    pub fn from_json(body: &[u8]) -> Result<ScriptSpec, ProtocolError> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("script spec is not JSON: {e}")))?;
-        let num = |key: &str| v[key].as_u64().ok_or_else(|| ProtocolError(format!("script spec without {key}")));
-        Ok(ScriptSpec {
-            slot: num("slot")? as usize,
-            track: u32::try_from(num("track")?).map_err(|_| ProtocolError("track id out of range".into()))?,
-            name: v["name"].as_str().unwrap_or_default().to_string(),
-            path: v["path"].as_str().ok_or_else(|| ProtocolError("script spec without path".into()))?.into(),
-            channels: num("channels")? as usize,
-            frames: num("frames")? as usize,
-            rate: v["rate"].as_f64().ok_or_else(|| ProtocolError("script spec without rate".into()))?,
-            latency_blocks: num("latency_blocks")? as usize,
-            params: v["params"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
-                .unwrap_or_default(),
-            hints: v["hints"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .take(crate::wire::block::MAX_PARAMS)
-                        .map(|p| p.as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            values: v["values"]
-                .as_array()
-                // JSON has no NaN (a value not set yet): it comes as null, and stays NaN.
-                .map(|a| {
-                    a.iter()
-                        .take(crate::wire::block::MAX_PARAMS)
-                        .map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            instrument: v["instrument"].as_bool().unwrap_or(false),
-        })
+    fn from_json(body: &[u8]) -> Result<ScriptSpec, ProtocolError> {
+        let mut spec: ScriptSpec = from_json("script spec", body)?;
+        spec.hints.truncate(MAX_PARAMS);
+        spec.values.truncate(MAX_PARAMS);
+        Ok(spec)
+    }
+}
+
+/// f32 values with NaN as JSON null (JSON has no NaN).
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(values.iter().map(|v| (!v.is_nan()).then_some(*v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f32>, D::Error> {
+        let values = Vec::<Option<f64>>::deserialize(deserializer)?;
+        Ok(values.into_iter().map(|v| v.map_or(f32::NAN, |v| v as f32)).collect())
     }
 }
 
 /// A job for a worker: call `function(*args)` from the Python file `file`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
     pub file: PathBuf,
     pub function: String,
+    #[serde(default)]
     pub args: Vec<Value>,
 }
 
@@ -243,23 +415,15 @@ impl JobRequest {
     pub fn new(file: impl Into<PathBuf>, function: impl Into<String>, args: Vec<Value>) -> Self {
         JobRequest { file: file.into(), function: function.into(), args }
     }
+}
 
-    pub fn to_json(&self) -> Vec<u8> {
-        json!({"file": self.file, "function": self.function, "args": self.args}).to_string().into_bytes()
+impl JsonBody for JobRequest {
+    fn to_json(&self) -> Vec<u8> {
+        to_json(self)
     }
 
-    pub fn from_json(body: &[u8]) -> Result<JobRequest, ProtocolError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("job request is not JSON: {e}")))?;
-        let file = value["file"].as_str().ok_or_else(|| ProtocolError("job request without a file".into()))?;
-        let function =
-            value["function"].as_str().ok_or_else(|| ProtocolError("job request without a function".into()))?;
-        let args = match &value["args"] {
-            Value::Array(args) => args.clone(),
-            Value::Null => Vec::new(),
-            _ => return Err(ProtocolError("job request args is not a list".into())),
-        };
-        Ok(JobRequest { file: file.into(), function: function.into(), args })
+    fn from_json(body: &[u8]) -> Result<JobRequest, ProtocolError> {
+        from_json("job request", body)
     }
 }
 
@@ -309,35 +473,68 @@ pub struct JobReply {
     pub seconds: f64,
 }
 
-impl JobReply {
-    pub fn to_json(&self) -> Vec<u8> {
-        let value = match &self.result {
-            Ok(value) => json!({"ok": true, "value": value, "seconds": self.seconds}),
-            Err(e) => json!({
-                "ok": false, "seconds": self.seconds, "kind": e.kind, "message": e.message,
-                "file": e.file, "line": e.line, "traceback": e.traceback,
-            }),
+/// [`JobReply`] as JSON (`scripts-host/python/outboard_jobs.py` writes the
+/// same): `{"ok": true, "value", "seconds"}` or `{"ok": false, "seconds",
+/// "kind", "message", "file", "line", "traceback"}`.
+#[derive(Serialize, Deserialize)]
+struct ReplyBody {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(default)]
+    seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceback: Option<String>,
+}
+
+impl JsonBody for JobReply {
+    fn to_json(&self) -> Vec<u8> {
+        let body = match &self.result {
+            Ok(value) => ReplyBody {
+                ok: true,
+                value: Some(value.clone()),
+                seconds: self.seconds,
+                kind: None,
+                message: None,
+                file: None,
+                line: None,
+                traceback: None,
+            },
+            Err(e) => ReplyBody {
+                ok: false,
+                value: None,
+                seconds: self.seconds,
+                kind: Some(e.kind.clone()),
+                message: Some(e.message.clone()),
+                file: e.file.clone(),
+                line: e.line,
+                traceback: Some(e.traceback.clone()),
+            },
         };
-        value.to_string().into_bytes()
+        to_json(&body)
     }
 
-    pub fn from_json(body: &[u8]) -> Result<JobReply, ProtocolError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ProtocolError(format!("job reply is not JSON: {e}")))?;
-        let seconds = value["seconds"].as_f64().filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(0.0);
-        let result = match value["ok"].as_bool() {
-            Some(true) => Ok(value["value"].clone()),
-            Some(false) => {
-                let text = |key: &str| value[key].as_str().unwrap_or_default().to_string();
-                Err(JobError {
-                    kind: text("kind"),
-                    message: text("message"),
-                    file: value["file"].as_str().map(str::to_string),
-                    line: value["line"].as_u64().and_then(|l| u32::try_from(l).ok()),
-                    traceback: text("traceback"),
-                })
-            }
-            None => return Err(ProtocolError("job reply without ok".into())),
+    fn from_json(body: &[u8]) -> Result<JobReply, ProtocolError> {
+        let body: ReplyBody = from_json("job reply", body)?;
+        let seconds = Some(body.seconds).filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(0.0);
+        let result = if body.ok {
+            Ok(body.value.unwrap_or(Value::Null))
+        } else {
+            Err(JobError {
+                kind: body.kind.unwrap_or_default(),
+                message: body.message.unwrap_or_default(),
+                file: body.file,
+                line: body.line,
+                traceback: body.traceback.unwrap_or_default(),
+            })
         };
         Ok(JobReply { result, seconds })
     }
@@ -345,6 +542,8 @@ impl JobReply {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -392,6 +591,86 @@ mod tests {
             }
         }
         assert!(result.is_err());
+    }
+
+    /// One message through the framing: its fragments, reassembled.
+    fn through_the_ring(fragments: Vec<Vec<u8>>) -> Message {
+        let mut reader = Reassembler::default();
+        let last = fragments.len() - 1;
+        for (i, fragment) in fragments.iter().enumerate() {
+            assert!(fragment.len() <= CONTROL_RING.payload);
+            let out = reader.push(fragment).unwrap();
+            if i == last {
+                return out.expect("the last fragment ends the message");
+            }
+            assert!(out.is_none());
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn requests_and_replies_decode_to_what_was_sent_and_only_in_their_direction() {
+        let spec = ScriptSpec {
+            slot: 2,
+            track: 7,
+            name: "t".into(),
+            path: "/tmp/s.py".into(),
+            channels: 2,
+            frames: 64,
+            rate: 48_000.0,
+            latency_blocks: 2,
+            params: vec!["mix".into()],
+            hints: vec![String::new(), "gain".into()],
+            values: vec![1.0, f32::NAN],
+            instrument: true,
+        };
+        let job = JobRequest::new("/tmp/x.py", "f", vec![json!(1), json!("x".repeat(10_000))]);
+        let requests = [
+            Request::Job { id: 9, body: Json::new(&job) },
+            Request::Shutdown,
+            Request::LoadScript(spec),
+            Request::UnloadScript { slot: 3 },
+            Request::Warm,
+        ];
+        for request in &requests {
+            let message = through_the_ring(request.fragments());
+            assert!(!message.is_reply());
+            // NaN is not equal to itself: compare what goes on the wire.
+            let decoded = Request::decode(message.clone()).unwrap();
+            assert_eq!(decoded.fragments(), request.fragments(), "{request:?}");
+            assert!(Reply::decode(message).is_err(), "{request:?} is no reply");
+        }
+        let Request::LoadScript(spec) = Request::decode(through_the_ring(requests[2].fragments())).unwrap() else {
+            unreachable!()
+        };
+        assert!(spec.values[1].is_nan(), "a value not set yet stays NaN");
+        let declared = br#"{"slot":4,"params":[],"instrument":true,"doc":"d"}"#.to_vec();
+        let replies = [
+            Reply::Job { id: 9, body: Json::new(&JobReply { result: Ok(json!([1])), seconds: 0.5 }) },
+            Reply::ScriptLoaded { slot: 1, ok: false },
+            Reply::Warm,
+            Reply::ScriptDeclared { slot: 4, body: Json::from_bytes(declared) },
+        ];
+        for reply in &replies {
+            let message = through_the_ring(reply.fragments());
+            assert!(message.is_reply());
+            assert_eq!(&Reply::decode(message.clone()).unwrap(), reply);
+            assert!(Request::decode(message).is_err(), "{reply:?} is no request");
+        }
+        let Reply::ScriptDeclared { body, .. } = &replies[3] else { unreachable!() };
+        assert!(body.decode().unwrap().instrument);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        let load = fragments(Kind::LoadScript, 0, br#"{"slot": 1}"#, 4096).remove(0);
+        assert!(Request::decode(Reassembler::default().push(&load).unwrap().unwrap()).is_err());
+        let unload = fragments(Kind::UnloadScript, 0, b"{}", 4096).remove(0);
+        assert!(Request::decode(Reassembler::default().push(&unload).unwrap().unwrap()).is_err());
+        let loaded = fragments(Kind::ScriptLoaded, 0, br#"{"slot": -1, "ok": true}"#, 4096).remove(0);
+        assert!(Reply::decode(Reassembler::default().push(&loaded).unwrap().unwrap()).is_err());
+        let declared = fragments(Kind::ScriptDeclared, 0, br#"{"params": []}"#, 4096).remove(0);
+        assert!(Reply::decode(Reassembler::default().push(&declared).unwrap().unwrap()).is_err(), "no slot");
     }
 
     #[test]

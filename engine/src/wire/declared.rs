@@ -1,6 +1,6 @@
 //! What a script declares: its parameters (`PARAMS`), whether it is an
 //! instrument script, its description, as the worker reports them
-//! ([`crate::wire::control::Kind::ScriptDeclared`]).
+//! ([`super::control::Reply::ScriptDeclared`]).
 //!
 //! The worker is untrusted: [`Declaration::from_json`] checks every field
 //! (sizes, ranges, indices, text lengths) and refuses the whole declaration
@@ -12,12 +12,10 @@
 //! parameter as its step number 0..count-1. The script sees them in its own
 //! units (the worker's runtime converts the same way, `outboard_rt.Param`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use serde_json::Value;
 
-use crate::wire::block::MAX_PARAMS;
+use super::block::MAX_PARAMS;
+use super::control::{JsonBody, ProtocolError};
 
 /// Declared parameters a script may have.
 pub const MAX_DECLARED: usize = 32;
@@ -67,6 +65,17 @@ pub struct Declaration {
     pub source: String,
 }
 
+impl JsonBody for Declaration {
+    /// The JSON it was read from.
+    fn to_json(&self) -> Vec<u8> {
+        self.source.clone().into_bytes()
+    }
+
+    fn from_json(body: &[u8]) -> Result<Declaration, ProtocolError> {
+        Declaration::from_json(body).map_err(ProtocolError)
+    }
+}
+
 impl Declaration {
     /// Reads a worker's `ScriptDeclared` body (the `slot` field is the
     /// caller's business). Refuses anything out of bounds.
@@ -101,49 +110,6 @@ impl Declaration {
     /// or a host shows as the description).
     pub fn summary(&self) -> String {
         summary(&self.doc)
-    }
-}
-
-/// A track's latest declaration, shared by the supervisor (which writes it
-/// when the worker reports one) and whoever runs the track (a plugin's main
-/// thread reads it). Not for a realtime thread: it locks.
-#[derive(Default)]
-pub struct DeclaredCell {
-    latest: Mutex<Option<Arc<Declaration>>>,
-    generation: AtomicU64,
-}
-
-impl DeclaredCell {
-    pub fn set(&self, declaration: Declaration) {
-        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(declaration));
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The latest declaration (None before the script first loaded).
-    pub fn get(&self) -> Option<Arc<Declaration>> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Counts the declarations set: a reader compares it with the last it saw.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-}
-
-/// Hears the id of each track whose declaration changed (on the
-/// supervisor's thread: it must not block).
-#[derive(Clone)]
-pub struct DeclaredListener(pub Arc<dyn Fn(u32) + Send + Sync>);
-
-impl DeclaredListener {
-    pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> DeclaredListener {
-        DeclaredListener(Arc::new(f))
-    }
-}
-
-impl std::fmt::Debug for DeclaredListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeclaredListener")
     }
 }
 

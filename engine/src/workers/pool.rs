@@ -48,30 +48,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::measurement::stats::{JobStats, StatsRow};
-use crate::shm::region::{Region, Wake};
-use crate::shm::ring::{Consumer, PopError, Producer, PushError, RingShape, RingWatch, sleep_until_any};
-use crate::wire::control::{self as protocol, JobError, JobReply, JobRequest, Kind, Reassembler};
+use crate::shm::region::Region;
+use crate::shm::ring::{Consumer, PopError, Producer, PushError, RingWatch, sleep_until_any};
+use crate::wire::control::{JobError, JobReply, JobRequest, Json, Reassembler, Reply, Request};
+use crate::wire::rings::{CONTROL_RING, REPLY_RING, REQUEST_RING, region_rings};
 
 /// The name of the worker binary.
 pub const SCRIPTS_HOST_BIN: &str = "outboard-scripts-host";
 /// Environment variable that overrides where the worker binary is.
 pub const SCRIPTS_HOST_ENV: &str = "OUTBOARD_SCRIPTS_HOST";
-/// Ring 0 of a worker's region carries host → worker control messages.
-pub const REQUEST_RING: usize = 0;
-/// Ring 1 carries worker → host control messages.
-pub const REPLY_RING: usize = 1;
-/// Ring carrying blocks of track slot `slot` to the worker.
-pub fn slot_ring_to_script(slot: usize) -> usize {
-    2 + 2 * slot
-}
-
-/// Ring carrying results and events of track slot `slot` back.
-pub fn slot_ring_from_script(slot: usize) -> usize {
-    3 + 2 * slot
-}
-
-/// Shape of both control rings.
-pub const CONTROL_RING: RingShape = RingShape { capacity: 32, payload: 4096 - 8 };
 /// Most jobs one worker holds at once (running, and queued in its rings).
 pub const MAX_JOBS_PER_WORKER: usize = 64;
 /// Fewest: one running, one ready to start the moment it ends.
@@ -226,7 +211,7 @@ struct Worker {
 
 impl Worker {
     fn spawn(spawner: &Spawner, exe: &Path, index: usize) -> Result<Worker, SpawnError> {
-        let mut region = Region::create_with(&[(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)], 1)
+        let mut region = Region::create_with(&region_rings([]), 1)
             .map_err(|e| SpawnError(format!("cannot create the shared region: {e}")))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
@@ -276,19 +261,20 @@ impl Worker {
             let Some(message) = self.reassembler.push(&buf[..len]).map_err(|e| e.to_string())? else {
                 continue;
             };
-            if message.kind != Kind::JobReply {
-                return Err(format!("unexpected {:?} from the worker", message.kind));
-            }
+            let (id, body) = match Reply::decode(message).map_err(|e| e.to_string())? {
+                Reply::Job { id, body } => (id, body),
+                other => return Err(format!("unexpected {other:?} from the worker")),
+            };
             // Replies come in order: the answered job is the oldest, unless
             // the worker lies.
-            let Some(pos) = self.running.iter().position(|&id| id == message.id) else {
-                return Err(format!("reply to job {} that this worker was not running", message.id));
+            let Some(pos) = self.running.iter().position(|&running| running == id) else {
+                return Err(format!("reply to job {id} that this worker was not running"));
             };
             self.running.remove(pos);
-            let reply = JobReply::from_json(&message.body).map_err(|e| e.to_string())?;
+            let reply = body.decode().map_err(|e| e.to_string())?;
             self.jobs_done += 1;
             self.job_seconds += reply.seconds;
-            done.push((message.id, reply));
+            done.push((id, reply));
         }
     }
 
@@ -346,7 +332,7 @@ struct State {
     workers: Vec<Worker>,
     ncpus: usize,
     /// Jobs no worker had room for yet, oldest first, encoded.
-    queue: VecDeque<(u64, Vec<u8>)>,
+    queue: VecDeque<(u64, Json<JobRequest>)>,
     /// Every job submitted and not yet collected, by id.
     jobs: JobTable,
     next_id: u64,
@@ -428,7 +414,7 @@ impl State {
             self.next_worker = (index + 1) % n;
             let (id, body) = self.queue.pop_front().expect("not empty");
             let worker = &mut self.workers[index];
-            worker.outbox.extend(protocol::fragments(Kind::JobRequest, id, &body, CONTROL_RING.payload));
+            worker.outbox.extend(Request::Job { id, body }.fragments());
             worker.running.push_back(id);
         }
     }
@@ -577,7 +563,7 @@ impl WorkerPool {
     /// Queues a job; it starts as soon as one of the first `ncpus` workers
     /// has room. Never blocks on the workers.
     pub fn submit(&self, job: JobRequest) -> JobTicket {
-        let body = job.to_json();
+        let body = Json::new(&job);
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
@@ -713,7 +699,7 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         for worker in &mut state.workers {
-            let bye = protocol::fragments(Kind::Shutdown, 0, &[], CONTROL_RING.payload);
+            let bye = Request::Shutdown.fragments();
             let _ = worker.requests.try_push(&bye[0]);
         }
         let deadline = Instant::now() + Duration::from_millis(500);

@@ -32,16 +32,16 @@ use crate::compute::partial_sum;
 use crate::measurement::histogram::Histogram;
 use crate::realtime::clock::monotonic_ns;
 use crate::realtime::voice::{Voice, Waveform};
-use crate::shm::ring::{Consumer, PopError, Producer, PushError, RingShape};
+use crate::shm::ring::{Consumer, PopError, Producer, PushError};
 use crate::wire::block::{
     self, BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS,
-    MAX_PARAMS, ProcessLayout, ResultStatus, Transport,
+    MAX_EVENTS_PER_REPLY, MAX_PARAMS, ProcessLayout, ResultStatus, Transport,
 };
+use crate::wire::declared::Declaration;
+use crate::wire::rings::SlotRings;
 
 /// Events a track can hold waiting for their time.
 pub const MAX_PENDING_EVENTS: usize = 256;
-/// Events one reply may carry.
-pub const MAX_EVENTS_PER_REPLY: usize = 32;
 /// Host events a track holds for its coming blocks (see [`Track::push_event`]).
 pub const MAX_INBOX_EVENTS: usize = 1024;
 /// Events a track hands its caller per call (see [`Track::output_events`]).
@@ -100,15 +100,9 @@ impl TrackConfig {
         self.block * self.channels
     }
 
-    /// Shape of the ring that carries blocks to the script.
-    pub fn to_script_ring(&self) -> RingShape {
-        RingShape { capacity: self.latency_blocks + 6, payload: ProcessLayout::max_len(self.block_samples()) }
-    }
-
-    /// Shape of the ring that carries results and events back.
-    pub fn from_script_ring(&self) -> RingShape {
-        let body = (self.block_samples() * 4).max(MAX_EVENTS_PER_REPLY * EVENT_BYTES);
-        RingShape { capacity: 2 * (self.latency_blocks + 6), payload: HEADER_BYTES + body }
+    /// Shapes of the rings between this track and its script.
+    pub fn slot_rings(&self) -> SlotRings {
+        SlotRings::for_track(self.channels, self.block, self.latency_blocks)
     }
 
     fn is_valid(&self) -> bool {
@@ -200,13 +194,39 @@ pub struct ScriptLink {
     pub generation: u32,
 }
 
+/// A track's latest declaration, shared by the supervisor (which writes it
+/// when the worker reports one) and whoever runs the track (a plugin's main
+/// thread reads it). Not for a realtime thread: it locks.
+#[derive(Default)]
+pub struct DeclaredCell {
+    latest: std::sync::Mutex<Option<Arc<Declaration>>>,
+    generation: AtomicU64,
+}
+
+impl DeclaredCell {
+    pub fn set(&self, declaration: Declaration) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(declaration));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The latest declaration (None before the script first loaded).
+    pub fn get(&self) -> Option<Arc<Declaration>> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts the declarations set: a reader compares it with the last it saw.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
 /// The non-realtime side's handle on a track.
 pub struct TrackPort {
     pub config: TrackConfig,
     pub stats: Arc<TrackStats>,
     pub params: Arc<TrackParams>,
     /// What the track's script declares, once its worker has said.
-    pub declared: Arc<crate::wire::declared::DeclaredCell>,
+    pub declared: Arc<DeclaredCell>,
     links: rtrb::Producer<ScriptLink>,
     graveyard: rtrb::Consumer<ScriptLink>,
 }
@@ -658,7 +678,7 @@ impl Track {
                 for (i, event) in self.inbox.iter().filter(|e| e.time < end).take(carried).enumerate() {
                     let mut bytes = [0u8; EVENT_BYTES];
                     event.encode(&mut bytes);
-                    slot.put_bytes(layout.events + i * EVENT_BYTES, &bytes);
+                    slot.put_bytes(layout.event(i), &bytes);
                 }
                 slot.put_f32s(layout.samples, &self.input);
                 slot.commit(layout.len).map(|()| true)
@@ -726,14 +746,9 @@ impl Track {
                 Err(PopError::Empty) => return,
                 Err(_) => return self.link_fault(),
             };
-            let mut head = [0u8; HEADER_BYTES];
-            let checked = if message.copy_to(0, &mut head) {
-                BlockHeader::read(&head).and_then(|h| {
-                    h.check_reply(message.len(), self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
-                })
-            } else {
-                Err(block::BlockError::TooShort)
-            };
+            let checked = BlockHeader::read_from(&message).and_then(|h| {
+                h.check_reply(message.len(), self.cfg.id, self.cfg.block, self.cfg.channels, MAX_EVENTS_PER_REPLY)
+            });
             let Ok(h) = checked else {
                 return self.link_fault();
             };
@@ -743,7 +758,7 @@ impl Track {
                 let mut events = [None; MAX_EVENTS_PER_REPLY];
                 for (i, event) in events.iter_mut().enumerate().take(h.count as usize) {
                     let mut bytes = [0u8; EVENT_BYTES];
-                    *event = message.copy_to(HEADER_BYTES + i * EVENT_BYTES, &mut bytes).then(|| Event::decode(&bytes));
+                    *event = message.copy_to(block::events_len(i), &mut bytes).then(|| Event::decode(&bytes));
                 }
                 message.release();
                 for event in events.into_iter().take(h.count as usize) {
@@ -884,7 +899,7 @@ mod tests {
 
     fn track_with_script(cfg: TrackConfig) -> (Track, TrackPort, FakeScript) {
         let (track, mut port) = Track::new(cfg.clone());
-        let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+        let mut region = Region::create(&[cfg.slot_rings().to_script, cfg.slot_rings().from_script]).unwrap();
         let link = ScriptLink {
             to_script: region.producer(0).unwrap(),
             from_script: region.consumer(1).unwrap(),
@@ -1260,7 +1275,7 @@ mod tests {
         let cfg = TrackConfig::new(1, "relink");
         let (mut track, mut port, mut script) = track_with_script(cfg.clone());
         let _ = run(&mut track, &mut script, 64 * 4, |s| s.serve(|x| x, |_| true));
-        let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+        let mut region = Region::create(&[cfg.slot_rings().to_script, cfg.slot_rings().from_script]).unwrap();
         let link = ScriptLink {
             to_script: region.producer(0).unwrap(),
             from_script: region.consumer(1).unwrap(),
@@ -1495,7 +1510,7 @@ mod proptests {
             // the output is only checked for being finite.
             cfg.voice = voice;
             let (mut track, mut port) = Track::new(cfg.clone());
-            let mut region = Region::create(&[cfg.to_script_ring(), cfg.from_script_ring()]).unwrap();
+            let mut region = Region::create(&[cfg.slot_rings().to_script, cfg.slot_rings().from_script]).unwrap();
             let link = ScriptLink {
                 to_script: region.producer(0).unwrap(),
                 from_script: region.consumer(1).unwrap(),
@@ -1504,7 +1519,7 @@ mod proptests {
             prop_assert!(port.send_link(link));
             let mut from_host = region.consumer(0).unwrap();
             let mut to_host = region.producer(1).unwrap();
-            let mut scratch = vec![0u8; cfg.to_script_ring().payload];
+            let mut scratch = vec![0u8; cfg.slot_rings().to_script.payload];
             let mut wet: HashMap<u64, Vec<Vec<f32>>> = HashMap::new();
             let (mut malformed, mut scribbled) = (false, false);
             let n = cfg.block_samples();

@@ -34,12 +34,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::realtime::track::{ScriptLink, TrackPort};
-use crate::shm::region::{Region, Wake};
-use crate::shm::ring::{Consumer, Producer, RingShape};
-use crate::wire::control::{self as protocol, JobRequest, Kind, Reassembler, ScriptSpec};
-use crate::workers::pool::{
-    CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, worker_command,
+use crate::shm::region::Region;
+use crate::shm::ring::{Consumer, Producer};
+use crate::wire::control::{JobRequest, Json, ProtocolError, Reassembler, Reply, Request, ScriptSpec};
+use crate::wire::declared::Declaration;
+use crate::wire::rings::{
+    CONTROL_RING, REPLY_RING, REQUEST_RING, SlotRings, region_rings, slot_ring_from_script, slot_ring_to_script,
 };
+use crate::workers::pool::worker_command;
 use crate::workers::python_env;
 use crate::workers::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 
@@ -54,7 +56,7 @@ pub struct SupervisorConfig {
     pub slots_per_worker: usize,
     /// Shapes of every slot's rings (to the script, back from it); every track
     /// handed to this supervisor must fit them.
-    pub slot_rings: (RingShape, RingShape),
+    pub slot_rings: SlotRings,
     /// A worker with tracks that does not beat for this long is restarted.
     pub heartbeat_timeout: Duration,
     /// Workers with tracks run at nice -10 (nice 0 while they start, until
@@ -78,7 +80,7 @@ pub struct SupervisorConfig {
     /// Hears which track's script declared (new) parameters, on the
     /// supervisor's thread; the declaration is in the track's
     /// `TrackPort::declared`.
-    pub on_declared: Option<crate::wire::declared::DeclaredListener>,
+    pub on_declared: Option<DeclaredListener>,
     /// Keep a spare worker started and idle (interpreter, numpy, no
     /// script) while any track is scripted: a worker that crashes or hangs
     /// is replaced by it at once instead of by a cold start (about 150 ms
@@ -95,7 +97,7 @@ impl SupervisorConfig {
             exe,
             max_workers: 2 * cores,
             slots_per_worker: 8,
-            slot_rings: (template.to_script_ring(), template.from_script_ring()),
+            slot_rings: template.slot_rings(),
             heartbeat_timeout: Duration::from_secs(1),
             worker_priority: None,
             memory_limit: Some(2 << 30),
@@ -104,6 +106,23 @@ impl SupervisorConfig {
             on_declared: None,
             spare_worker: true,
         }
+    }
+}
+
+/// Hears the id of each track whose declaration changed (on the
+/// supervisor's thread: it must not block).
+#[derive(Clone)]
+pub struct DeclaredListener(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl DeclaredListener {
+    pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> DeclaredListener {
+        DeclaredListener(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for DeclaredListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeclaredListener")
     }
 }
 
@@ -139,7 +158,7 @@ impl ScriptedTrack {
     }
 }
 
-enum Request {
+enum Command {
     AddTrack(Box<ScriptedTrack>),
     AddHog(PathBuf, String),
     RemoveTrack(u32),
@@ -215,7 +234,7 @@ impl Shared {
 /// The handle on the supervisor thread. Dropping it stops the thread and
 /// kills every worker.
 pub struct Supervisor {
-    commands: Sender<Request>,
+    commands: Sender<Command>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -236,13 +255,13 @@ impl Supervisor {
     /// Gives the supervisor a track: it starts or picks a worker, loads the
     /// script and sends the track its link.
     pub fn add_track(&self, track: ScriptedTrack) {
-        let _ = self.commands.send(Request::AddTrack(Box::new(track)));
+        let _ = self.commands.send(Command::AddTrack(Box::new(track)));
     }
 
     /// Starts a worker with no track that runs `function()` from `script`
     /// until it is stopped (the benchmark's GIL hog).
     pub fn add_hog(&self, script: PathBuf, function: &str) {
-        let _ = self.commands.send(Request::AddHog(script, function.to_string()));
+        let _ = self.commands.send(Command::AddHog(script, function.to_string()));
     }
 
     /// Takes track `id` off its worker (its script is unloaded and the port
@@ -251,7 +270,7 @@ impl Supervisor {
     /// no tracks is recycled (fresh region, all slots free) when a new track
     /// needs it.
     pub fn remove_track(&self, id: u32) {
-        let _ = self.commands.send(Request::RemoveTrack(id));
+        let _ = self.commands.send(Command::RemoveTrack(id));
     }
 
     /// Points track `id` at another script file, in the Python environment
@@ -260,13 +279,13 @@ impl Supervisor {
     /// it fails to load), and restarts use it from now on. A new
     /// environment moves the track to a worker running it.
     pub fn set_script(&self, id: u32, script: PathBuf, python_env: Option<PathBuf>) {
-        let _ = self.commands.send(Request::SetScript(id, script, python_env));
+        let _ = self.commands.send(Command::SetScript(id, script, python_env));
     }
 
     /// Kills (SIGKILL) the worker serving track `id`, as a crash would; returns its pid.
     pub fn kill_worker_of(&self, track: u32) -> Option<u32> {
         let (tx, rx) = channel();
-        self.commands.send(Request::KillWorkerOf(track, tx)).ok()?;
+        self.commands.send(Command::KillWorkerOf(track, tx)).ok()?;
         rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
     }
 
@@ -338,6 +357,17 @@ struct Worker {
     kept_up: u32,
 }
 
+impl Worker {
+    /// Sends a control request, as far as the ring has room: it is far
+    /// larger than any request, so a full ring means the worker is wedged,
+    /// which the watch catches.
+    fn send(&mut self, request: &Request) {
+        for fragment in request.fragments() {
+            let _ = self.requests.try_push(&fragment);
+        }
+    }
+}
+
 /// What a worker slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
@@ -365,9 +395,9 @@ enum Standing {
 struct Watcher {
     config: SupervisorConfig,
     shared: Arc<Shared>,
-    commands: Receiver<Request>,
+    commands: Receiver<Command>,
     /// Cloned into each worker's log thread, which forwards its lines here.
-    log_tx: Sender<Request>,
+    log_tx: Sender<Command>,
     workers: Vec<Worker>,
     /// The spare (see `SupervisorConfig::spare_worker`), and whether it has
     /// answered that it is warm.
@@ -392,8 +422,8 @@ impl Watcher {
     fn new(
         config: SupervisorConfig,
         shared: Arc<Shared>,
-        commands: Receiver<Request>,
-        log_tx: Sender<Request>,
+        commands: Receiver<Command>,
+        log_tx: Sender<Command>,
     ) -> Watcher {
         Watcher {
             config,
@@ -440,8 +470,7 @@ impl Watcher {
             self.workers.push(spare);
         }
         for worker in &mut self.workers {
-            let bye = protocol::fragments(Kind::Shutdown, 0, &[], CONTROL_RING.payload);
-            let _ = worker.requests.try_push(&bye[0]);
+            worker.send(&Request::Shutdown);
         }
         std::thread::sleep(Duration::from_millis(20));
         for worker in &mut self.workers {
@@ -454,29 +483,27 @@ impl Watcher {
         }
         // Their last words (a crash report) are worth keeping.
         while let Ok(command) = self.commands.try_recv() {
-            if let Request::WorkerLog { .. } = command {
+            if let Command::WorkerLog { .. } = command {
                 self.handle(command);
             }
         }
         self.shared.pids.lock().expect("pids lock").clear();
     }
 
-    fn handle(&mut self, command: Request) {
+    fn handle(&mut self, command: Command) {
         match command {
-            Request::AddTrack(track) => self.add_track(*track),
-            Request::AddHog(script, function) => match self.spawn(0, true, None) {
+            Command::AddTrack(track) => self.add_track(*track),
+            Command::AddHog(script, function) => match self.spawn(0, true, None) {
                 Ok(mut worker) => {
                     let job = JobRequest::new(script, function, vec![]);
-                    for fragment in protocol::fragments(Kind::JobRequest, 1, &job.to_json(), CONTROL_RING.payload) {
-                        let _ = worker.requests.try_push(&fragment);
-                    }
+                    worker.send(&Request::Job { id: 1, body: Json::new(&job) });
                     self.workers.push(worker);
                     self.publish_pids();
                 }
                 Err(e) => self.say(None, LogLevel::Error, format!("outboard: cannot start the hog worker: {e}")),
             },
-            Request::RemoveTrack(id) => self.remove_track(id),
-            Request::SetScript(id, script, python_env) => {
+            Command::RemoveTrack(id) => self.remove_track(id),
+            Command::SetScript(id, script, python_env) => {
                 let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
                 if self.tracks[index].python_env == python_env {
                     let entry = &mut self.tracks[index];
@@ -492,7 +519,7 @@ impl Watcher {
                     self.place(entry);
                 }
             }
-            Request::KillWorkerOf(track, reply) => {
+            Command::KillWorkerOf(track, reply) => {
                 let pid = self.tracks.iter().find(|t| t.port.config.id == track).map(|t| {
                     let child = &mut self.workers[t.worker].child;
                     let _ = child.kill();
@@ -500,7 +527,7 @@ impl Watcher {
                 });
                 let _ = reply.send(pid);
             }
-            Request::WorkerLog { pid, line } => {
+            Command::WorkerLog { pid, line } => {
                 // A line from an incarnation since replaced still concerns
                 // the tracks of that worker slot; one from the spare, none.
                 let current = self.workers.iter().position(|w| w.child.id() == pid);
@@ -581,8 +608,7 @@ impl Watcher {
     fn add_track(&mut self, track: ScriptedTrack) {
         self.recycle_spent_workers();
         let cfg = &track.port.config;
-        let (to, from) = self.config.slot_rings;
-        if cfg.to_script_ring().payload > to.payload || cfg.from_script_ring().payload > from.payload {
+        if !self.config.slot_rings.hold(cfg.slot_rings()) {
             let text = format!("outboard: track {} does not fit the supervisor's ring shapes; it plays dry", cfg.name);
             self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
             return;
@@ -670,10 +696,7 @@ impl Watcher {
     fn unplace(&mut self, index: usize) -> TrackEntry {
         let entry = self.tracks.swap_remove(index);
         let worker = &mut self.workers[entry.worker];
-        let body = serde_json::json!({ "slot": entry.slot }).to_string();
-        for fragment in protocol::fragments(Kind::UnloadScript, 0, body.as_bytes(), CONTROL_RING.payload) {
-            let _ = worker.requests.try_push(&fragment);
-        }
+        worker.send(&Request::UnloadScript { slot: entry.slot });
         worker.slots[entry.slot] = Slot::Retired;
         entry
     }
@@ -706,11 +729,7 @@ impl Watcher {
             values: (0..crate::wire::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
             instrument: cfg.instrument,
         };
-        for fragment in protocol::fragments(Kind::LoadScript, 0, &spec.to_json(), CONTROL_RING.payload) {
-            // The control ring is far larger than any script spec; a full ring
-            // means the worker is wedged, which the watch will catch.
-            let _ = worker.requests.try_push(&fragment);
-        }
+        worker.send(&Request::LoadScript(spec));
     }
 
     /// Starts a new worker, to be pushed at the end of `workers`.
@@ -727,12 +746,7 @@ impl Watcher {
         generation: u32,
         python_env: Option<PathBuf>,
     ) -> Result<Worker, String> {
-        let (to, from) = self.config.slot_rings;
-        let mut rings = vec![(CONTROL_RING, Wake::Worker), (CONTROL_RING, Wake::Own)];
-        for _ in 0..slots {
-            rings.push((to, Wake::Worker));
-            rings.push((from, Wake::Own));
-        }
+        let rings = region_rings(std::iter::repeat_n(self.config.slot_rings, slots));
         let mut region = Region::create_with(&rings, generation).map_err(|e| format!("shared region: {e}"))?;
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
@@ -759,7 +773,7 @@ impl Watcher {
             let thread = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     let line = WorkerLine::parse(&line);
-                    if tx.send(Request::WorkerLog { pid, line }).is_err() {
+                    if tx.send(Command::WorkerLog { pid, line }).is_err() {
                         break;
                     }
                 }
@@ -823,7 +837,7 @@ impl Watcher {
         if let Some((spare, ready)) = &mut self.spare {
             while let Ok(len) = spare.replies.try_pop(buf) {
                 if let Ok(Some(message)) = spare.reassembler.push(&buf[..len])
-                    && message.kind == Kind::ScriptLoaded
+                    && let Ok(Reply::Warm) = Reply::decode(message)
                 {
                     *ready = true;
                     self.shared.spare_ready.store(spare.child.id(), Ordering::Release);
@@ -833,44 +847,41 @@ impl Watcher {
         for (index, worker) in self.workers.iter_mut().enumerate() {
             while let Ok(len) = worker.replies.try_pop(buf) {
                 let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
-                if message.kind == Kind::ScriptDeclared {
-                    declared.push((index, message.body));
-                    continue;
-                }
-                if message.kind != Kind::ScriptLoaded {
-                    continue;
-                }
+                let slot = match Reply::decode(message) {
+                    Ok(Reply::ScriptDeclared { slot, body }) => {
+                        declared.push((index, slot, body));
+                        continue;
+                    }
+                    Ok(Reply::ScriptLoaded { slot, .. }) => slot,
+                    _ => continue,
+                };
                 // Its interpreter is up: from now on it serves blocks, at the
                 // priority that keeps them on time.
                 if worker.standing == Standing::Starting {
                     worker.standing = Standing::Probation;
                     set_scheduling(worker.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
                 }
-                let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap_or_default();
-                let Some(slot) = body["slot"].as_u64() else { continue };
-                for track in self.tracks.iter().filter(|t| t.worker == index && t.slot as u64 == slot) {
+                for track in self.tracks.iter().filter(|t| t.worker == index && t.slot == slot) {
                     track.port.stats.script_ready.store(true, Ordering::Release);
                 }
             }
         }
-        for (worker, body) in declared {
-            self.take_declaration(worker, &body);
+        for (worker, slot, body) in declared {
+            self.take_declaration(worker, slot, &body);
         }
     }
 
     /// A worker says what a slot's script declares: the track keeps it (and
     /// the names, so a restarted worker places them on the same indices),
     /// and whoever listens hears of it. A malformed one is refused.
-    fn take_declaration(&mut self, worker: usize, body: &[u8]) {
-        let slot = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["slot"].as_u64());
-        let parsed = crate::wire::declared::Declaration::from_json(body);
-        let Some(entry) = self.tracks.iter_mut().find(|t| t.worker == worker && Some(t.slot as u64) == slot) else {
+    fn take_declaration(&mut self, worker: usize, slot: usize, body: &Json<Declaration>) {
+        let Some(entry) = self.tracks.iter_mut().find(|t| t.worker == worker && t.slot == slot) else {
             return;
         };
         let id = entry.port.config.id;
-        let declaration = match parsed {
+        let declaration = match body.decode() {
             Ok(declaration) => declaration,
-            Err(why) => {
+            Err(ProtocolError(why)) => {
                 let text =
                     format!("outboard: the worker sent a malformed declaration for {}: {why}", entry.port.config.name);
                 entry.port.stats.faults.fetch_add(1, Ordering::Relaxed);
@@ -1038,9 +1049,7 @@ impl Watcher {
             Ok(mut spare) => {
                 // Warming up is background work, below every worker that serves.
                 set_scheduling(spare.child.id(), libc::SCHED_OTHER, 0, SPARE_NICE);
-                for fragment in protocol::fragments(Kind::Warm, 0, &[], CONTROL_RING.payload) {
-                    let _ = spare.requests.try_push(&fragment);
-                }
+                spare.send(&Request::Warm);
                 self.spare = Some((spare, false));
             }
             Err(e) => {
