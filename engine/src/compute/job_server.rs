@@ -9,12 +9,13 @@
 //!   futex wake, and only when a worker said it is asleep. A realtime thread may
 //!   call them (DESIGN.md §5).
 //! - Worker threads claim jobs with a compare-and-swap on a shared counter (no
-//!   lock), spin briefly when idle, then park on a futex.
+//!   lock), spin briefly when idle, then sleep on a doorbell of their own
+//!   (`crate::shm::doorbell`), as the waiter does.
 //! - [`JobServer::wait`] may sleep; realtime callers poll `try_result` instead.
 //! - `set_ncpus`, creation and drop spawn and join threads: not realtime-safe.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use crossbeam_utils::CachePadded;
 
 use super::kernel::partial_sum;
 use crate::measurement::stats::{JobStats, StatsRow};
-use crate::shm::doorbell::{self as futex, Scope};
+use crate::shm::doorbell::{Doorbell, Private};
 
 /// Idle polls before a worker parks.
 const SPINS_BEFORE_PARKING: u32 = 2_000;
@@ -51,15 +52,6 @@ struct JobSlot {
     done: AtomicU64,
 }
 
-/// Where one idle worker sleeps.
-#[derive(Default)]
-struct Parking {
-    /// 1 while the worker is (about to be) asleep; a waker claims it by CAS to 0.
-    asleep: AtomicU32,
-    /// The futex word; bumped by the waker.
-    word: AtomicU32,
-}
-
 /// `waiting_for` when no waiter is asleep.
 const NOBODY: u64 = u64::MAX;
 
@@ -77,12 +69,12 @@ struct Shared {
     claimed: CachePadded<AtomicU64>,
     /// Workers with an index below this take jobs (`set_ncpus`).
     active: AtomicUsize,
-    /// One parking place per worker thread, so a submit wakes one sleeper, not all.
-    parking: Box<[CachePadded<Parking>]>,
-    /// Futex word the waiter in [`JobServer::wait`] sleeps on.
-    done_seq: AtomicU32,
+    /// One doorbell per worker thread, so a submit wakes one sleeper, not all.
+    parking: Box<[CachePadded<Doorbell<Private>>]>,
+    /// Where the waiter in [`JobServer::wait`] sleeps.
+    waiter: Doorbell<Private>,
     /// The job the waiter sleeps for (`NOBODY` when it is not asleep): only
-    /// that job's completion wakes it.
+    /// that job's completion rings its doorbell.
     waiting_for: AtomicU64,
     shutdown: AtomicBool,
     counters: Box<[CachePadded<WorkerCounters>]>,
@@ -97,28 +89,14 @@ impl Shared {
     /// Wakes one sleeping active worker, if any: called after publishing a job.
     /// Bounded by the thread count; the only syscall is one FUTEX_WAKE.
     fn wake_one_worker(&self) {
-        // Dekker with the worker's `asleep` store (see `worker_loop`).
-        fence(Ordering::SeqCst);
         let active = self.active.load(Ordering::Relaxed).min(self.parking.len());
-        for park in &self.parking[..active] {
-            if park.asleep.load(Ordering::Relaxed) == 1
-                && park.asleep.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-            {
-                park.word.fetch_add(1, Ordering::Release);
-                futex::wake(&park.word, 1, Scope::Private);
-                return;
-            }
-        }
+        Doorbell::ring_first(self.parking[..active].iter().map(|park| &**park));
     }
 
-    /// Wakes every worker (ncpus changed, or shutting down). Not realtime.
+    /// Wakes every sleeping worker (ncpus changed, or shutting down): each
+    /// looks again at what it should do. Not realtime.
     fn wake_all_workers(&self) {
-        fence(Ordering::SeqCst);
-        for park in self.parking.iter() {
-            park.asleep.store(0, Ordering::Relaxed);
-            park.word.fetch_add(1, Ordering::Release);
-            futex::wake(&park.word, 1, Scope::Private);
-        }
+        Doorbell::ring_each(self.parking.iter().map(|park| &**park));
     }
 }
 
@@ -144,14 +122,14 @@ impl JobServer {
             })
             .collect();
         let counters = (0..max_threads).map(|_| CachePadded::new(WorkerCounters::default())).collect();
-        let parking = (0..max_threads).map(|_| CachePadded::new(Parking::default())).collect();
+        let parking = (0..max_threads).map(|_| CachePadded::new(Doorbell::new())).collect();
         let shared = Arc::new(Shared {
             slots,
             published: CachePadded::new(AtomicU64::new(0)),
             claimed: CachePadded::new(AtomicU64::new(0)),
             active: AtomicUsize::new(0),
             parking,
-            done_seq: AtomicU32::new(0),
+            waiter: Doorbell::new(),
             waiting_for: AtomicU64::new(NOBODY),
             shutdown: AtomicBool::new(false),
             counters,
@@ -226,14 +204,14 @@ impl JobServer {
         }
         let shared = &self.shared;
         loop {
-            let seen = shared.done_seq.load(Ordering::Acquire);
-            shared.waiting_for.store(job.0, Ordering::SeqCst);
+            // Said before the doorbell's announcement, so a worker that sees
+            // the announcement sees which job it is for.
+            shared.waiting_for.store(job.0, Ordering::Relaxed);
+            shared.waiter.sleep_unless(|| !matches!(self.try_result(job), Ok(None)), None);
+            shared.waiting_for.store(NOBODY, Ordering::Relaxed);
             if let Some(value) = self.try_result(job)? {
-                shared.waiting_for.store(NOBODY, Ordering::Relaxed);
                 return Ok(value);
             }
-            futex::wait(&shared.done_seq, seen, None, Scope::Private);
-            shared.waiting_for.store(NOBODY, Ordering::Relaxed);
         }
     }
 
@@ -290,15 +268,8 @@ fn worker_loop(shared: &Shared, index: usize) {
             std::hint::spin_loop();
             continue;
         }
-        let park = &shared.parking[index];
-        let seen = park.word.load(Ordering::Acquire);
-        park.asleep.store(1, Ordering::SeqCst);
-        // Dekker with `wake_one_worker`: our asleep flag, then the queue.
-        fence(Ordering::SeqCst);
-        if !shared.has_work_for(index) && !shared.shutdown.load(Ordering::Acquire) {
-            futex::wait(&park.word, seen, None, Scope::Private);
-        }
-        park.asleep.store(0, Ordering::Relaxed);
+        shared.parking[index]
+            .sleep_unless(|| shared.has_work_for(index) || shared.shutdown.load(Ordering::Acquire), None);
         idle = 0;
     }
 }
@@ -316,11 +287,11 @@ fn run_job(shared: &Shared, index: usize, seq: u64) {
     let counters = &shared.counters[index];
     counters.jobs.fetch_add(1, Ordering::Relaxed);
     counters.nanos.fetch_add(nanos, Ordering::Relaxed);
-    // Dekker with the waiter's `waiting_for` store.
+    // Dekker with the waiter's `waiting_for` store (made before its
+    // doorbell's announcement): our result, then what it waits for.
     fence(Ordering::SeqCst);
     if shared.waiting_for.load(Ordering::Relaxed) == seq {
-        shared.done_seq.fetch_add(1, Ordering::Release);
-        futex::wake(&shared.done_seq, futex::WAKE_ALL, Scope::Private);
+        shared.waiter.ring();
     }
 }
 

@@ -9,13 +9,14 @@
 //! then is played as silence for it and counted as a deadline miss: the
 //! driver never waits for a track.
 //!
-//! Track threads sleep between periods (spin briefly, then a futex wait); the
-//! driver wakes only those that said they are asleep. Outputs pass through
+//! Track threads sleep between periods (spin briefly, then on a doorbell of
+//! their own, `crate::shm::doorbell`); the driver wakes only those that
+//! said they are asleep. Outputs pass through
 //! double buffers of atomics indexed by period parity, published with a
 //! Release store of the period number.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::measurement::histogram::Histogram;
 use crate::realtime::track::Track;
-use crate::shm::doorbell::{self as futex, Scope};
+use crate::shm::doorbell::{Doorbell, Private};
 
 /// Anything that turns one period of input into output on a realtime thread.
 pub trait BlockProcessor: Send {
@@ -98,9 +99,10 @@ pub struct GraphStats {
 }
 
 struct Lane {
-    /// Period the track may process up to (futex word, low 32 bits of the period).
+    /// Period the track may process up to (the low 32 bits of the period).
     go: CachePadded<AtomicU32>,
-    asleep: CachePadded<AtomicU32>,
+    /// Where the track thread sleeps between periods.
+    bell: CachePadded<Doorbell<Private>>,
     /// Last period the track finished.
     done: CachePadded<AtomicU64>,
     /// Two periods of output, planar, as f32 bits.
@@ -152,12 +154,7 @@ impl Driver {
         for lane in shared.lanes.iter() {
             lane.go.store(n as u32, Ordering::Release);
         }
-        fence(Ordering::SeqCst);
-        for lane in shared.lanes.iter() {
-            if lane.asleep.load(Ordering::Relaxed) != 0 {
-                futex::wake(&lane.go, 1, Scope::Private);
-            }
-        }
+        Doorbell::ring_each(shared.lanes.iter().map(|lane| &*lane.bell));
         self.period_index = n + 1;
         shared.stats.periods.fetch_add(1, Ordering::Relaxed);
     }
@@ -215,7 +212,7 @@ impl Graph {
                 let channels = t.processor.channels();
                 Lane {
                     go: CachePadded::new(AtomicU32::new(0)),
-                    asleep: CachePadded::new(AtomicU32::new(0)),
+                    bell: CachePadded::new(Doorbell::new()),
                     done: CachePadded::new(AtomicU64::new(0)),
                     out: (0..2 * channels * config.period).map(|_| AtomicU32::new(0)).collect(),
                     channels,
@@ -296,10 +293,7 @@ impl Graph {
         if let Some(clock) = self.clock.take() {
             let _ = clock.join();
         }
-        for lane in self.shared.lanes.iter() {
-            lane.go.fetch_add(1, Ordering::Release);
-            futex::wake(&lane.go, futex::WAKE_ALL, Scope::Private);
-        }
+        Doorbell::ring_each(self.shared.lanes.iter().map(|lane| &*lane.bell));
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -346,13 +340,8 @@ fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &G
                 std::hint::spin_loop();
                 continue;
             }
-            lane.asleep.store(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let go = lane.go.load(Ordering::Acquire);
-            if !released(go, next) && !shared.stop.load(Ordering::Acquire) {
-                futex::wait(&lane.go, go, Some(Duration::from_millis(100)), Scope::Private);
-            }
-            lane.asleep.store(0, Ordering::Relaxed);
+            let ready = || shared.stop.load(Ordering::Acquire) || released(lane.go.load(Ordering::Acquire), next);
+            lane.bell.sleep_unless(ready, Some(Instant::now() + Duration::from_millis(100)));
         }
         // The input.
         match track.source {

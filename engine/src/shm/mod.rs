@@ -5,7 +5,6 @@
 //! The bottom layer: it knows nothing of audio, tracks or messages. Only
 //! `ring` and `doorbell` are built for the loom model.
 
-#[cfg(not(loom))]
 pub mod doorbell;
 #[cfg(not(loom))]
 pub mod memory;

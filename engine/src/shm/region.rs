@@ -32,7 +32,8 @@ use crossbeam_utils::CachePadded;
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::shm::ring::{Consumer, Doorbell, Producer, RingControl, RingShape};
+use crate::shm::doorbell::Doorbell;
+use crate::shm::ring::{Consumer, Producer, RingControl, RingShape};
 
 /// First bytes of every region.
 pub const MAGIC: [u8; 8] = *b"OUTBOARD";

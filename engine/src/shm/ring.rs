@@ -40,13 +40,12 @@
 //! publication) and caches the peer's, so an uncontended push or pop touches the
 //! peer's cache line only when the cached value says the ring is full or empty.
 //!
-//! Sleeping: a consumer with nothing to do spins briefly, then announces
-//! `asleep = 1`, re-checks the ring, and waits on the futex word `wake_seq`.
-//! After publishing, the producer checks `asleep` and, only if it is set, bumps
-//! `wake_seq` and wakes. Both sides put a `SeqCst` fence between their store and
-//! their load (Dekker's pattern), so at least one of them sees the other: the
-//! consumer sees the new message, or the producer sees the sleeper. The `loom`
-//! model in this module checks both the data path and this hand-shake.
+//! Sleeping: a consumer with nothing to do spins briefly, then sleeps on its
+//! [`Doorbell`] until the ring has a message; after publishing, the producer
+//! rings it, which wakes the consumer only if it said it is asleep (the
+//! hand-shake is the doorbell's, checked by its own loom model). The `loom`
+//! model in this module checks the data path, and a consumer sleeping on
+//! its ring.
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -55,7 +54,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::shm::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use super::doorbell::Doorbell;
+use super::sync::{AtomicU64, Ordering};
 
 /// Bytes before each slot's payload: the payload length (u32) and 4 reserved bytes.
 const SLOT_HEADER: usize = 8;
@@ -104,74 +104,6 @@ impl RingControl {
     /// The ring's own doorbell.
     pub(crate) fn own_doorbell(&self) -> NonNull<Doorbell> {
         NonNull::from(&*self.wake)
-    }
-}
-
-/// Where a consumer sleeps, and how producers wake it (see the module docs).
-///
-/// One consumer may wait on several rings through one doorbell (a worker
-/// serving many tracks); any producer that publishes rings it.
-#[repr(C)]
-pub struct Doorbell {
-    /// 1 while the consumer is (about to be) asleep. Written by the consumer.
-    asleep: AtomicU32,
-    /// The futex word. Bumped by a producer before waking.
-    seq: AtomicU32,
-    #[cfg(loom)]
-    futex: loom_futex::Emulated,
-}
-
-impl Doorbell {
-    #[cfg(loom)]
-    fn new() -> Self {
-        Doorbell { asleep: AtomicU32::new(0), seq: AtomicU32::new(0), futex: loom_futex::Emulated::new() }
-    }
-
-    /// Producer side, after publishing: wakes the consumer if, and only if, it
-    /// said it is asleep. Realtime-safe: at most one non-blocking FUTEX_WAKE.
-    pub fn ring(&self) {
-        // Dekker: the producer's publication, then the consumer's flag.
-        fence(Ordering::SeqCst);
-        if self.asleep.load(Ordering::Relaxed) != 0 {
-            self.seq.fetch_add(1, Ordering::Relaxed);
-            #[cfg(not(loom))]
-            crate::shm::doorbell::wake(&self.seq, crate::shm::doorbell::WAKE_ALL, crate::shm::doorbell::Scope::Shared);
-            #[cfg(loom)]
-            self.futex.wake();
-        }
-    }
-
-    /// Consumer side: announces sleep, then sleeps unless `ready()` says there
-    /// is work, until a producer rings or `deadline` passes. Returns whether
-    /// `ready()` was seen true. Blocks: never on a realtime thread.
-    pub fn sleep_unless(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
-        let seen = self.seq.load(Ordering::Acquire);
-        self.asleep.store(1, Ordering::Relaxed);
-        // Dekker: our flag, then the producers' publications.
-        fence(Ordering::SeqCst);
-        if ready() {
-            self.asleep.store(0, Ordering::Relaxed);
-            return true;
-        }
-        let timeout = match deadline {
-            None => None,
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => {
-                    self.asleep.store(0, Ordering::Relaxed);
-                    return false;
-                }
-            },
-        };
-        #[cfg(not(loom))]
-        crate::shm::doorbell::wait(&self.seq, seen, timeout, crate::shm::doorbell::Scope::Shared);
-        #[cfg(loom)]
-        {
-            let _ = timeout;
-            self.futex.wait(&self.seq, seen);
-        }
-        self.asleep.store(0, Ordering::Relaxed);
-        ready()
     }
 }
 
@@ -701,34 +633,14 @@ impl RingWatch {
 }
 
 /// Sleeps until one of `watches` looks ready (true), or `deadline` passes or
-/// the sleep ends early (false: look again). The consumer side of the wake-up
-/// hand-shake of [`Doorbell::sleep_unless`] over many doorbells at once:
-/// every doorbell says "asleep", then the rings are checked, then one futex
-/// wait covers them all (FUTEX_WAITV), so whichever producer publishes first
-/// wakes us. Only one thread may sleep on a given ring's doorbell at a time
+/// the sleep ends early (false: look again): [`Doorbell::sleep_any`] over
+/// their consumers' doorbells, so whichever producer publishes first wakes
+/// us. Only one thread may sleep on a given ring's doorbell at a time
 /// (it is its consumer's). Blocks: never on a realtime thread.
 #[cfg(not(loom))]
 pub fn sleep_until_any(watches: &[RingWatch], deadline: Option<Instant>) -> bool {
-    let seen: Vec<u32> = watches.iter().map(|w| w.doorbell().seq.load(Ordering::Acquire)).collect();
-    for watch in watches {
-        watch.doorbell().asleep.store(1, Ordering::Relaxed);
-    }
-    // Dekker, as in Doorbell::sleep_unless: our flags, then the publications.
-    fence(Ordering::SeqCst);
-    let mut ready = watches.iter().any(RingWatch::looks_ready);
-    if !ready {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout != Some(Duration::ZERO) {
-            let words: Vec<(&AtomicU32, u32)> =
-                watches.iter().zip(&seen).map(|(w, &value)| (&w.doorbell().seq, value)).collect();
-            crate::shm::doorbell::wait_any(&words, timeout, crate::shm::doorbell::Scope::Shared);
-        }
-        ready = watches.iter().any(RingWatch::looks_ready);
-    }
-    for watch in watches {
-        watch.doorbell().asleep.store(0, Ordering::Relaxed);
-    }
-    ready
+    let bells: Vec<&Doorbell> = watches.iter().map(RingWatch::doorbell).collect();
+    Doorbell::sleep_any(&bells, || watches.iter().any(RingWatch::looks_ready), deadline)
 }
 
 /// The oldest message of a ring, read in place: see [`Consumer::read`].
@@ -1013,38 +925,6 @@ mod shared {
     }
 }
 
-#[cfg(loom)]
-mod loom_futex {
-    //! A futex for the loom model: a mutex and a condition variable. A lost
-    //! wake-up shows up as a deadlock, which loom reports.
-    use loom::sync::{Condvar, Mutex};
-
-    use crate::shm::sync::{AtomicU32, Ordering};
-
-    pub struct Emulated {
-        lock: Mutex<()>,
-        cond: Condvar,
-    }
-
-    impl Emulated {
-        pub fn new() -> Self {
-            Emulated { lock: Mutex::new(()), cond: Condvar::new() }
-        }
-
-        pub fn wait(&self, word: &AtomicU32, expected: u32) {
-            let guard = self.lock.lock().unwrap();
-            if word.load(Ordering::SeqCst) == expected {
-                drop(self.cond.wait(guard).unwrap());
-            }
-        }
-
-        pub fn wake(&self) {
-            let _guard = self.lock.lock().unwrap();
-            self.cond.notify_all();
-        }
-    }
-}
-
 /// A ring on the heap, for the loom model only: loom's atomics cannot live in a
 /// shared mapping, and in-process hand-offs elsewhere use rtrb.
 #[cfg(loom)]
@@ -1316,7 +1196,7 @@ mod proptests {
     const GUARD_BYTE: u8 = 0xA5;
     const TAIL: usize = offset_of!(RingControl, tail);
     const HEAD: usize = offset_of!(RingControl, head);
-    const ASLEEP: usize = offset_of!(RingControl, wake) + offset_of!(Doorbell, asleep);
+    const ASLEEP: usize = offset_of!(RingControl, wake) + crate::shm::doorbell::ASLEEP_OFFSET;
 
     /// A position a hostile peer writes: absolute, or relative to the word's current value.
     #[derive(Clone, Debug)]
