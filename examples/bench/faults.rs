@@ -36,7 +36,7 @@ use clap::Args;
 use outboard_engine::realtime::clock::monotonic_ns;
 use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
 use outboard_engine::realtime::track::{Track, TrackConfig, TrackPort, TrackStats};
-use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::{Value, json};
 
@@ -676,7 +676,7 @@ impl Rig {
         realtime: bool,
     ) -> Result<Rig, String> {
         let template = TrackConfig::new(0, "template");
-        let mut config = SupervisorConfig::new(locate_scripts_host()?, &template);
+        let mut config = SupervisorConfig::new(locate_scripts_host(None)?, &template);
         config.heartbeat_timeout = settings.hang_timeout;
         config.max_workers = settings.tracks;
         config.memory_limit = Some(settings.memory_limit);
@@ -816,7 +816,7 @@ fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<Report, Stri
         Inject::Exe(ExeFault::Missing) => Some(dir.0.join("no-such-outboard-scripts-host")),
         Inject::Exe(ExeFault::NotExecutable) => {
             let path = dir.0.join("outboard-scripts-host");
-            copy(&locate_scripts_host()?, &path)?;
+            copy(&locate_scripts_host(None)?, &path)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
                 .map_err(|e| e.to_string())?;
             Some(path)

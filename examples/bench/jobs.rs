@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use outboard_engine::wire::control::JobRequest;
-use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
+use outboard_engine::workers::pool::WorkerPool;
+use outboard_engine::workers::process::locate_scripts_host;
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -226,7 +227,7 @@ fn run_in(args: &JobsArgs, script: &Path) -> Result<(), String> {
 }
 
 fn outboard(args: &JobsArgs, script: &Path) -> Result<Vec<Run>, String> {
-    let pool = WorkerPool::new(locate_scripts_host()?, args.workers).map_err(|e| e.to_string())?;
+    let pool = WorkerPool::new(locate_scripts_host(None)?, args.workers).map_err(|e| e.to_string())?;
     let job = |i: usize| JobRequest::new(script, "f", vec![json!(i)]);
     let check = |i: usize, result: Result<Value, _>| match result {
         Ok(v) if v == json!(i) => Ok(()),

@@ -21,7 +21,7 @@ use outboard_engine::measurement::histogram::{Histogram, Percentiles};
 use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
 use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
 use outboard_engine::wire::control::ScriptSpec;
-use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_scripts_host::{BlockIn, RealtimeRuntime};
 use serde_json::json;
@@ -152,7 +152,7 @@ fn run_mode(mode: Mode, args: &LatencyArgs, script: &Path, hog_script: &Path) ->
     let tracks: Vec<GraphTrack> = match mode {
         Mode::Outboard => {
             let template = track_config(0, args, true);
-            let mut config = SupervisorConfig::new(locate_scripts_host()?, &template);
+            let mut config = SupervisorConfig::new(locate_scripts_host(None)?, &template);
             config.echo_log = true;
             config.worker_priority = args.worker_priority;
             let sup = Supervisor::start(config);

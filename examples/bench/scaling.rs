@@ -15,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use outboard_engine::compute::{JobServer, partial_sum, partial_sum_scalar, seed_parts};
 use outboard_engine::measurement::stats::JobStats;
 use outboard_engine::wire::control::JobRequest;
-use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
+use outboard_engine::workers::pool::WorkerPool;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_scripts_host::JobRuntime;
 use serde_json::json;
 
@@ -128,7 +129,7 @@ pub fn run(args: ScalingArgs) -> Result<(), String> {
                 server.stats()
             }
             Engine::Workers => {
-                let exe = locate_scripts_host()?;
+                let exe = locate_scripts_host(None)?;
                 let pool = WorkerPool::new(exe, 1).map_err(|e| e.to_string())?;
                 for &ncpus in &args.ncpus {
                     bar.set_message(format!("{} on {ncpus}", engine.name()));

@@ -21,7 +21,7 @@ use outboard_engine::measurement::histogram::Histogram;
 use outboard_engine::realtime::graph::{Graph, GraphConfig, GraphTrack, Source};
 use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
 use outboard_engine::realtime::voice::Waveform;
-use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::{Value, json};
 
@@ -114,7 +114,7 @@ pub fn run(args: SoakArgs) -> Result<(), String> {
         cfg.voice = SCRIPTS[i % SCRIPTS.len()].1;
         cfg
     };
-    let mut config = SupervisorConfig::new(locate_scripts_host()?, &config_of(0));
+    let mut config = SupervisorConfig::new(locate_scripts_host(None)?, &config_of(0));
     config.echo_log = args.verbose;
     let workers_cap = config.max_workers;
     let supervisor = Supervisor::start(config);

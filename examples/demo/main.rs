@@ -19,7 +19,7 @@ use outboard_engine::measurement::histogram::Histogram;
 use outboard_engine::realtime::graph::{Graph, GraphConfig, GraphStats, GraphTrack, Source};
 use outboard_engine::realtime::track::{Track, TrackConfig, TrackStats};
 use outboard_engine::realtime::voice::Waveform;
-use outboard_engine::workers::pool::locate_scripts_host;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use serde_json::json;
 
@@ -111,7 +111,7 @@ fn run(args: Args) -> Result<(), String> {
 
     // Tracks and their scripts.
     let template = track_config(0, "template", Waveform::Sine, f64::from(rate), args.latency_blocks);
-    let mut sup_config = SupervisorConfig::new(locate_scripts_host()?, &template);
+    let mut sup_config = SupervisorConfig::new(locate_scripts_host(None)?, &template);
     sup_config.echo_log = false;
     let supervisor = Supervisor::start(sup_config);
     let mut graph_tracks = Vec::new();

@@ -33,13 +33,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{TrackConfig, TrackPort};
+use outboard_engine::workers::process::{self, SCRIPTS_HOST_BIN, SCRIPTS_HOST_ENV};
 use outboard_engine::workers::script_log::LogListener;
 use outboard_engine::workers::supervisor::DeclaredListener;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-
-/// The environment variable naming the scripts host, overriding the search.
-pub const SCRIPTS_HOST_ENV: &str = "OUTBOARD_SCRIPTS_HOST";
-pub const SCRIPTS_HOST_NAME: &str = "outboard-scripts-host";
 
 /// Frames per internal block: every instance runs the engine at this size
 /// whatever the host's block size.
@@ -122,21 +119,14 @@ pub(crate) fn library_path() -> Option<PathBuf> {
     }
 }
 
-/// Where the scripts host is, or why it cannot be used.
+/// Where the scripts host is, or why it cannot be used: the engine's
+/// search, beside this library (unless `OUTBOARD_SCRIPTS_HOST` names it).
 pub fn locate_scripts_host() -> Result<PathBuf, String> {
-    let (path, how) = match std::env::var_os(SCRIPTS_HOST_ENV) {
-        Some(path) => (PathBuf::from(path), format!("from {SCRIPTS_HOST_ENV}")),
-        None => {
-            let library = library_path().ok_or("cannot find where outboard.clap was loaded from")?;
-            let dir = library.parent().map(Path::to_path_buf).unwrap_or_default();
-            (dir.join(SCRIPTS_HOST_NAME), format!("beside {}", library.display()))
-        }
-    };
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(path),
-        Ok(_) => Err(format!("{} ({how}) is not an executable file", path.display())),
-        Err(e) => Err(format!("{} ({how}): {e}", path.display())),
+    if std::env::var_os(SCRIPTS_HOST_ENV).is_some() {
+        return process::locate_scripts_host(None);
     }
+    let library = library_path().ok_or("cannot find where outboard.clap was loaded from")?;
+    process::locate_scripts_host(Some(&library))
 }
 
 fn make_script_dir() -> std::io::Result<PathBuf> {
@@ -330,7 +320,7 @@ pub fn register(port: TrackPort, script: &ScriptSource, hints: Vec<String>) -> R
             Ok(exe) => exe,
             Err(why) => {
                 let why = format!(
-                    "no scripts host: {why}; set {SCRIPTS_HOST_ENV} or put {SCRIPTS_HOST_NAME} beside the .clap"
+                    "no scripts host: {why}; set {SCRIPTS_HOST_ENV} or put {SCRIPTS_HOST_BIN} beside the .clap"
                 );
                 service.unavailable = Some(why.clone());
                 return Err(Unavailable { why: format!("{why}. Audio passes through dry."), first: true });

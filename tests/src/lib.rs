@@ -20,6 +20,15 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
 }
 
+/// The scripts host, found the way every program finds it
+/// (`outboard_engine::workers::process::locate_scripts_host`:
+/// `$OUTBOARD_SCRIPTS_HOST`, else beside the test executable, else in the
+/// workspace's target folder).
+pub fn scripts_host() -> PathBuf {
+    outboard_engine::workers::process::locate_scripts_host(None)
+        .unwrap_or_else(|e| panic!("{e} (cargo xtask test builds it)"))
+}
+
 /// The workspace's root folder (where the example scripts are).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()

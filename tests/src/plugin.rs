@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{ScriptDir, workspace_bin};
+use crate::{ScriptDir, scripts_host, workspace_bin};
 
 pub struct PluginBundle {
     dir: ScriptDir,
@@ -20,7 +20,7 @@ impl PluginBundle {
             .expect("copy the plugin");
         if with_sidecar {
             let sidecar = dir.path().join("outboard-scripts-host");
-            std::fs::copy(workspace_bin("outboard-scripts-host"), sidecar).expect("copy the scripts host");
+            std::fs::copy(scripts_host(), sidecar).expect("copy the scripts host");
         }
         PluginBundle { dir }
     }
@@ -54,8 +54,7 @@ impl Vst3Bundle {
         let binaries = bundle.binaries();
         std::fs::create_dir_all(&binaries).expect("create the VST3 bundle");
         std::fs::copy(workspace_bin("liboutboard_plugin.so"), binaries.join("Outboard.so")).expect("copy the plugin");
-        std::fs::copy(workspace_bin("outboard-scripts-host"), binaries.join("outboard-scripts-host"))
-            .expect("copy the scripts host");
+        std::fs::copy(scripts_host(), binaries.join("outboard-scripts-host")).expect("copy the scripts host");
         bundle
     }
 

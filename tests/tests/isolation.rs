@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host, workspace_bin};
 
 const SCRIPT: &str = "def process(block, ctx):\n    block *= 2.0\n";
 
@@ -120,7 +120,7 @@ fn regions_are_memfds_and_the_only_descriptors_workers_inherit() {
     let script = PathBuf::from(dir.write("double.py", SCRIPT));
     let strays = Strays::open(&dir);
     let template = TrackConfig::new(0, "template");
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+    let mut config = SupervisorConfig::new(scripts_host(), &template);
     config.max_workers = 2;
     // Started on a thread that ends at once: the workers' parent-death signal
     // follows the thread that spawned them, which must be the supervisor's own.

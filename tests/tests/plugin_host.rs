@@ -3,7 +3,7 @@
 //! threads, the script applied through the plugin's state.
 
 use outboard_tests::plugin::{PluginBundle, assert_delayed, run_host as host};
-use outboard_tests::workspace_bin;
+use outboard_tests::scripts_host;
 
 const HALF: &str = "def process(block, ctx):\n    block *= 0.5\n";
 
@@ -105,7 +105,7 @@ fn without_its_scripts_host_the_plugin_passes_audio_dry_and_says_why_once() {
     assert_delayed(&input, &output, latency, 1.0);
 
     // OUTBOARD_SCRIPTS_HOST points the same bundle at a scripts host elsewhere.
-    let sidecar = workspace_bin("outboard-scripts-host");
+    let sidecar = scripts_host();
     let (report, stderr) = host(&bundle, &args, &[("OUTBOARD_SCRIPTS_HOST", sidecar.to_str().unwrap())]);
     assert!(!stderr.contains("no scripts host"), "{stderr}");
     assert!(report["child_processes"].as_u64().unwrap() >= 1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::plugin::{PluginBundle, assert_delayed, read_wav, run_host as host};
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host};
 
 /// The Python the workers embed (what pyo3 was built against).
 fn python() -> String {
@@ -125,7 +125,7 @@ fn workers_are_shared_only_between_tracks_of_the_same_environment() {
     let env = make_venv(&dir.path().join("venv"), 0.5);
     let script = dir.write("plain.py", "def process(block, ctx):\n    pass\n");
     let template = TrackConfig::new(0, "template");
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+    let mut config = SupervisorConfig::new(scripts_host(), &template);
     // One worker at most: past the cap, tracks share, but only within an environment.
     config.max_workers = 1;
     config.echo_log = false;
@@ -149,7 +149,7 @@ fn workers_are_shared_only_between_tracks_of_the_same_environment() {
 /// A venv with scipy, kept under target/ between runs; None if scipy does
 /// not install here (no network to the package index).
 fn scipy_venv() -> Option<PathBuf> {
-    let target = workspace_bin("outboard-scripts-host").parent()?.parent()?.to_path_buf();
+    let target = scripts_host().parent()?.parent()?.to_path_buf();
     let venv = target.join(format!("test-venvs/scipy-py{}", python_version()));
     let venv_python = venv.join("bin/python");
     let has_scipy =

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use outboard_engine::wire::control::JobRequest;
 use outboard_engine::workers::pool::WorkerPool;
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host};
 use serde_json::{Value, json};
 
 fn pool(ncpus: usize) -> WorkerPool {
-    WorkerPool::new(workspace_bin("outboard-scripts-host"), ncpus).expect("start workers")
+    WorkerPool::new(scripts_host(), ncpus).expect("start workers")
 }
 
 fn run(

@@ -18,7 +18,7 @@ use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, Supervisor
 use outboard_tests::rt_safety::{
     assert_child_ok, current_tid, forbid_syscalls_but_wake, page_faults, run_child, scenario,
 };
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host};
 
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;
@@ -151,7 +151,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
     let script = dir.write("safe.py", SCRIPT);
     let mut cfg = TrackConfig::new(1, "safe");
     cfg.voice = Some(Waveform::Saw);
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &cfg);
+    let mut config = SupervisorConfig::new(scripts_host(), &cfg);
     config.echo_log = false;
     let supervisor = Supervisor::start(config);
     let (mut track, port) = Track::new(cfg.clone());
@@ -347,7 +347,7 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
     let dir = ScriptDir::new("rt-safety-plugin");
     // SAFETY: this runs in a child process started for this scenario, before
     // it starts any thread that could read the environment.
-    unsafe { std::env::set_var("OUTBOARD_SCRIPTS_HOST", workspace_bin("outboard-scripts-host")) };
+    unsafe { std::env::set_var("OUTBOARD_SCRIPTS_HOST", scripts_host()) };
     // SAFETY: the entry is outboard.clap's own, linked in.
     let bundle = unsafe { Bundle::from_entry(&outboard_plugin::clap_entry, &dir.path().join("outboard.clap")) }
         .expect("the linked plugin");
@@ -512,7 +512,7 @@ fn the_graph_track_threads_are_realtime_safe() {
         let dir = ScriptDir::new("rt-safety-graph");
         let script = dir.write("safe.py", SCRIPT);
         let template = TrackConfig::new(0, "template");
-        let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+        let mut config = SupervisorConfig::new(scripts_host(), &template);
         config.echo_log = false;
         let supervisor = Supervisor::start(config);
         let violations = Arc::new(AtomicU32::new(0));

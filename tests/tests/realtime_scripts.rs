@@ -7,10 +7,10 @@ use std::time::Duration;
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{classify_blocks, run_paced};
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host};
 
 fn supervisor(template: &TrackConfig) -> Supervisor {
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), template);
+    let mut config = SupervisorConfig::new(scripts_host(), template);
     config.echo_log = true;
     Supervisor::start(config)
 }
@@ -350,11 +350,7 @@ fn a_slow_interpreter_start_is_not_taken_for_a_hang_nor_put_ahead_of_running_wor
     dir.write("sitecustomize.py", "import time\ntime.sleep(1.5)\n");
     let wrapper = dir.write(
         "slow-start-host",
-        &format!(
-            "#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n",
-            dir.path().display(),
-            workspace_bin("outboard-scripts-host").display()
-        ),
+        &format!("#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n", dir.path().display(), scripts_host().display()),
     );
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let cfg = TrackConfig::new(8, "slow-start");
@@ -405,7 +401,7 @@ fn removed_tracks_free_their_workers_for_new_ones() {
     let dir = ScriptDir::new("rt-churn");
     let script = dir.write("double.py", "def process(block, ctx):\n    block *= 2.0\n");
     let template = TrackConfig::new(0, "template");
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), &template);
+    let mut config = SupervisorConfig::new(scripts_host(), &template);
     config.max_workers = 2;
     config.slots_per_worker = 2;
     let sup = Supervisor::start(config);

@@ -5,29 +5,24 @@
 //! tracks), and the catch-up test makes the worker fall behind by a
 //! handshake with the script, not by the clock.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{ScriptLink, Track, TrackConfig, TrackPort};
-use outboard_engine::shm::region::Region;
 use outboard_engine::wire::control::{Request, ScriptSpec};
-use outboard_engine::wire::rings::{
-    REPLY_RING, REQUEST_RING, region_rings, slot_ring_from_script, slot_ring_to_script,
-};
-use outboard_engine::workers::pool::worker_command;
+use outboard_engine::wire::rings::{slot_ring_from_script, slot_ring_to_script};
+use outboard_engine::workers::process::{Launch, LogCapture, WorkerProcess};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{one_at_a_time, signal};
-use outboard_tests::{ScriptDir, workspace_bin};
+use outboard_tests::{ScriptDir, scripts_host};
 
 /// Long enough for any result on a busy machine (the worker starting included).
 const WAIT: Duration = Duration::from_secs(60);
 
 fn supervisor(template: &TrackConfig, adjust: impl FnOnce(&mut SupervisorConfig)) -> Supervisor {
-    let mut config = SupervisorConfig::new(workspace_bin("outboard-scripts-host"), template);
+    let mut config = SupervisorConfig::new(scripts_host(), template);
     config.echo_log = true;
     adjust(&mut config);
     Supervisor::start(config)
@@ -305,9 +300,9 @@ fn a_worker_far_behind_skips_the_oldest_blocks_and_says_so() {
 /// A worker started the way the supervisor starts one, with tracks wired to
 /// it by hand, whose raw stderr lines the test reads.
 struct BareWorker {
-    child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    _region: Region,
+    /// Killed when dropped.
+    _process: WorkerProcess,
     _ports: Vec<TrackPort>,
 }
 
@@ -315,22 +310,16 @@ impl BareWorker {
     /// Starts a worker running `scripts` (track config and path) on slots 0..n.
     fn start(scripts: &[(TrackConfig, PathBuf)]) -> (BareWorker, Vec<Track>) {
         let template = &scripts[0].0;
-        let rings = region_rings(scripts.iter().map(|_| template.slot_rings()));
-        let mut region = Region::create_with(&rings, 1).expect("region");
-        let mut requests = region.producer(REQUEST_RING).expect("fresh region");
-        let _replies = region.consumer(REPLY_RING).expect("fresh region");
-        let mut command = worker_command(&workspace_bin("outboard-scripts-host"), &region, 0);
-        command.stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start the worker");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped");
         let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("worker: {line:?}");
-                sink.lock().expect("lines").push(line);
-            }
-        });
+        let mut launch = Launch::new(scripts_host());
+        launch.log = Some(LogCapture::new(move |_, line| {
+            eprintln!("worker: {line:?}");
+            sink.lock().expect("lines").push(line.to_string());
+            true
+        }));
+        let slots = scripts.iter().map(|_| template.slot_rings());
+        let mut process = WorkerProcess::start(&launch, 0, 1, slots, None).expect("start the worker");
         let mut tracks = Vec::new();
         let mut ports = Vec::new();
         for (slot, (cfg, path)) in scripts.iter().enumerate() {
@@ -348,20 +337,18 @@ impl BareWorker {
                 hints: Vec::new(),
                 instrument: false,
             };
-            for fragment in Request::LoadScript(spec).fragments() {
-                requests.try_push(&fragment).expect("control ring has room");
-            }
+            process.send(&Request::LoadScript(spec));
             let (track, mut port) = Track::new(cfg.clone());
             let link = ScriptLink {
-                to_script: region.producer(slot_ring_to_script(slot)).expect("fresh region"),
-                from_script: region.consumer(slot_ring_from_script(slot)).expect("fresh region"),
+                to_script: process.region().producer(slot_ring_to_script(slot)).expect("fresh region"),
+                from_script: process.region().consumer(slot_ring_from_script(slot)).expect("fresh region"),
                 generation: 1,
             };
             assert!(port.send_link(link));
             tracks.push(track);
             ports.push(port);
         }
-        (BareWorker { child, lines, _region: region, _ports: ports }, tracks)
+        (BareWorker { lines, _process: process, _ports: ports }, tracks)
     }
 
     fn lines(&self) -> Vec<String> {
@@ -378,13 +365,6 @@ impl BareWorker {
                 Some((line.clone(), value))
             })
             .collect()
-    }
-}
-
-impl Drop for BareWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::wire::control::JobRequest;
-use outboard_engine::workers::pool::{WorkerPool, locate_scripts_host};
+use outboard_engine::workers::pool::WorkerPool;
+use outboard_engine::workers::process::locate_scripts_host;
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 
 fn main() {
@@ -22,7 +23,7 @@ fn main() {
     let mode = args.next().expect(usage);
     let script = PathBuf::from(args.next().expect(usage));
     let n: usize = args.next().and_then(|a| a.parse().ok()).expect(usage);
-    let exe = locate_scripts_host().expect("outboard-scripts-host");
+    let exe = locate_scripts_host(None).expect("outboard-scripts-host");
     // Whatever is started is kept alive until the process is killed.
     let (pids, _keep): (Vec<u32>, Box<dyn std::any::Any>) = match mode.as_str() {
         "tracks" => {

@@ -24,9 +24,7 @@
 //! can reach its successor, and no position is ever written by two parties.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -34,14 +32,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::realtime::track::{ScriptLink, TrackPort};
-use crate::shm::region::Region;
-use crate::shm::ring::{Consumer, Producer};
-use crate::wire::control::{JobRequest, Json, ProtocolError, Reassembler, Reply, Request, ScriptSpec};
+use crate::wire::control::{JobRequest, Json, ProtocolError, Reply, Request, ScriptSpec};
 use crate::wire::declared::Declaration;
-use crate::wire::rings::{
-    CONTROL_RING, REPLY_RING, REQUEST_RING, SlotRings, region_rings, slot_ring_from_script, slot_ring_to_script,
-};
-use crate::workers::pool::worker_command;
+use crate::wire::rings::{SlotRings, slot_ring_from_script, slot_ring_to_script};
+use crate::workers::process::{Launch, LogCapture, WorkerProcess, shut_down};
 use crate::workers::python_env;
 use crate::workers::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
 
@@ -338,11 +332,7 @@ struct Worker {
     generation: u32,
     /// The Python environment its scripts import from (None: built-in).
     python_env: Option<PathBuf>,
-    child: Child,
-    region: Region,
-    requests: Producer,
-    replies: Consumer,
-    reassembler: Reassembler,
+    process: WorkerProcess,
     slots: Vec<Slot>,
     hog: bool,
     last_beat: u64,
@@ -355,17 +345,6 @@ struct Worker {
     standing: Standing,
     /// Consecutive policing windows in which its tracks kept up.
     kept_up: u32,
-}
-
-impl Worker {
-    /// Sends a control request, as far as the ring has room: it is far
-    /// larger than any request, so a full ring means the worker is wedged,
-    /// which the watch catches.
-    fn send(&mut self, request: &Request) {
-        for fragment in request.fragments() {
-            let _ = self.requests.try_push(&fragment);
-        }
-    }
 }
 
 /// What a worker slot holds.
@@ -396,8 +375,9 @@ struct Watcher {
     config: SupervisorConfig,
     shared: Arc<Shared>,
     commands: Receiver<Command>,
-    /// Cloned into each worker's log thread, which forwards its lines here.
-    log_tx: Sender<Command>,
+    /// How workers are started (their stderr lines come back as
+    /// `Command::WorkerLog`).
+    launch: Launch,
     workers: Vec<Worker>,
     /// The spare (see `SupervisorConfig::spare_worker`), and whether it has
     /// answered that it is warm.
@@ -410,12 +390,6 @@ struct Watcher {
     tracks: Vec<TrackEntry>,
     next_shared_worker: usize,
     priority_warned: bool,
-    /// Scratch for one control message from a worker.
-    reply_buf: Vec<u8>,
-    /// The threads copying workers' stderr: joined at shutdown, so no thread
-    /// of this library outlives the supervisor (a plugin may be unloaded
-    /// right after).
-    log_threads: Vec<JoinHandle<()>>,
 }
 
 impl Watcher {
@@ -425,11 +399,18 @@ impl Watcher {
         commands: Receiver<Command>,
         log_tx: Sender<Command>,
     ) -> Watcher {
+        let launch = Launch {
+            exe: config.exe.clone(),
+            memory_limit: config.memory_limit,
+            log: Some(LogCapture::new(move |pid, line| {
+                log_tx.send(Command::WorkerLog { pid, line: WorkerLine::parse(line) }).is_ok()
+            })),
+        };
         Watcher {
             config,
             shared,
             commands,
-            log_tx,
+            launch,
             workers: Vec::new(),
             spare: None,
             spare_not_before: None,
@@ -437,8 +418,6 @@ impl Watcher {
             tracks: Vec::new(),
             next_shared_worker: 0,
             priority_warned: false,
-            reply_buf: vec![0; CONTROL_RING.payload],
-            log_threads: Vec::new(),
         }
     }
 
@@ -469,17 +448,10 @@ impl Watcher {
         if let Some((spare, _)) = self.spare.take() {
             self.workers.push(spare);
         }
-        for worker in &mut self.workers {
-            worker.send(&Request::Shutdown);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        for worker in &mut self.workers {
-            let _ = worker.child.kill();
-            let _ = worker.child.wait();
-        }
+        shut_down(self.workers.iter_mut().map(|w| &mut w.process), Duration::from_millis(20));
         // The workers are gone, so their stderr pipes are at end of file.
-        for thread in self.log_threads.drain(..) {
-            let _ = thread.join();
+        if let Some(log) = &self.launch.log {
+            log.join();
         }
         // Their last words (a crash report) are worth keeping.
         while let Ok(command) = self.commands.try_recv() {
@@ -496,7 +468,7 @@ impl Watcher {
             Command::AddHog(script, function) => match self.spawn(0, true, None) {
                 Ok(mut worker) => {
                     let job = JobRequest::new(script, function, vec![]);
-                    worker.send(&Request::Job { id: 1, body: Json::new(&job) });
+                    worker.process.send(&Request::Job { id: 1, body: Json::new(&job) });
                     self.workers.push(worker);
                     self.publish_pids();
                 }
@@ -521,16 +493,16 @@ impl Watcher {
             }
             Command::KillWorkerOf(track, reply) => {
                 let pid = self.tracks.iter().find(|t| t.port.config.id == track).map(|t| {
-                    let child = &mut self.workers[t.worker].child;
-                    let _ = child.kill();
-                    child.id()
+                    let process = &mut self.workers[t.worker].process;
+                    process.signal_kill();
+                    process.pid()
                 });
                 let _ = reply.send(pid);
             }
             Command::WorkerLog { pid, line } => {
                 // A line from an incarnation since replaced still concerns
                 // the tracks of that worker slot; one from the spare, none.
-                let current = self.workers.iter().position(|w| w.child.id() == pid);
+                let current = self.workers.iter().position(|w| w.process.pid() == pid);
                 let Some(worker) = current.or_else(|| self.retired.iter().find(|r| r.0 == pid).map(|r| r.1)) else {
                     self.shared.keep(&line.text, self.config.echo_log);
                     return;
@@ -681,7 +653,7 @@ impl Watcher {
         entry.ready_since = None;
         entry.port.stats.script_ready.store(false, Ordering::Release);
         Self::connect(&mut self.workers[worker], &mut entry);
-        let (id, pid) = (entry.port.config.id, self.workers[worker].child.id());
+        let (id, pid) = (entry.port.config.id, self.workers[worker].process.pid());
         let text = format!("outboard: started worker {worker} (pid {pid}) for {}", entry.port.config.name);
         self.tracks.push(entry);
         // A worker's start is news; a track joining a running one is not
@@ -696,7 +668,7 @@ impl Watcher {
     fn unplace(&mut self, index: usize) -> TrackEntry {
         let entry = self.tracks.swap_remove(index);
         let worker = &mut self.workers[entry.worker];
-        worker.send(&Request::UnloadScript { slot: entry.slot });
+        worker.process.send(&Request::UnloadScript { slot: entry.slot });
         worker.slots[entry.slot] = Slot::Retired;
         entry
     }
@@ -705,8 +677,12 @@ impl Watcher {
     fn connect(worker: &mut Worker, entry: &mut TrackEntry) {
         Self::load_script(worker, entry);
         let link = ScriptLink {
-            to_script: worker.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
-            from_script: worker.region.consumer(slot_ring_from_script(entry.slot)).expect("slot rings exist once"),
+            to_script: worker.process.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
+            from_script: worker
+                .process
+                .region
+                .consumer(slot_ring_from_script(entry.slot))
+                .expect("slot rings exist once"),
             generation: worker.generation,
         };
         entry.port.send_link(link);
@@ -729,7 +705,7 @@ impl Watcher {
             values: (0..crate::wire::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
             instrument: cfg.instrument,
         };
-        worker.send(&Request::LoadScript(spec));
+        worker.process.send(&Request::LoadScript(spec));
     }
 
     /// Starts a new worker, to be pushed at the end of `workers`.
@@ -746,53 +722,17 @@ impl Watcher {
         generation: u32,
         python_env: Option<PathBuf>,
     ) -> Result<Worker, String> {
-        let rings = region_rings(std::iter::repeat_n(self.config.slot_rings, slots));
-        let mut region = Region::create_with(&rings, generation).map_err(|e| format!("shared region: {e}"))?;
-        let requests = region.producer(REQUEST_RING).expect("fresh region");
-        let replies = region.consumer(REPLY_RING).expect("fresh region");
-        let mut command = worker_command(&self.config.exe, &region, index);
-        if let Some(env) = &python_env {
-            command.arg("--python-env").arg(env);
-        }
-        command.stderr(Stdio::piped());
-        if let Some(limit) = self.config.memory_limit {
-            // SAFETY: runs in the child between fork and exec; setrlimit is
-            // async-signal-safe and touches only the integer `limit`.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                    let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
-                    rustix::process::setrlimit(rustix::process::Resource::As, rlimit)?;
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.config.exe.display()))?;
-        let pid = child.id();
-        if let Some(stderr) = child.stderr.take() {
-            let tx = self.log_tx.clone();
-            let thread = std::thread::Builder::new().name(format!("outboard-log-{pid}")).spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let line = WorkerLine::parse(&line);
-                    if tx.send(Command::WorkerLog { pid, line }).is_err() {
-                        break;
-                    }
-                }
-            });
-            self.log_threads.retain(|t| !t.is_finished());
-            self.log_threads.extend(thread.ok());
-        }
+        let slot_rings = std::iter::repeat_n(self.config.slot_rings, slots);
+        let process = WorkerProcess::start(&self.launch, index, generation, slot_rings, python_env.as_deref())
+            .map_err(|e| e.0)?;
         if !hog {
-            set_scheduling(pid, libc::SCHED_OTHER, 0, STARTING_NICE);
+            set_scheduling(process.pid(), libc::SCHED_OTHER, 0, STARTING_NICE);
         }
-        let beat = region.status().heartbeat.load(Ordering::Relaxed);
+        let beat = process.region.status().heartbeat.load(Ordering::Relaxed);
         Ok(Worker {
             generation,
             python_env,
-            child,
-            region,
-            requests,
-            replies,
-            reassembler: Reassembler::default(),
+            process,
             slots: vec![Slot::Free; slots],
             hog,
             last_beat: beat,
@@ -826,40 +766,36 @@ impl Watcher {
     }
 
     fn publish_pids(&self) {
-        *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.child.id()).collect();
+        *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.process.pid()).collect();
     }
 
     /// Reads what workers report on their control rings: scripts loaded,
     /// what they declare.
     fn read_replies(&mut self) {
         let mut declared = Vec::new();
-        let buf = &mut self.reply_buf;
         if let Some((spare, ready)) = &mut self.spare {
-            while let Ok(len) = spare.replies.try_pop(buf) {
-                if let Ok(Some(message)) = spare.reassembler.push(&buf[..len])
-                    && let Ok(Reply::Warm) = Reply::decode(message)
-                {
+            while let Ok(Some(reply)) = spare.process.try_reply() {
+                if let Reply::Warm = reply {
                     *ready = true;
-                    self.shared.spare_ready.store(spare.child.id(), Ordering::Release);
+                    self.shared.spare_ready.store(spare.process.pid(), Ordering::Release);
                 }
             }
         }
         for (index, worker) in self.workers.iter_mut().enumerate() {
-            while let Ok(len) = worker.replies.try_pop(buf) {
-                let Ok(Some(message)) = worker.reassembler.push(&buf[..len]) else { continue };
-                let slot = match Reply::decode(message) {
-                    Ok(Reply::ScriptDeclared { slot, body }) => {
+            while let Ok(Some(reply)) = worker.process.try_reply() {
+                let slot = match reply {
+                    Reply::ScriptDeclared { slot, body } => {
                         declared.push((index, slot, body));
                         continue;
                     }
-                    Ok(Reply::ScriptLoaded { slot, .. }) => slot,
+                    Reply::ScriptLoaded { slot, .. } => slot,
                     _ => continue,
                 };
                 // Its interpreter is up: from now on it serves blocks, at the
                 // priority that keeps them on time.
                 if worker.standing == Standing::Starting {
                     worker.standing = Standing::Probation;
-                    set_scheduling(worker.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
+                    set_scheduling(worker.process.pid(), libc::SCHED_OTHER, 0, RAISED_NICE);
                 }
                 for track in self.tracks.iter().filter(|t| t.worker == index && t.slot == slot) {
                     track.port.stats.script_ready.store(true, Ordering::Release);
@@ -933,7 +869,7 @@ impl Watcher {
                 continue;
             }
             let worker = &mut self.workers[index];
-            let pid = worker.child.id();
+            let pid = worker.process.pid();
             let (hogging, keeping_up) = (late * 2 > blocks, late == 0);
             worker.kept_up = if keeping_up { worker.kept_up + 1 } else { 0 };
             if hogging && worker.standing != Standing::Demoted {
@@ -971,7 +907,7 @@ impl Watcher {
                 .map(|t| t.port.stats.blocks.load(Ordering::Relaxed))
                 .sum();
             let worker = &mut self.workers[index];
-            let beat = worker.region.status().heartbeat.load(Ordering::Relaxed);
+            let beat = worker.process.region.status().heartbeat.load(Ordering::Relaxed);
             if beat != worker.last_beat {
                 worker.last_beat = beat;
                 worker.last_beat_at = now;
@@ -986,14 +922,14 @@ impl Watcher {
                 // demote it now; it is raised again once it keeps up.
                 worker.standing = Standing::Demoted;
                 worker.kept_up = 0;
-                let pid = worker.child.id();
+                let pid = worker.process.pid();
                 set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
                 let text =
                     format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority");
                 self.say(Some(index), LogLevel::Warning, text);
             }
             let worker = &mut self.workers[index];
-            let why = if let Ok(Some(status)) = worker.child.try_wait() {
+            let why = if let Some(status) = worker.process.exited() {
                 Some(format!("exited ({status})"))
             } else if !worker.hog
                 && worker.slots.iter().any(|s| matches!(s, Slot::Track(_)))
@@ -1022,7 +958,7 @@ impl Watcher {
     /// none is: scanning a plugin starts nothing); replaces one that died.
     fn keep_spare(&mut self) {
         if let Some((spare, _)) = &mut self.spare
-            && !matches!(spare.child.try_wait(), Ok(None))
+            && spare.process.exited().is_some()
         {
             // It died idle (killed from outside, out of memory): start
             // another, but not in a loop.
@@ -1032,10 +968,9 @@ impl Watcher {
         }
         let wanted = self.config.spare_worker && !self.tracks.is_empty();
         if !wanted {
-            if let Some((mut spare, _)) = self.spare.take() {
+            if self.spare.take().is_some() {
+                // Dropped: killed and reaped.
                 self.shared.spare_ready.store(0, Ordering::Release);
-                let _ = spare.child.kill();
-                let _ = spare.child.wait();
             }
             return;
         }
@@ -1048,8 +983,8 @@ impl Watcher {
         match self.spawn(self.config.slots_per_worker, false, None) {
             Ok(mut spare) => {
                 // Warming up is background work, below every worker that serves.
-                set_scheduling(spare.child.id(), libc::SCHED_OTHER, 0, SPARE_NICE);
-                spare.send(&Request::Warm);
+                set_scheduling(spare.process.pid(), libc::SCHED_OTHER, 0, SPARE_NICE);
+                spare.process.send(&Request::Warm);
                 self.spare = Some((spare, false));
             }
             Err(e) => {
@@ -1069,16 +1004,15 @@ impl Watcher {
         self.shared.spare_ready.store(0, Ordering::Release);
         // Its interpreter is up: it serves blocks from now on.
         spare.standing = Standing::Probation;
-        set_scheduling(spare.child.id(), libc::SCHED_OTHER, 0, RAISED_NICE);
+        set_scheduling(spare.process.pid(), libc::SCHED_OTHER, 0, RAISED_NICE);
         spare.last_beat_at = Instant::now();
         Some(spare)
     }
 
     fn restart(&mut self, index: usize, why: &str) {
         let now = Instant::now();
-        let old_pid = self.workers[index].child.id();
-        let _ = self.workers[index].child.kill();
-        let _ = self.workers[index].child.wait();
+        let old_pid = self.workers[index].process.pid();
+        self.workers[index].process.kill();
         let generation = self.workers[index].generation + 1;
         let slots = self.workers[index].slots.clone();
         let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
@@ -1112,7 +1046,7 @@ impl Watcher {
             fresh.restart_not_before = Some(now + backoff);
         }
         fresh.recent_restarts = recent;
-        let new_pid = fresh.child.id();
+        let new_pid = fresh.process.pid();
         self.workers[index] = fresh;
         for entry in self.tracks.iter_mut().filter(|t| t.worker == index) {
             entry.port.stats.link_faulted.store(false, Ordering::Release);
