@@ -22,6 +22,13 @@
 //! A fresh region per incarnation, rather than resetting positions in the old
 //! one, means nothing a dying (possibly hostile) worker left in shared memory
 //! can reach its successor, and no position is ever written by two parties.
+//!
+//! Here: the handle ([`Supervisor`]), its thread's loop and what workers
+//! report (messages, declarations). Beside it: `placement` (which worker and
+//! slot runs a track), `lifecycle` (starting, watching and restarting
+//! workers, the spare) and `priority` (the workers' scheduling policy).
+//! Worker processes themselves are started and stopped by
+//! [`crate::workers::process`].
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -31,13 +38,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::realtime::track::{ScriptLink, TrackPort};
-use crate::wire::control::{JobRequest, Json, ProtocolError, Reply, Request, ScriptSpec};
+use crate::realtime::track::TrackPort;
+use crate::wire::control::{JobRequest, Json, ProtocolError, Reply, Request};
 use crate::wire::declared::Declaration;
-use crate::wire::rings::{SlotRings, slot_ring_from_script, slot_ring_to_script};
-use crate::workers::process::{Launch, LogCapture, WorkerProcess, shut_down};
+use crate::wire::rings::SlotRings;
+use crate::workers::process::{Launch, LogCapture, shut_down};
 use crate::workers::python_env;
 use crate::workers::script_log::{LogLevel, LogListener, LogRecord, WorkerLine};
+
+mod lifecycle;
+mod placement;
+mod priority;
+
+use lifecycle::Worker;
+use placement::TrackEntry;
+use priority::{POLICING_WINDOW, Standing};
 
 /// How the supervisor runs its workers.
 #[derive(Clone, Debug)]
@@ -177,37 +192,6 @@ struct Shared {
 }
 
 const LOG_LINES: usize = 2000;
-/// Nice value of a worker demoted for hogging.
-const DEMOTED_NICE: i32 = 15;
-/// Nice value of a raised worker where SCHED_FIFO is not permitted.
-const RAISED_NICE: i32 = -10;
-/// Nice value of a worker until its first script has loaded: starting CPython
-/// and numpy is a burst of CPU (and kernel work) that must not delay the
-/// running workers' blocks, as it did at their nice -10.
-const STARTING_NICE: i32 = 0;
-/// Nice value of the spare worker while it warms up and waits.
-const SPARE_NICE: i32 = 10;
-
-/// Sets a worker's scheduling policy and nice value; false if not permitted.
-fn set_scheduling(pid: u32, policy: libc::c_int, priority: i32, nice: i32) -> bool {
-    let param = libc::sched_param { sched_priority: priority };
-    // SAFETY: plain syscall wrappers on a process id we own; `param` outlives the call.
-    unsafe {
-        libc::sched_setscheduler(pid as libc::pid_t, policy, &param) == 0
-            && (policy != libc::SCHED_OTHER || libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0)
-    }
-}
-/// How often workers are checked for hogging: a hog is caught within a few
-/// blocks, before the scheduler's wake-up granularity lets it delay others.
-const POLICING_WINDOW: Duration = Duration::from_millis(20);
-/// Windows of keeping up (one second) before a worker gets realtime priority.
-const PROMOTE_AFTER_WINDOWS: u32 = 50;
-/// How long after its script loaded a track's lateness starts to count.
-const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
-/// A worker that has not beaten for this long while its tracks went on
-/// handing it blocks is stuck in a script call (a worker serving tracks
-/// beats at every block): it is demoted at once (see `watch`).
-const STUCK_AFTER: Duration = Duration::from_millis(8);
 
 impl Shared {
     /// Keeps a message's lines for [`Supervisor::log_lines`].
@@ -311,64 +295,6 @@ impl Drop for Supervisor {
             let _ = thread.join();
         }
     }
-}
-
-struct TrackEntry {
-    /// When the track's script was first seen loaded (for the demotion check).
-    ready_since: Option<Instant>,
-    /// Late results counted at the last look, for the demotion check.
-    late_seen: u64,
-    blocks_seen: u64,
-    port: TrackPort,
-    script: PathBuf,
-    params: Vec<String>,
-    hints: Vec<String>,
-    python_env: Option<PathBuf>,
-    worker: usize,
-    slot: usize,
-}
-
-struct Worker {
-    generation: u32,
-    /// The Python environment its scripts import from (None: built-in).
-    python_env: Option<PathBuf>,
-    process: WorkerProcess,
-    slots: Vec<Slot>,
-    hog: bool,
-    last_beat: u64,
-    last_beat_at: Instant,
-    /// Blocks its tracks had been handed when its last beat was seen.
-    blocks_at_last_beat: u64,
-    recent_restarts: VecDeque<Instant>,
-    restart_not_before: Option<Instant>,
-    /// Where the worker stands in the priority policy (see `police_hogs`).
-    standing: Standing,
-    /// Consecutive policing windows in which its tracks kept up.
-    kept_up: u32,
-}
-
-/// What a worker slot holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    Free,
-    Track(u32),
-    /// Held a track that was removed: not reused until the worker restarts
-    /// with a fresh region.
-    Retired,
-}
-
-/// A worker's standing in the priority policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Standing {
-    /// Starting its interpreter: nice 0, below the running workers, until
-    /// its first script has loaded.
-    Starting,
-    /// New: nice -10 until its tracks have kept up for a while.
-    Probation,
-    /// Kept up: SCHED_FIFO at the configured priority.
-    Raised,
-    /// Late for most blocks: nice 15.
-    Demoted,
 }
 
 struct Watcher {
@@ -558,217 +484,6 @@ impl Watcher {
         self.emit(LogRecord { level, tracks, text });
     }
 
-    fn remove_track(&mut self, id: u32) {
-        let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
-        self.unplace(index);
-    }
-
-    /// Restarts, with a fresh region, every track worker whose tracks were
-    /// all removed but whose slots are used up: it is as good as new after.
-    fn recycle_spent_workers(&mut self) {
-        for index in 0..self.workers.len() {
-            let worker = &self.workers[index];
-            let spent = !worker.hog && !worker.slots.is_empty() && worker.slots.iter().all(|s| *s == Slot::Retired);
-            if spent {
-                let slots = worker.slots.len();
-                self.workers[index].slots = vec![Slot::Free; slots];
-                self.restart(index, "has no tracks left");
-            }
-        }
-    }
-
-    fn add_track(&mut self, track: ScriptedTrack) {
-        self.recycle_spent_workers();
-        let cfg = &track.port.config;
-        if !self.config.slot_rings.hold(cfg.slot_rings()) {
-            let text = format!("outboard: track {} does not fit the supervisor's ring shapes; it plays dry", cfg.name);
-            self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
-            return;
-        }
-        let entry = TrackEntry {
-            ready_since: None,
-            late_seen: 0,
-            blocks_seen: 0,
-            port: track.port,
-            script: track.script,
-            params: track.params,
-            hints: track.hints,
-            python_env: track.python_env,
-            worker: usize::MAX,
-            slot: 0,
-        };
-        self.place(entry);
-    }
-
-    /// Finds (or starts) a worker for the track, in its Python environment,
-    /// loads its script there and sends it its link.
-    fn place(&mut self, mut entry: TrackEntry) {
-        let env = entry.python_env.clone();
-        let same_env = |w: &Worker| !w.hog && w.python_env == env;
-        let track_workers = self.workers.iter().filter(|w| !w.hog).count();
-        // A worker whose tracks were all removed takes the next track before
-        // any new process is started (restarted first if it runs another
-        // environment).
-        let idle = (0..self.workers.len()).find(|&i| {
-            let w = &self.workers[i];
-            !w.hog && w.slots.contains(&Slot::Free) && !w.slots.iter().any(|s| matches!(s, Slot::Track(_)))
-        });
-        let mut started = false;
-        let shared: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| same_env(&self.workers[i]) && self.workers[i].slots.contains(&Slot::Free))
-            .collect();
-        let worker = if let Some(idle) = idle {
-            if self.workers[idle].python_env != env {
-                self.workers[idle].python_env = env.clone();
-                self.restart(idle, "is taken by a track in another Python environment");
-            }
-            idle
-        } else if track_workers < self.config.max_workers || shared.is_empty() {
-            // Past the cap, a new environment still gets a worker of its own:
-            // workers are shared only between tracks of the same environment.
-            match self.spawn(self.config.slots_per_worker, false, env.clone()) {
-                Ok(worker) => {
-                    self.workers.push(worker);
-                    self.publish_pids();
-                    started = true;
-                    self.workers.len() - 1
-                }
-                Err(e) => {
-                    let cfg = &entry.port.config;
-                    let text = format!("outboard: cannot start a worker for {}: {e}; it plays dry", cfg.name);
-                    self.emit(LogRecord { level: LogLevel::Error, tracks: vec![cfg.id], text });
-                    return;
-                }
-            }
-        } else {
-            // Past the cap: share, round-robin over workers of the same
-            // environment with a free slot.
-            self.next_shared_worker += 1;
-            shared[self.next_shared_worker % shared.len()]
-        };
-        let slot = self.workers[worker].slots.iter().position(|s| *s == Slot::Free).expect("a free slot");
-        self.workers[worker].slots[slot] = Slot::Track(entry.port.config.id);
-        entry.worker = worker;
-        entry.slot = slot;
-        entry.ready_since = None;
-        entry.port.stats.script_ready.store(false, Ordering::Release);
-        Self::connect(&mut self.workers[worker], &mut entry);
-        let (id, pid) = (entry.port.config.id, self.workers[worker].process.pid());
-        let text = format!("outboard: started worker {worker} (pid {pid}) for {}", entry.port.config.name);
-        self.tracks.push(entry);
-        // A worker's start is news; a track joining a running one is not
-        // (a host that reactivates on every call would repeat it forever).
-        if started {
-            self.emit(LogRecord { level: LogLevel::Info, tracks: vec![id], text });
-        }
-    }
-
-    /// Takes a track off its worker's slot (retired until that worker
-    /// restarts) and returns it.
-    fn unplace(&mut self, index: usize) -> TrackEntry {
-        let entry = self.tracks.swap_remove(index);
-        let worker = &mut self.workers[entry.worker];
-        worker.process.send(&Request::UnloadScript { slot: entry.slot });
-        worker.slots[entry.slot] = Slot::Retired;
-        entry
-    }
-
-    /// Loads the track's script on its worker and sends the track its link.
-    fn connect(worker: &mut Worker, entry: &mut TrackEntry) {
-        Self::load_script(worker, entry);
-        let link = ScriptLink {
-            to_script: worker.process.region.producer(slot_ring_to_script(entry.slot)).expect("slot rings exist once"),
-            from_script: worker
-                .process
-                .region
-                .consumer(slot_ring_from_script(entry.slot))
-                .expect("slot rings exist once"),
-            generation: worker.generation,
-        };
-        entry.port.send_link(link);
-    }
-
-    /// Asks the track's worker to load its script into the track's slot.
-    fn load_script(worker: &mut Worker, entry: &TrackEntry) {
-        let cfg = &entry.port.config;
-        let spec = ScriptSpec {
-            slot: entry.slot,
-            track: cfg.id,
-            name: cfg.name.clone(),
-            path: entry.script.clone(),
-            channels: cfg.channels,
-            frames: cfg.block,
-            rate: cfg.sample_rate,
-            latency_blocks: cfg.latency_blocks,
-            params: entry.params.clone(),
-            hints: entry.hints.clone(),
-            values: (0..crate::wire::block::MAX_PARAMS).map(|i| entry.port.params.get(i)).collect(),
-            instrument: cfg.instrument,
-        };
-        worker.process.send(&Request::LoadScript(spec));
-    }
-
-    /// Starts a new worker, to be pushed at the end of `workers`.
-    fn spawn(&mut self, slots: usize, hog: bool, python_env: Option<PathBuf>) -> Result<Worker, String> {
-        self.spawn_generation(self.workers.len(), slots, hog, 1, python_env)
-    }
-
-    /// Starts incarnation `generation` of worker `index`.
-    fn spawn_generation(
-        &mut self,
-        index: usize,
-        slots: usize,
-        hog: bool,
-        generation: u32,
-        python_env: Option<PathBuf>,
-    ) -> Result<Worker, String> {
-        let slot_rings = std::iter::repeat_n(self.config.slot_rings, slots);
-        let process = WorkerProcess::start(&self.launch, index, generation, slot_rings, python_env.as_deref())
-            .map_err(|e| e.0)?;
-        if !hog {
-            set_scheduling(process.pid(), libc::SCHED_OTHER, 0, STARTING_NICE);
-        }
-        let beat = process.region.status().heartbeat.load(Ordering::Relaxed);
-        Ok(Worker {
-            generation,
-            python_env,
-            process,
-            slots: vec![Slot::Free; slots],
-            hog,
-            last_beat: beat,
-            last_beat_at: Instant::now(),
-            blocks_at_last_beat: 0,
-            recent_restarts: VecDeque::new(),
-            restart_not_before: None,
-            standing: Standing::Starting,
-            kept_up: 0,
-        })
-    }
-
-    fn raise_priority(&mut self, pid: u32, priority: i32) {
-        if set_scheduling(pid, libc::SCHED_FIFO, priority, 0) {
-            return;
-        }
-        let fifo_error = std::io::Error::last_os_error();
-        let niced = set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
-        if !self.priority_warned {
-            self.priority_warned = true;
-            let fallback =
-                if niced { format!("they run at nice {RAISED_NICE}") } else { "they run at normal priority".into() };
-            let text =
-                format!("outboard: warning: cannot give script workers realtime priority ({fifo_error}); {fallback}");
-            // Said on this process's stderr even when the log is not echoed.
-            if !self.config.echo_log {
-                eprintln!("{text}");
-            }
-            self.emit(LogRecord { level: LogLevel::Warning, tracks: Vec::new(), text });
-        }
-    }
-
-    fn publish_pids(&self) {
-        *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.process.pid()).collect();
-    }
-
     /// Reads what workers report on their control rings: scripts loaded,
     /// what they declare.
     fn read_replies(&mut self) {
@@ -794,8 +509,7 @@ impl Watcher {
                 // Its interpreter is up: from now on it serves blocks, at the
                 // priority that keeps them on time.
                 if worker.standing == Standing::Starting {
-                    worker.standing = Standing::Probation;
-                    set_scheduling(worker.process.pid(), libc::SCHED_OTHER, 0, RAISED_NICE);
+                    worker.stand(Standing::Probation);
                 }
                 for track in self.tracks.iter().filter(|t| t.worker == index && t.slot == slot) {
                     track.port.stats.script_ready.store(true, Ordering::Release);
@@ -835,238 +549,5 @@ impl Watcher {
         if let Some(listener) = &self.config.on_declared {
             (listener.0)(id);
         }
-    }
-
-    /// A worker whose tracks were late for most of their last blocks is
-    /// hogging its CPU (a busy script): it is demoted to a low priority, so it
-    /// delays only its own tracks and not the workers sharing its cores; it is
-    /// raised again once it keeps up.
-    fn police_hogs(&mut self) {
-        for index in 0..self.workers.len() {
-            let (mut late, mut blocks) = (0, 0);
-            for track in self.tracks.iter_mut().filter(|t| t.worker == index) {
-                let now_late = track.port.stats.late_results.load(Ordering::Relaxed);
-                let now_blocks = track.port.stats.blocks.load(Ordering::Relaxed);
-                // Blocks before the script was loaded (and the first few after,
-                // pushed while it loaded) are late for want of a script, not
-                // because the worker hogs: judge only from a settled start.
-                let settled = match (track.port.stats.script_ready.load(Ordering::Acquire), track.ready_since) {
-                    (false, _) => false,
-                    (true, None) => {
-                        track.ready_since = Some(Instant::now());
-                        false
-                    }
-                    (true, Some(since)) => since.elapsed() > SETTLE_AFTER_LOAD,
-                };
-                if settled {
-                    late += now_late - track.late_seen.min(now_late);
-                    blocks += now_blocks - track.blocks_seen.min(now_blocks);
-                }
-                track.late_seen = now_late;
-                track.blocks_seen = now_blocks;
-            }
-            if blocks < 8 || self.workers[index].hog {
-                continue;
-            }
-            let worker = &mut self.workers[index];
-            let pid = worker.process.pid();
-            let (hogging, keeping_up) = (late * 2 > blocks, late == 0);
-            worker.kept_up = if keeping_up { worker.kept_up + 1 } else { 0 };
-            if hogging && worker.standing != Standing::Demoted {
-                worker.standing = Standing::Demoted;
-                set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
-                self.say(
-                    Some(index),
-                    LogLevel::Warning,
-                    format!("outboard: worker {index} (pid {pid}) is late for most blocks; lowering its priority"),
-                );
-            } else if worker.kept_up >= PROMOTE_AFTER_WINDOWS && worker.standing != Standing::Raised {
-                match self.config.worker_priority {
-                    Some(priority) => {
-                        worker.standing = Standing::Raised;
-                        self.raise_priority(pid, priority);
-                    }
-                    None if worker.standing == Standing::Demoted => {
-                        worker.standing = Standing::Probation;
-                        set_scheduling(pid, libc::SCHED_OTHER, 0, RAISED_NICE);
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-
-    /// Restarts workers that died, hang or whose rings faulted.
-    fn watch(&mut self) {
-        let now = Instant::now();
-        for index in 0..self.workers.len() {
-            let blocks: u64 = self
-                .tracks
-                .iter()
-                .filter(|t| t.worker == index)
-                .map(|t| t.port.stats.blocks.load(Ordering::Relaxed))
-                .sum();
-            let worker = &mut self.workers[index];
-            let beat = worker.process.region.status().heartbeat.load(Ordering::Relaxed);
-            if beat != worker.last_beat {
-                worker.last_beat = beat;
-                worker.last_beat_at = now;
-                worker.blocks_at_last_beat = blocks;
-            } else if matches!(worker.standing, Standing::Probation | Standing::Raised)
-                && now.duration_since(worker.last_beat_at) >= STUCK_AFTER
-                && blocks > worker.blocks_at_last_beat + 2
-            {
-                // Stuck in a script call. If that is a busy loop, at the
-                // running workers' priority it delays their blocks until the
-                // lateness accounting (`police_hogs`, tens of ms) catches it:
-                // demote it now; it is raised again once it keeps up.
-                worker.standing = Standing::Demoted;
-                worker.kept_up = 0;
-                let pid = worker.process.pid();
-                set_scheduling(pid, libc::SCHED_OTHER, 0, DEMOTED_NICE);
-                let text =
-                    format!("outboard: worker {index} (pid {pid}) is stuck in a script call; lowering its priority");
-                self.say(Some(index), LogLevel::Warning, text);
-            }
-            let worker = &mut self.workers[index];
-            let why = if let Some(status) = worker.process.exited() {
-                Some(format!("exited ({status})"))
-            } else if !worker.hog
-                && worker.slots.iter().any(|s| matches!(s, Slot::Track(_)))
-                && now.duration_since(worker.last_beat_at) > self.config.heartbeat_timeout
-            {
-                Some(format!("stopped beating for {:?}", now.duration_since(worker.last_beat_at)))
-            } else if self.tracks.iter().any(|t| t.worker == index && t.port.stats.link_faulted.load(Ordering::Acquire))
-            {
-                Some("sent malformed data".to_string())
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                if worker.hog {
-                    continue;
-                }
-                if worker.restart_not_before.is_some_and(|t| now < t) {
-                    continue;
-                }
-                self.restart(index, &why);
-            }
-        }
-    }
-
-    /// Keeps a spare started while any track is scripted (and none while
-    /// none is: scanning a plugin starts nothing); replaces one that died.
-    fn keep_spare(&mut self) {
-        if let Some((spare, _)) = &mut self.spare
-            && spare.process.exited().is_some()
-        {
-            // It died idle (killed from outside, out of memory): start
-            // another, but not in a loop.
-            self.spare = None;
-            self.shared.spare_ready.store(0, Ordering::Release);
-            self.spare_not_before = Some(Instant::now() + Duration::from_secs(1));
-        }
-        let wanted = self.config.spare_worker && !self.tracks.is_empty();
-        if !wanted {
-            if self.spare.take().is_some() {
-                // Dropped: killed and reaped.
-                self.shared.spare_ready.store(0, Ordering::Release);
-            }
-            return;
-        }
-        // Not while a worker with tracks is starting: the spare must not
-        // delay a first wet block.
-        let starting = self.workers.iter().any(|w| !w.hog && w.standing == Standing::Starting);
-        if self.spare.is_some() || starting || self.spare_not_before.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        match self.spawn(self.config.slots_per_worker, false, None) {
-            Ok(mut spare) => {
-                // Warming up is background work, below every worker that serves.
-                set_scheduling(spare.process.pid(), libc::SCHED_OTHER, 0, SPARE_NICE);
-                spare.process.send(&Request::Warm);
-                self.spare = Some((spare, false));
-            }
-            Err(e) => {
-                self.shared.keep(&format!("outboard: cannot start a spare worker: {e}"), self.config.echo_log);
-                self.spare_not_before = Some(Instant::now() + Duration::from_secs(5));
-            }
-        }
-    }
-
-    /// The spare, if it is warm, runs `python_env` and has `slots` slots.
-    fn take_spare(&mut self, python_env: &Option<PathBuf>, slots: usize) -> Option<Worker> {
-        match &self.spare {
-            Some((spare, true)) if spare.python_env == *python_env && spare.slots.len() == slots => {}
-            _ => return None,
-        }
-        let (mut spare, _) = self.spare.take()?;
-        self.shared.spare_ready.store(0, Ordering::Release);
-        // Its interpreter is up: it serves blocks from now on.
-        spare.standing = Standing::Probation;
-        set_scheduling(spare.process.pid(), libc::SCHED_OTHER, 0, RAISED_NICE);
-        spare.last_beat_at = Instant::now();
-        Some(spare)
-    }
-
-    fn restart(&mut self, index: usize, why: &str) {
-        let now = Instant::now();
-        let old_pid = self.workers[index].process.pid();
-        self.workers[index].process.kill();
-        let generation = self.workers[index].generation + 1;
-        let slots = self.workers[index].slots.clone();
-        let mut recent = std::mem::take(&mut self.workers[index].recent_restarts);
-        recent.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
-        recent.push_back(now);
-        self.retired.push_back((old_pid, index));
-        if self.retired.len() > 16 {
-            self.retired.pop_front();
-        }
-        let env = self.workers[index].python_env.clone();
-        let warm = self.take_spare(&env, slots.len());
-        let from_spare = warm.is_some();
-        let spawned = match warm {
-            Some(spare) => Ok(spare),
-            None => self.spawn_generation(index, slots.len(), false, generation, env),
-        };
-        let mut fresh = match spawned {
-            Ok(worker) => worker,
-            Err(e) => {
-                self.say(Some(index), LogLevel::Error, format!("outboard: cannot restart worker {index}: {e}"));
-                self.workers[index].restart_not_before = Some(now + Duration::from_secs(1));
-                self.workers[index].recent_restarts = recent;
-                return;
-            }
-        };
-        fresh.slots = slots;
-        fresh.generation = generation;
-        // Crash-looping: back off 0.5 s, 1 s, 2 s ... up to 10 s.
-        if recent.len() >= 3 {
-            let backoff = Duration::from_millis(500 << (recent.len() - 3).min(5)).min(Duration::from_secs(10));
-            fresh.restart_not_before = Some(now + backoff);
-        }
-        fresh.recent_restarts = recent;
-        let new_pid = fresh.process.pid();
-        self.workers[index] = fresh;
-        for entry in self.tracks.iter_mut().filter(|t| t.worker == index) {
-            entry.port.stats.link_faulted.store(false, Ordering::Release);
-            entry.port.stats.script_ready.store(false, Ordering::Release);
-            entry.ready_since = None;
-            Self::connect(&mut self.workers[index], entry);
-        }
-        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
-        self.publish_pids();
-        let spare = if from_spare { " (the warm spare)" } else { "" };
-        let backing_off = match self.workers[index].restart_not_before {
-            Some(t) => format!("; it keeps failing, so the next restart waits {:.1} s", (t - now).as_secs_f64()),
-            None => String::new(),
-        };
-        self.say(
-            Some(index),
-            LogLevel::Warning,
-            format!(
-                "outboard: worker {index} (pid {old_pid}) {why}; restarted as pid {new_pid}{spare} (generation {generation}){backing_off}"
-            ),
-        );
     }
 }
