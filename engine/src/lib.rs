@@ -10,7 +10,26 @@
 //! worker gets a fresh region rather than resynchronising the old one's
 //! positions (nothing a dying worker left behind reaches its successor, and no
 //! position word is ever written by two parties); the track adopts the new
-//! rings lock-free at its next block (see `supervisor` and `track`).
+//! rings lock-free at its next block (see [`workers::supervisor`] and
+//! [`realtime::track`]).
+//!
+//! ## What lives where
+//!
+//! Each folder is one concern; imports run downward only, from the folders
+//! at the bottom of this list to those above them, never the other way:
+//!
+//! | folder | what | imports |
+//! | --- | --- | --- |
+//! | [`workers`] | worker processes: [`workers::process`] (the one spawn and shutdown path, finding the scripts host), [`workers::pool`] (the job pool), [`workers::supervisor`] (tracks' workers: placement, lifecycle, priority), [`workers::python_env`], [`workers::script_log`] | everything below |
+//! | [`realtime`] | the realtime side: [`realtime::track`] (the track, its port, its events), [`realtime::graph`] (the graph runner), [`realtime::clock`], [`realtime::voice`] | compute, measurement, wire, shm |
+//! | [`compute`] | the partial-sum kernel and the job server | measurement, shm (the doorbell) |
+//! | [`measurement`] | histograms, job statistics | nothing |
+//! | [`wire`] | the format both processes agree on: [`wire::rings`] (the ring map), [`wire::block`] (block messages), [`wire::control`] (control messages, by direction), [`wire::declared`] | shm |
+//! | [`shm`] | shared memory: [`shm::region`], [`shm::ring`], [`shm::doorbell`] (the one sleep/wake hand-shake), [`shm::memory`] | nothing |
+//!
+//! The worker (`outboard-scripts-host`) uses [`wire`] and [`shm`] from here
+//! (and [`realtime::clock`], the clock block timestamps are read on), no
+//! host-side module.
 //!
 //! ## What it guarantees
 //!
@@ -18,22 +37,26 @@
 //! no panic on any input, bounded time; the only syscall is a non-blocking
 //! futex wake of a peer that said it is asleep):
 //!
-//! - [`track::Track::process`] and [`track::Track::reset`], the track's whole
-//!   per-block path (proven under `assert_no_alloc` and a seccomp allowlist in
-//!   `tests/tests/realtime_safety.rs`) — unless [`track::Track::set_offline`]
-//!   asked it to wait for results, which only an offline render may do;
-//! - [`graph::Driver::tick`], and the graph's track threads between their
-//!   period waits (proven the same way; the wait on their own futex word is
-//!   their one blocking call, where a DAW's audio thread would be back in
-//!   its driver);
-//! - [`ring::Producer::try_push`], [`ring::Consumer::try_pop`],
-//!   [`ring::Consumer::has_message`], [`ring::Producer::free_slots`],
-//!   [`ring::Doorbell::ring`]; writing and reading in place:
-//!   [`ring::Producer::reserve`], the [`ring::WriteSlot`] `put_*` methods and
-//!   [`ring::WriteSlot::commit`], [`ring::Consumer::read`], the
-//!   [`ring::ReadSlot`] copies and [`ring::ReadSlot::release`];
-//! - [`histogram::Histogram::record`], [`clock::monotonic_ns`] (after the
-//!   process's first call, which locates the vDSO);
+//! - [`realtime::track::Track::process`] and [`realtime::track::Track::reset`],
+//!   the track's whole per-block path (proven under `assert_no_alloc` and a
+//!   seccomp allowlist in `tests/tests/realtime_safety.rs`) — unless
+//!   [`realtime::track::Track::set_offline`] asked it to wait for results,
+//!   which only an offline render may do;
+//! - [`realtime::graph::Driver::tick`], and the graph's track threads
+//!   between their period waits (proven the same way; the wait on their own
+//!   doorbell is their one blocking call, where a DAW's audio thread would
+//!   be back in its driver);
+//! - [`shm::ring::Producer::try_push`], [`shm::ring::Consumer::try_pop`],
+//!   [`shm::ring::Consumer::has_message`], [`shm::ring::Producer::free_slots`];
+//!   writing and reading in place: [`shm::ring::Producer::reserve`], the
+//!   [`shm::ring::WriteSlot`] `put_*` methods and
+//!   [`shm::ring::WriteSlot::commit`], [`shm::ring::Consumer::read`], the
+//!   [`shm::ring::ReadSlot`] copies and [`shm::ring::ReadSlot::release`];
+//! - [`shm::doorbell::Doorbell::ring`], [`shm::doorbell::Doorbell::ring_each`]
+//!   and [`shm::doorbell::Doorbell::ring_first`];
+//! - [`measurement::histogram::Histogram::record`],
+//!   [`realtime::clock::monotonic_ns`] (after the process's first call,
+//!   which locates the vDSO);
 //! - [`compute::partial_sum`], [`compute::JobServer::submit`] and
 //!   [`compute::JobServer::try_result`].
 //!
@@ -44,12 +67,13 @@
 //!
 //! The worker process is untrusted: every byte read back from shared memory is
 //! validated (header at attach, positions when an endpoint is made and at
-//! every read, lengths per slot, messages as they are reassembled) and a bad
-//! value faults the ring or fails the job; it never panics the host or reads
-//! out of bounds. Property tests (`proptests` modules, `PROPTEST_CASES` to run
-//! more cases) feed every such reader arbitrary bytes.
+//! every read, lengths per slot, messages as they are reassembled and
+//! decoded) and a bad value faults the ring or fails the job; it never panics
+//! the host or reads out of bounds. Property tests (`proptests` modules,
+//! `PROPTEST_CASES` to run more cases) feed every such reader arbitrary bytes.
 //!
-//! Linux only (memfd, futex, parent-death signal). Model-checked with loom:
+//! Linux only (memfd, futex, parent-death signal). Model-checked with loom
+//! (the ring and the doorbell):
 //! `RUSTFLAGS="--cfg loom" cargo test -p outboard-engine --release --lib loom`
 //! (`cargo xtask test` runs it).
 

@@ -63,6 +63,15 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
 }
 
+/// Cargo's target folder: `$CARGO_TARGET_DIR` (relative to the workspace
+/// if relative) when set, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(root());
@@ -203,12 +212,12 @@ fn test() -> Result {
     eprintln!("xtask: loom model of the shared-memory ring (--cfg loom)");
     run(cargo()
         .args(["test", "-p", "outboard-engine", "--release", "--lib", "--target-dir"])
-        .arg(root().join("target/loom"))
+        .arg(target_dir().join("loom"))
         .arg("loom")
         .env("RUSTFLAGS", "--cfg loom"))?;
     eprintln!("xtask: the release bundle, loaded by outboard-host");
     let bundled = bundle()?;
-    run(Command::new(root().join("target/debug/outboard-host"))
+    run(Command::new(target_dir().join("debug/outboard-host"))
         .arg(bundled.join("outboard.clap"))
         .args(["--tracks", "2", "--seconds", "1", "--offline", "--script"])
         .arg(root().join("examples/scripts/gain.py"))
@@ -234,10 +243,10 @@ fn demo(args: &[String]) -> Result {
     // Ctrl-C reaches the whole foreground group: the demo stops cleanly on
     // it, and xtask must live on to stop the JACK server it started.
     let _ = ctrlc::set_handler(|| {});
-    let mut command = Command::new(root().join("target/release/outboard-demo"));
+    let mut command = Command::new(target_dir().join("release/outboard-demo"));
     command.args(args);
     if !args.iter().any(|a| a == "--wav") {
-        let wav = root().join("target/demo/outboard-demo.wav");
+        let wav = target_dir().join("demo/outboard-demo.wav");
         std::fs::create_dir_all(wav.parent().expect("a folder")).map_err(|e| e.to_string())?;
         command.arg("--wav").arg(wav);
     }
@@ -324,8 +333,8 @@ impl Drop for PrivateJack {
 /// hosts expect, as a CLAP and as a VST3; returns the bundle folder.
 fn bundle() -> Result<PathBuf> {
     run(cargo().args(["build", "--release", "-p", "outboard-plugin", "-p", "outboard-scripts-host"]))?;
-    let release = root().join("target/release");
-    let bundled = root().join("target/bundled");
+    let release = target_dir().join("release");
+    let bundled = target_dir().join("bundled");
     // The VST3 bundle layout for Linux: the library is named after the
     // bundle (hosts look for Contents/<arch>-linux/<name>.so), and the
     // plugin finds its scripts host beside the library it was loaded from.
@@ -371,5 +380,5 @@ fn bundle() -> Result<PathBuf> {
 
 fn bench(args: &[String]) -> Result {
     build_release()?;
-    run(Command::new(root().join("target/release/outboard-bench")).args(args))
+    run(Command::new(target_dir().join("release/outboard-bench")).args(args))
 }
