@@ -163,6 +163,19 @@ impl BlockHeader {
         if message.copy_to(0, &mut head) { BlockHeader::read(&head) } else { Err(BlockError::TooShort) }
     }
 
+    fn check_track(&self, track: u32) -> Result<(), BlockError> {
+        if self.track == track { Ok(()) } else { Err(BlockError::WrongTrack(self.track)) }
+    }
+
+    /// The block is `frames` × `channels`.
+    fn check_shape(&self, frames: usize, channels: usize) -> Result<(), BlockError> {
+        if self.frames as usize == frames && self.channels as usize == channels {
+            Ok(())
+        } else {
+            Err(BlockError::WrongShape { frames: self.frames, channels: self.channels })
+        }
+    }
+
     /// Validates a header read from a reply of `len` bytes (header included),
     /// as [`BlockHeader::decode_reply`] does: for readers that copy the header
     /// out of a ring slot without copying the whole message.
@@ -178,14 +191,10 @@ impl BlockHeader {
         if len < HEADER_BYTES {
             return Err(BlockError::TooShort);
         }
-        if h.track != track {
-            return Err(BlockError::WrongTrack(h.track));
-        }
+        h.check_track(track)?;
         let expected = match h.kind {
             k if k == BlockKind::Result as u32 => {
-                if h.frames as usize != frames || h.channels as usize != channels {
-                    return Err(BlockError::WrongShape { frames: h.frames, channels: h.channels });
-                }
+                h.check_shape(frames, channels)?;
                 if h.status > ResultStatus::NoProcess as u32 {
                     return Err(BlockError::BadStatus(h.status));
                 }
@@ -223,12 +232,8 @@ impl BlockHeader {
         if h.kind != BlockKind::Process as u32 {
             return Err(BlockError::WrongKind(h.kind));
         }
-        if h.track != track {
-            return Err(BlockError::WrongTrack(h.track));
-        }
-        if h.frames as usize != frames || h.channels as usize != channels {
-            return Err(BlockError::WrongShape { frames: h.frames, channels: h.channels });
-        }
+        h.check_track(track)?;
+        h.check_shape(frames, channels)?;
         if h.count as usize > MAX_PARAMS {
             return Err(BlockError::BadCount(h.count));
         }

@@ -101,13 +101,17 @@ impl std::fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+/// Hears one line a worker wrote on its stderr, with the worker's pid;
+/// false stops the capture of that worker.
+type LineSink = dyn Fn(u32, &str) -> bool + Send + Sync;
+
 /// Where workers' stderr goes, line by line: to a sink that hears each line
 /// with the pid of the worker that wrote it, from a thread per worker.
 /// [`LogCapture::join`] waits for those threads, so that none outlives its
 /// owner (a plugin may be unloaded right after).
 #[derive(Clone)]
 pub struct LogCapture {
-    sink: Arc<dyn Fn(u32, &str) -> bool + Send + Sync>,
+    sink: Arc<LineSink>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
