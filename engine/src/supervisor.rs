@@ -161,6 +161,8 @@ struct Shared {
     spare_ready: AtomicU32,
     stop: AtomicBool,
     pids: Mutex<Vec<u32>>,
+    /// (track id, pid of the worker serving it).
+    track_pids: Mutex<Vec<(u32, u32)>>,
 }
 
 const LOG_LINES: usize = 2000;
@@ -288,6 +290,11 @@ impl Supervisor {
     /// Process ids of the live workers.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.pids.lock().expect("pids lock").clone()
+    }
+
+    /// The pid of the worker serving track `id` (None: not placed yet).
+    pub fn worker_of(&self, id: u32) -> Option<u32> {
+        self.shared.track_pids.lock().expect("pids lock").iter().find(|t| t.0 == id).map(|t| t.1)
     }
 }
 
@@ -459,6 +466,7 @@ impl Watcher {
             }
         }
         self.shared.pids.lock().expect("pids lock").clear();
+        self.shared.track_pids.lock().expect("pids lock").clear();
     }
 
     fn handle(&mut self, command: Request) {
@@ -562,6 +570,7 @@ impl Watcher {
     fn remove_track(&mut self, id: u32) {
         let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
         self.unplace(index);
+        self.publish_pids();
     }
 
     /// Restarts, with a fresh region, every track worker whose tracks were
@@ -658,6 +667,7 @@ impl Watcher {
         let (id, pid) = (entry.port.config.id, self.workers[worker].child.id());
         let text = format!("outboard: started worker {worker} (pid {pid}) for {}", entry.port.config.name);
         self.tracks.push(entry);
+        self.publish_pids();
         // A worker's start is news; a track joining a running one is not
         // (a host that reactivates on every call would repeat it forever).
         if started {
@@ -813,6 +823,8 @@ impl Watcher {
 
     fn publish_pids(&self) {
         *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.child.id()).collect();
+        *self.shared.track_pids.lock().expect("pids lock") =
+            self.tracks.iter().map(|t| (t.port.config.id, self.workers[t.worker].child.id())).collect();
     }
 
     /// Reads what workers report on their control rings: scripts loaded,

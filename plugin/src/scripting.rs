@@ -122,11 +122,24 @@ pub(crate) fn library_path() -> Option<PathBuf> {
     }
 }
 
+/// A scripts host named by the program that links the plugin (tests),
+/// before `$OUTBOARD_SCRIPTS_HOST`.
+static SCRIPTS_HOST: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Names the scripts host for every instance of this process started from
+/// now on (a program that links the plugin, as the tests do, rather than
+/// setting the environment while threads run).
+pub fn use_scripts_host(path: PathBuf) {
+    *SCRIPTS_HOST.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+}
+
 /// Where the scripts host is, or why it cannot be used.
 pub fn locate_scripts_host() -> Result<PathBuf, String> {
-    let (path, how) = match std::env::var_os(SCRIPTS_HOST_ENV) {
-        Some(path) => (PathBuf::from(path), format!("from {SCRIPTS_HOST_ENV}")),
-        None => {
+    let named = SCRIPTS_HOST.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (path, how) = match (named, std::env::var_os(SCRIPTS_HOST_ENV)) {
+        (Some(path), _) => (path, "named by the program".to_string()),
+        (None, Some(path)) => (PathBuf::from(path), format!("from {SCRIPTS_HOST_ENV}")),
+        (None, None) => {
             let library = library_path().ok_or("cannot find where outboard.clap was loaded from")?;
             let dir = library.parent().map(Path::to_path_buf).unwrap_or_default();
             (dir.join(SCRIPTS_HOST_NAME), format!("beside {}", library.display()))
@@ -288,6 +301,25 @@ pub fn retarget(track: u32, script: &ScriptSource, current: &Running) -> Result<
         supervisor.set_script(track, new.file.clone(), new.python_env.clone());
     }
     Ok((new, note))
+}
+
+/// Makes the worker of a registered track load its script again (the
+/// editor's Reload): the same file, re-read now; a copy of a script that
+/// is no file is written again first. The current version plays until the
+/// new one has loaded.
+pub fn reload(track: u32, script: &ScriptSource) -> Result<Running, String> {
+    let mut service = service();
+    let (file, _) = file_to_run(&mut service, track, script)?;
+    let now = running(file, script);
+    if let Some(supervisor) = &service.supervisor {
+        supervisor.set_script(track, now.file.clone(), now.python_env.clone());
+    }
+    Ok(now)
+}
+
+/// The pid of the worker serving `track`, once it is placed.
+pub fn worker_of(track: u32) -> Option<u32> {
+    service().supervisor.as_ref().and_then(|s| s.worker_of(track))
 }
 
 /// The shape every track of this process fits (the supervisor's rings are
