@@ -63,6 +63,7 @@ pub mod clock;
 #[cfg(not(loom))]
 pub mod compute;
 /// What a script declares (its parameters), as its worker reports it.
+#[cfg(not(loom))]
 pub mod declared;
 #[cfg(not(loom))]
 pub mod futex;
