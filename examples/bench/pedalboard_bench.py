@@ -76,7 +76,8 @@ def main():
     gain = pedalboard.Gain(gain_db=-3.0)
     t_gain, _ = best_of(args.repeat, lambda: gain(x, args.rate, buffer_size=args.buffer_size))
 
-    outboard = pedalboard.load_plugin(args.bundle)
+    # The bundle holds Outboard and Outboard Instrument: name the effect.
+    outboard = pedalboard.load_plugin(args.bundle, plugin_name="Outboard")
     outboard.raw_state = outboard_state.to_raw_state(outboard_state.encode(SCRIPT, "softclip.py"))
     t_plugin, y = best_of(args.repeat, lambda: outboard(x, args.rate, buffer_size=args.buffer_size))
     latency = outboard.reported_latency_samples

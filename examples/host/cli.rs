@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::editor::{GuiConfig, GuiMode};
 use crate::events::{NoteDialect, ParamSet};
 use crate::processor::TimeSignature;
 use crate::quirks::Quirks;
@@ -14,6 +15,7 @@ use crate::run::{RunConfig, TEMPO};
 /// NaNs.
 #[derive(Parser, Debug, Clone, PartialEq)]
 #[command(name = "outboard-host", version)]
+#[command(group(clap::ArgGroup::new("editor").args(["gui", "gui_cycles"])))]
 pub struct Cli {
     /// The .clap file to load.
     pub plugin: PathBuf,
@@ -95,9 +97,37 @@ pub struct Cli {
     /// Do not print the plugins' log messages.
     #[arg(long)]
     pub quiet_plugin: bool,
+    /// Open instance 0's editor (CLAP gui, X11: embedded in a window of the
+    /// host's, or floating where the plugin only floats) once the instances
+    /// play, keep it open SECONDS while serving the main loop (callbacks,
+    /// timers), then close it; the instances play until it has closed.
+    /// Needs $DISPLAY (e.g. Xvfb).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "offline")]
+    pub gui: Option<f64>,
+    /// Open and close the editor N times while the instances play, each
+    /// time until its first frame; the report's `gui.process` gives the
+    /// process's descriptors, threads and memory before and after.
+    #[arg(long, value_name = "N", conflicts_with = "offline")]
+    pub gui_cycles: Option<u32>,
+    /// Write the editor's last screenshot here (PNG): the host window's area
+    /// of the screen (the whole screen for a floating editor).
+    #[arg(long, value_name = "PATH", requires = "editor")]
+    pub screenshot: Option<PathBuf>,
+    /// Ask for a floating editor even where the plugin can embed.
+    #[arg(long, requires = "editor")]
+    pub gui_floating: bool,
 }
 
 impl Cli {
+    fn gui_config(&self) -> Option<GuiConfig> {
+        let mode = match (self.gui, self.gui_cycles) {
+            (Some(seconds), _) => GuiMode::Open { seconds },
+            (None, Some(count)) => GuiMode::Cycles { count },
+            (None, None) => return None,
+        };
+        Some(GuiConfig { mode, screenshot: self.screenshot.clone(), floating: self.gui_floating })
+    }
+
     pub fn to_config(&self) -> RunConfig {
         RunConfig {
             plugin: self.plugin.clone(),
@@ -123,6 +153,7 @@ impl Cli {
             stopped: self.stopped,
             lock_memory: true,
             echo_log: !self.quiet_plugin,
+            gui: self.gui_config(),
         }
     }
 }
@@ -203,6 +234,32 @@ mod tests {
         );
         assert!(c.lock_memory && c.echo_log);
         assert_eq!(c.total_blocks(), 862); // 2.5 s * 44100 / 128 = 861.3, rounded up
+        assert_eq!(c.gui, None);
+    }
+
+    #[test]
+    fn editor_options() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["outboard-host", "p.clap"].iter().chain(args));
+        let c = parse(&["--gui", "2", "--screenshot", "shot.png"]).unwrap().to_config();
+        assert_eq!(
+            c.gui,
+            Some(GuiConfig {
+                mode: GuiMode::Open { seconds: 2.0 },
+                screenshot: Some(PathBuf::from("shot.png")),
+                floating: false
+            })
+        );
+        let c = parse(&["--gui-cycles", "100", "--gui-floating"]).unwrap().to_config();
+        assert_eq!(c.gui, Some(GuiConfig { mode: GuiMode::Cycles { count: 100 }, screenshot: None, floating: true }));
+        for bad in [
+            &["--gui", "1", "--gui-cycles", "3"][..],
+            &["--screenshot", "s.png"],
+            &["--gui-floating"],
+            &["--gui", "1", "--offline"],
+            &["--gui-cycles", "-1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,14 @@
 //!
 //! Requests that need work on the main thread (`request_callback`,
 //! `request_flush`) set a pending flag that the owner of the instance services
-//! with [`crate::Instance::service_main_thread`].
+//! with [`crate::Instance::service_main_thread`], which also calls the
+//! plugin's timers (timer-support: registered from the main thread, called
+//! there at their period while the host serves it) and its file descriptors
+//! (posix-fd-support: polled there, the plugin's `on_fd` called when ready).
+//! The gui extension's requests (`request_resize`, `request_show`,
+//! `request_hide`, `closed`, `resize_hints_changed`) come from any thread:
+//! they are recorded in [`GuiRequests`] for the editor's main loop
+//! ([`crate::editor`]) and counted.
 //!
 //! Log messages are printed as `outboard-host: plugin #N [severity] message`
 //! (N: the instance's number, [`crate::Instance::set_number`]), the first
@@ -18,12 +25,15 @@
 //! report of a caught panic ("Plugin panicked") is also counted as a panic
 //! (see [`crate::panics`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::os::unix::io::RawFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use clack_extensions::audio_ports::{AudioPortRescanFlags, HostAudioPorts, HostAudioPortsImpl, PluginAudioPorts};
+use clack_extensions::gui::{GuiSize, HostGui, HostGuiImpl, PluginGui};
 use clack_extensions::latency::{HostLatency, HostLatencyImpl, PluginLatency};
 use clack_extensions::log::{HostLog, HostLogImpl, LogSeverity};
 use clack_extensions::note_ports::{
@@ -32,9 +42,11 @@ use clack_extensions::note_ports::{
 use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamRescanFlags, PluginParams,
 };
+use clack_extensions::posix_fd::{FdFlags, HostPosixFd, HostPosixFdImpl, PluginPosixFd};
 use clack_extensions::render::PluginRender;
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
+use clack_extensions::timer::{HostTimer, HostTimerImpl, PluginTimer, TimerId};
 use clack_host::prelude::*;
 
 /// Log messages printed per instance; later ones are only counted.
@@ -94,6 +106,27 @@ pub struct HostCounters {
     /// Panics the plugin reported caught ("Plugin panicked", from its
     /// clack wrapper) that this process's panic hook did not see.
     pub reported_panics: AtomicU64,
+    /// timer-support: timers registered and unregistered, and the calls
+    /// of the plugin's `on_timer`.
+    pub timers_registered: AtomicU64,
+    pub timers_unregistered: AtomicU64,
+    pub timer_calls: AtomicU64,
+    /// posix-fd-support: descriptors registered, and the calls of the
+    /// plugin's `on_fd`.
+    pub fds_registered: AtomicU64,
+    pub fd_calls: AtomicU64,
+    /// Main-thread-only requests (timers, descriptors) made from another
+    /// thread: refused, and counted.
+    pub off_main_thread_requests: AtomicU64,
+    /// gui: `resize_hints_changed`, `request_resize`, `request_show`,
+    /// `request_hide` and `closed` (and those of them that said the editor
+    /// was destroyed).
+    pub gui_resize_hints_changes: AtomicU64,
+    pub gui_resize_requests: AtomicU64,
+    pub gui_show_requests: AtomicU64,
+    pub gui_hide_requests: AtomicU64,
+    pub gui_closed: AtomicU64,
+    pub gui_destroyed: AtomicU64,
 }
 
 /// A plain copy of [`HostCounters`] at one moment.
@@ -115,6 +148,18 @@ pub struct CountersSnapshot {
     pub error_logs: u64,
     pub audio_thread_logs: u64,
     pub reported_panics: u64,
+    pub timers_registered: u64,
+    pub timers_unregistered: u64,
+    pub timer_calls: u64,
+    pub fds_registered: u64,
+    pub fd_calls: u64,
+    pub off_main_thread_requests: u64,
+    pub gui_resize_hints_changes: u64,
+    pub gui_resize_requests: u64,
+    pub gui_show_requests: u64,
+    pub gui_hide_requests: u64,
+    pub gui_closed: u64,
+    pub gui_destroyed: u64,
 }
 
 impl HostCounters {
@@ -137,6 +182,18 @@ impl HostCounters {
             error_logs: n(&self.error_logs),
             audio_thread_logs: n(&self.audio_thread_logs),
             reported_panics: n(&self.reported_panics),
+            timers_registered: n(&self.timers_registered),
+            timers_unregistered: n(&self.timers_unregistered),
+            timer_calls: n(&self.timer_calls),
+            fds_registered: n(&self.fds_registered),
+            fd_calls: n(&self.fd_calls),
+            off_main_thread_requests: n(&self.off_main_thread_requests),
+            gui_resize_hints_changes: n(&self.gui_resize_hints_changes),
+            gui_resize_requests: n(&self.gui_resize_requests),
+            gui_show_requests: n(&self.gui_show_requests),
+            gui_hide_requests: n(&self.gui_hide_requests),
+            gui_closed: n(&self.gui_closed),
+            gui_destroyed: n(&self.gui_destroyed),
         }
     }
 }
@@ -160,6 +217,18 @@ impl CountersSnapshot {
         self.error_logs += other.error_logs;
         self.audio_thread_logs += other.audio_thread_logs;
         self.reported_panics += other.reported_panics;
+        self.timers_registered += other.timers_registered;
+        self.timers_unregistered += other.timers_unregistered;
+        self.timer_calls += other.timer_calls;
+        self.fds_registered += other.fds_registered;
+        self.fd_calls += other.fd_calls;
+        self.off_main_thread_requests += other.off_main_thread_requests;
+        self.gui_resize_hints_changes += other.gui_resize_hints_changes;
+        self.gui_resize_requests += other.gui_resize_requests;
+        self.gui_show_requests += other.gui_show_requests;
+        self.gui_hide_requests += other.gui_hide_requests;
+        self.gui_closed += other.gui_closed;
+        self.gui_destroyed += other.gui_destroyed;
     }
 }
 
@@ -172,6 +241,125 @@ pub struct PluginExtensions {
     pub audio_ports: Option<PluginAudioPorts>,
     pub note_ports: Option<PluginNotePorts>,
     pub render: Option<PluginRender>,
+    pub gui: Option<PluginGui>,
+    pub timer: Option<PluginTimer>,
+    pub posix_fd: Option<PluginPosixFd>,
+}
+
+/// What the plugin asked of its editor's host window, from any thread,
+/// waiting for the editor's main loop ([`crate::editor`]) to act on it.
+#[derive(Debug, Default)]
+pub struct GuiRequests {
+    /// The size last asked for (`width << 32 | height`; 0: none pending).
+    resize: AtomicU64,
+    show: AtomicBool,
+    hide: AtomicBool,
+    /// `closed(was_destroyed)`: 1 closed, 2 closed and destroyed; 0 none.
+    closed: AtomicU32,
+}
+
+/// One pending `closed` notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuiClosed {
+    /// The plugin's window was closed (floating: by the user); the editor
+    /// still exists.
+    Closed,
+    /// The editor is gone: the host must call `destroy`.
+    Destroyed,
+}
+
+impl GuiRequests {
+    /// The size asked for since the last call, if any.
+    pub fn take_resize(&self) -> Option<GuiSize> {
+        let packed = self.resize.swap(0, Ordering::AcqRel);
+        (packed != 0).then_some(GuiSize { width: (packed >> 32) as u32, height: packed as u32 })
+    }
+
+    pub fn take_show(&self) -> bool {
+        self.show.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn take_hide(&self) -> bool {
+        self.hide.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn take_closed(&self) -> Option<GuiClosed> {
+        match self.closed.swap(0, Ordering::AcqRel) {
+            0 => None,
+            1 => Some(GuiClosed::Closed),
+            _ => Some(GuiClosed::Destroyed),
+        }
+    }
+
+    /// Forgets what is pending (a new editor starts clean).
+    pub fn clear(&self) {
+        let _ = (self.take_resize(), self.take_show(), self.take_hide(), self.take_closed());
+    }
+}
+
+/// timer-support: the plugin's timers, kept on the main thread.
+#[derive(Debug, Default)]
+pub struct Timers {
+    list: Vec<Timer>,
+    last_id: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timer {
+    id: u32,
+    period: Duration,
+    next: Instant,
+}
+
+impl Timers {
+    /// A new timer, first due one period from now (periods under 1 ms
+    /// count as 1 ms).
+    pub fn register(&mut self, period_ms: u32, now: Instant) -> u32 {
+        // Ids are never reused while the instance lives (u32::MAX is CLAP's
+        // invalid id).
+        self.last_id = self.last_id.wrapping_add(1).min(u32::MAX - 1);
+        let period = Duration::from_millis(u64::from(period_ms.max(1)));
+        self.list.push(Timer { id: self.last_id, period, next: now + period });
+        self.last_id
+    }
+
+    pub fn unregister(&mut self, id: u32) -> bool {
+        let before = self.list.len();
+        self.list.retain(|t| t.id != id);
+        self.list.len() != before
+    }
+
+    pub fn is_registered(&self, id: u32) -> bool {
+        self.list.iter().any(|t| t.id == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The timers due at `now`, each rescheduled one period later (a late
+    /// timer is called once, not once per period missed). No allocation
+    /// when none is due.
+    pub fn take_due(&mut self, now: Instant) -> Vec<u32> {
+        let mut due = Vec::new();
+        for t in &mut self.list {
+            if t.next <= now {
+                due.push(t.id);
+                let next = t.next + t.period;
+                t.next = if next > now { next } else { now + t.period };
+            }
+        }
+        due
+    }
+
+    /// When the next timer is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.list.iter().map(|t| t.next).min()
+    }
 }
 
 /// The thread-safe half of the host handlers.
@@ -181,6 +369,8 @@ pub struct HostShared {
     pub(crate) callback_pending: AtomicBool,
     pub(crate) flush_pending: AtomicBool,
     pub(crate) extensions: OnceLock<PluginExtensions>,
+    /// The gui extension's requests, for the editor's main loop.
+    pub(crate) gui: GuiRequests,
     main_thread: ThreadId,
     /// Print the plugin's log messages (the tests may silence them).
     echo_log: bool,
@@ -195,6 +385,7 @@ impl HostShared {
             callback_pending: AtomicBool::new(false),
             flush_pending: AtomicBool::new(false),
             extensions: OnceLock::new(),
+            gui: GuiRequests::default(),
             main_thread: std::thread::current().id(),
             echo_log,
             number: AtomicUsize::new(NEXT_NUMBER.fetch_add(1, Ordering::Relaxed)),
@@ -203,6 +394,10 @@ impl HostShared {
 
     pub(crate) fn extensions(&self) -> PluginExtensions {
         self.extensions.get().copied().unwrap_or_default()
+    }
+
+    fn on_main_thread(&self) -> bool {
+        std::thread::current().id() == self.main_thread
     }
 }
 
@@ -217,6 +412,9 @@ impl<'a> SharedHandler<'a> for HostShared {
             render: instance.get_extension(),
             audio_ports: instance.get_extension(),
             note_ports: instance.get_extension(),
+            gui: instance.get_extension(),
+            timer: instance.get_extension(),
+            posix_fd: instance.get_extension(),
         });
     }
 
@@ -261,7 +459,7 @@ impl HostLogImpl for HostShared {
 
 impl HostThreadCheckImpl for HostShared {
     fn is_main_thread(&self) -> bool {
-        std::thread::current().id() == self.main_thread
+        self.on_main_thread()
     }
 
     fn is_audio_thread(&self) -> bool {
@@ -276,14 +474,116 @@ impl HostParamsImplShared for HostShared {
     }
 }
 
+impl HostGuiImpl for HostShared {
+    fn resize_hints_changed(&self) {
+        // The host window is resized only on request: the hints are read
+        // by nobody, only counted.
+        self.counters.gui_resize_hints_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request_resize(&self, new_size: GuiSize) -> Result<(), HostError> {
+        self.counters.gui_resize_requests.fetch_add(1, Ordering::Relaxed);
+        if new_size.width == 0 || new_size.height == 0 {
+            return Err(HostError::Message("a window size must be above zero"));
+        }
+        // Acknowledged now, done by the editor's main loop (the host window
+        // takes the size; the plugin need not be told again).
+        let packed = u64::from(new_size.width) << 32 | u64::from(new_size.height);
+        self.gui.resize.store(packed, Ordering::Release);
+        Ok(())
+    }
+
+    fn request_show(&self) -> Result<(), HostError> {
+        self.counters.gui_show_requests.fetch_add(1, Ordering::Relaxed);
+        self.gui.show.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn request_hide(&self) -> Result<(), HostError> {
+        self.counters.gui_hide_requests.fetch_add(1, Ordering::Relaxed);
+        self.gui.hide.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn closed(&self, was_destroyed: bool) {
+        self.counters.gui_closed.fetch_add(1, Ordering::Relaxed);
+        if was_destroyed {
+            self.counters.gui_destroyed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.gui.closed.fetch_max(if was_destroyed { 2 } else { 1 }, Ordering::AcqRel);
+    }
+}
+
 /// The main-thread half of the host handlers.
 pub struct HostMainThread<'a> {
     shared: &'a HostShared,
+    /// timer-support and posix-fd-support: what the plugin registered
+    /// (main thread only; never borrowed across a call into the plugin).
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) fds: RefCell<Vec<(RawFd, FdFlags)>>,
 }
 
 impl<'a> HostMainThread<'a> {
     pub(crate) fn new(shared: &'a HostShared) -> HostMainThread<'a> {
-        HostMainThread { shared }
+        HostMainThread { shared, timers: RefCell::default(), fds: RefCell::default() }
+    }
+
+    /// Refuses (and counts) a main-thread-only request made elsewhere.
+    fn main_thread_only(&self) -> Result<(), HostError> {
+        if self.shared.on_main_thread() {
+            return Ok(());
+        }
+        self.shared.counters.off_main_thread_requests.fetch_add(1, Ordering::Relaxed);
+        Err(HostError::Message("this request is for the main thread only"))
+    }
+}
+
+impl HostTimerImpl for HostMainThread<'_> {
+    fn register_timer(&self, period_ms: u32) -> Result<TimerId, HostError> {
+        self.main_thread_only()?;
+        self.shared.counters.timers_registered.fetch_add(1, Ordering::Relaxed);
+        Ok(TimerId(self.timers.borrow_mut().register(period_ms, Instant::now())))
+    }
+
+    fn unregister_timer(&self, timer_id: TimerId) -> Result<(), HostError> {
+        self.main_thread_only()?;
+        if !self.timers.borrow_mut().unregister(timer_id.0) {
+            return Err(HostError::Message("no such timer"));
+        }
+        self.shared.counters.timers_unregistered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl HostPosixFdImpl for HostMainThread<'_> {
+    fn register_fd(&self, fd: RawFd, flags: FdFlags) -> Result<(), HostError> {
+        self.main_thread_only()?;
+        let mut fds = self.fds.borrow_mut();
+        if fd < 0 || fds.iter().any(|(f, _)| *f == fd) {
+            return Err(HostError::Message("invalid or already registered descriptor"));
+        }
+        fds.push((fd, flags));
+        self.shared.counters.fds_registered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn modify_fd(&self, fd: RawFd, flags: FdFlags) -> Result<(), HostError> {
+        self.main_thread_only()?;
+        let mut fds = self.fds.borrow_mut();
+        let entry = fds.iter_mut().find(|(f, _)| *f == fd).ok_or(HostError::Message("no such descriptor"))?;
+        entry.1 = flags;
+        Ok(())
+    }
+
+    fn unregister_fd(&self, fd: RawFd) -> Result<(), HostError> {
+        self.main_thread_only()?;
+        let mut fds = self.fds.borrow_mut();
+        let before = fds.len();
+        fds.retain(|(f, _)| *f != fd);
+        if fds.len() == before {
+            return Err(HostError::Message("no such descriptor"));
+        }
+        Ok(())
     }
 }
 
@@ -355,7 +655,10 @@ impl HostHandlers for OutboardHost {
             .register::<HostLatency>()
             .register::<HostAudioPorts>()
             .register::<HostNotePorts>()
-            .register::<HostState>();
+            .register::<HostState>()
+            .register::<HostGui>()
+            .register::<HostTimer>()
+            .register::<HostPosixFd>();
     }
 }
 
@@ -383,5 +686,53 @@ mod tests {
         assert_eq!(reported(), 2);
         let s = counters.snapshot();
         assert_eq!((s.logs, s.error_logs, s.reported_panics), (5, 4, 2));
+    }
+
+    #[test]
+    fn timers_fire_at_their_period_once_when_late_and_not_after_unregistering() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut timers = Timers::default();
+        let a = timers.register(10, t0);
+        let b = timers.register(0, t0); // counts as 1 ms
+        assert_ne!(a, b);
+        assert_eq!((timers.len(), timers.next_due()), (2, Some(ms(1))));
+        assert!(timers.take_due(t0).is_empty());
+        assert_eq!(timers.take_due(ms(1)), [b]);
+        assert_eq!(timers.take_due(ms(10)), [a, b], "b is late: called once");
+        assert_eq!(timers.next_due(), Some(ms(11)), "b's next: a period after now");
+        assert_eq!(timers.take_due(ms(35)), [a, b]);
+        assert_eq!(timers.take_due(ms(39)), [b], "a: 45 ms, not 20 and 30 as well");
+        assert!(timers.unregister(b));
+        assert!(!timers.unregister(b));
+        assert!(!timers.is_registered(b) && timers.is_registered(a));
+        assert_eq!(timers.take_due(ms(45)), [a]);
+        let c = timers.register(5, t0);
+        assert!(c != a && c != b, "ids are not reused");
+    }
+
+    #[test]
+    fn gui_requests_wait_for_the_main_loop() {
+        let counters = std::sync::Arc::new(HostCounters::default());
+        let shared = HostShared::new(counters.clone(), false);
+        assert!(shared.request_resize(GuiSize { width: 0, height: 10 }).is_err());
+        shared.request_resize(GuiSize { width: 300, height: 200 }).unwrap();
+        shared.request_resize(GuiSize { width: 640, height: 480 }).unwrap();
+        shared.request_show().unwrap();
+        shared.closed(false);
+        shared.closed(true);
+        shared.closed(false);
+        shared.resize_hints_changed();
+        let gui = &shared.gui;
+        assert_eq!(gui.take_resize(), Some(GuiSize { width: 640, height: 480 }), "the latest size");
+        assert_eq!(gui.take_resize(), None);
+        assert!(gui.take_show() && !gui.take_show() && !gui.take_hide());
+        assert_eq!(gui.take_closed(), Some(GuiClosed::Destroyed), "destroyed is not forgotten");
+        assert_eq!(gui.take_closed(), None);
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.gui_resize_requests, s.gui_show_requests, s.gui_closed, s.gui_destroyed, s.gui_resize_hints_changes),
+            (3, 1, 3, 1, 1)
+        );
     }
 }

@@ -28,6 +28,9 @@
 //! # Ok::<(), String>(())
 //! ```
 //!
+//! and opens its editor (the CLAP gui extension on X11, embedded in a
+//! window of the host's or floating, with a main loop serving its
+//! callbacks, timers and descriptors; screenshots: [`editor`]),
 //! and runs N instances on the test signal ([`signal`]) or a WAV file, each
 //! on its own audio thread, paced in real time or offline ([`run()`]), with
 //! a transport (tempo, time signature, playing or stopped), notes and MIDI
@@ -50,6 +53,7 @@
 //! the plugin honours the CLAP ABI: it is loaded into this process.
 
 pub mod cli;
+pub mod editor;
 pub mod events;
 pub mod handlers;
 pub mod panics;
@@ -62,6 +66,7 @@ pub mod run;
 pub mod signal;
 pub mod stream;
 
+pub use editor::{GuiConfig, GuiMode, GuiReport};
 pub use events::{NoteDialect, NoteEvent, NoteKind, OutputEvent, OutputKind, ParamEvent, ParamSet};
 pub use handlers::{CountersSnapshot, HostCounters};
 pub use plugin_instance::{ActivateConfig, Bundle, Descriptor, Instance, NotePort, ParamChange, ParamInfo, PortInfo};

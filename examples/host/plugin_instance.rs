@@ -7,13 +7,17 @@
 //! [`Instance::deactivate`] on the main thread.
 
 use std::ffi::CString;
+use std::os::unix::io::{BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use clack_extensions::audio_ports::{AudioPortFlags, AudioPortInfoBuffer};
 use clack_extensions::note_ports::{NoteDialect, NoteDialects, NotePortInfoBuffer};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags};
+use clack_extensions::posix_fd::FdFlags;
+use clack_extensions::timer::TimerId;
 use clack_host::events::event_types::ParamValueEvent;
 use clack_host::prelude::*;
 
@@ -274,7 +278,7 @@ pub struct ParamChange {
 pub struct Instance {
     // Dropped first: destroys the plugin while the counters still exist
     // (the handlers hold their own Arc anyway).
-    instance: PluginInstance<OutboardHost>,
+    pub(crate) instance: PluginInstance<OutboardHost>,
     counters: Arc<HostCounters>,
     id: String,
 }
@@ -313,7 +317,7 @@ impl Instance {
         self.instance.is_active()
     }
 
-    fn extensions(&self) -> PluginExtensions {
+    pub(crate) fn extensions(&self) -> PluginExtensions {
         self.instance.access_shared_handler(|shared| shared.extensions())
     }
 
@@ -337,12 +341,30 @@ impl Instance {
         self.extensions().note_ports.is_some()
     }
 
+    /// Whether the plugin has the gui extension (an editor).
+    pub fn has_gui(&self) -> bool {
+        self.extensions().gui.is_some()
+    }
+
+    /// The plugin's timers now registered (timer-support).
+    pub fn timer_count(&self) -> usize {
+        self.instance.access_handler(|mt| mt.timers.borrow().len())
+    }
+
+    /// The plugin's file descriptors now registered (posix-fd-support).
+    pub fn fd_count(&self) -> usize {
+        self.instance.access_handler(|mt| mt.fds.borrow().len())
+    }
+
     /// Services what the plugin asked the main thread for: calls its
-    /// `on_main_thread` if it requested a callback, and flushes parameters
-    /// if it asked for a flush while inactive (while active, the next
-    /// process call flushes them). Restart and process requests are only
+    /// `on_main_thread` if it requested a callback, flushes parameters if it
+    /// asked for a flush while inactive (while active, the next process call
+    /// flushes them), calls its timers that are due (a timer late by more
+    /// than its period is called once) and its `on_fd` for each registered
+    /// descriptor that is ready. Restart and process requests are only
     /// counted: acting on them is the caller's choice. Call it regularly
-    /// from the main thread. Returns true if it called the plugin.
+    /// from the main thread (timers are called no more precisely than
+    /// that). Returns true if it called the plugin.
     pub fn service_main_thread(&mut self) -> bool {
         let mut called = false;
         let (callback, flush) = self.instance.access_shared_handler(|s| {
@@ -357,7 +379,83 @@ impl Instance {
             self.flush_params(&[]);
             called = true;
         }
+        called |= self.call_due_timers();
+        called |= self.call_ready_fds();
         called
+    }
+
+    /// timer-support: calls `on_timer` for every timer due now.
+    fn call_due_timers(&mut self) -> bool {
+        let Some(timer) = self.extensions().timer else { return false };
+        let now = Instant::now();
+        // The borrow ends before the plugin is called: on_timer may
+        // register or unregister timers.
+        let due = self.instance.access_handler(|mt| mt.timers.borrow_mut().take_due(now));
+        for &id in &due {
+            // An earlier call in this round may have unregistered it.
+            if self.instance.access_handler(|mt| mt.timers.borrow().is_registered(id)) {
+                self.counters.timer_calls.fetch_add(1, Ordering::Relaxed);
+                timer.on_timer(&self.instance.plugin_handle(), TimerId(id));
+            }
+        }
+        !due.is_empty()
+    }
+
+    /// posix-fd-support: polls the registered descriptors (without waiting)
+    /// and calls `on_fd` for each that is ready.
+    fn call_ready_fds(&mut self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let Some(posix_fd) = self.extensions().posix_fd else { return false };
+        let fds: Vec<(RawFd, FdFlags)> = self.instance.access_handler(|mt| mt.fds.borrow().clone());
+        if fds.is_empty() {
+            return false;
+        }
+        let ready: Vec<(RawFd, FdFlags)> = {
+            let mut polled: Vec<PollFd> = fds
+                .iter()
+                .map(|&(fd, flags)| {
+                    let mut events = PollFlags::empty();
+                    if flags.contains(FdFlags::READ) {
+                        events |= PollFlags::IN;
+                    }
+                    if flags.contains(FdFlags::WRITE) {
+                        events |= PollFlags::OUT;
+                    }
+                    // SAFETY: the plugin registered the descriptor and keeps
+                    // it open until it unregisters it (posix-fd-support's
+                    // contract); it is only borrowed for this poll.
+                    PollFd::from_borrowed_fd(unsafe { BorrowedFd::borrow_raw(fd) }, events)
+                })
+                .collect();
+            if poll(&mut polled, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap_or(0) == 0 {
+                return false;
+            }
+            fds.iter()
+                .zip(&polled)
+                .filter_map(|(&(fd, _), p)| {
+                    let r = p.revents();
+                    let mut flags = FdFlags::empty();
+                    if r.intersects(PollFlags::IN | PollFlags::HUP) {
+                        flags |= FdFlags::READ;
+                    }
+                    if r.contains(PollFlags::OUT) {
+                        flags |= FdFlags::WRITE;
+                    }
+                    if r.intersects(PollFlags::ERR | PollFlags::NVAL) {
+                        flags |= FdFlags::ERROR;
+                    }
+                    (!flags.is_empty()).then_some((fd, flags))
+                })
+                .collect()
+        };
+        for &(fd, flags) in &ready {
+            // Still registered (an earlier on_fd may have unregistered it)?
+            if self.instance.access_handler(|mt| mt.fds.borrow().iter().any(|(f, _)| *f == fd)) {
+                self.counters.fd_calls.fetch_add(1, Ordering::Relaxed);
+                posix_fd.on_fd(&self.instance.plugin_handle(), fd, flags);
+            }
+        }
+        !ready.is_empty()
     }
 
     // ---- state ----

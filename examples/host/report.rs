@@ -86,12 +86,28 @@
 //!   "hidden", "stepped", "enum", "automatable", "readonly", "text_min",
 //!   "text_max", "text_default", "text_value"}` (texts from the plugin's
 //!   `value_to_text`; null where it has none).
+//! - `gui`: the editor session (`--gui`, `--gui-cycles`), or null: `{"api",
+//!   "floating", "size": [w, h], "opened", "cycles", "cycles_drawn",
+//!   "first_frame_ms", "first_frame_ms_max", "open_seconds", "screenshot",
+//!   "screenshot_size", "distinct_colors", "blank", "blank_below",
+//!   "control_distinct_colors", "child_windows", "resizes",
+//!   "closed_by_plugin", "timers_left", "fds_left", "process": {"before",
+//!   "after_first", "after"}}`, each process entry `{"fds", "threads",
+//!   "rss_kib", "heap_kib"}` — see `examples/host/editor.rs`. The
+//!   instances play until the session ends: `blocks` may exceed `seconds`.
+//! - `host_callbacks` also counts the timer-support, posix-fd-support and
+//!   gui requests: `timers_registered`, `timers_unregistered`,
+//!   `timer_calls`, `fds_registered`, `fd_calls`,
+//!   `off_main_thread_requests` (main-thread-only requests made from another
+//!   thread, refused), `gui_resize_hints_changes`, `gui_resize_requests`,
+//!   `gui_show_requests`, `gui_hide_requests`, `gui_closed`, `gui_destroyed`.
 
 use std::path::PathBuf;
 
 use outboard_engine::measurement::histogram::Percentiles;
 use serde_json::{Value, json};
 
+use crate::editor::GuiReport;
 use crate::events::{NoteDialect, OutputEvent, ParamEvent};
 use crate::handlers::CountersSnapshot;
 use crate::plugin_instance::{Instance, ParamInfo};
@@ -259,6 +275,8 @@ pub struct Report {
     pub params_sent: Vec<(ParamEvent, String)>,
     /// Instance 0's parameters after the run.
     pub params: Vec<ParamReport>,
+    /// The editor session, if one was asked for.
+    pub gui: Option<GuiReport>,
 }
 
 impl Report {
@@ -390,6 +408,23 @@ impl Report {
             v.extend(more);
         }
         v["host_callbacks"]["note_ports_rescans"] = json!(c.note_ports_rescans);
+        for (key, value) in [
+            ("timers_registered", c.timers_registered),
+            ("timers_unregistered", c.timers_unregistered),
+            ("timer_calls", c.timer_calls),
+            ("fds_registered", c.fds_registered),
+            ("fd_calls", c.fd_calls),
+            ("off_main_thread_requests", c.off_main_thread_requests),
+            ("gui_resize_hints_changes", c.gui_resize_hints_changes),
+            ("gui_resize_requests", c.gui_resize_requests),
+            ("gui_show_requests", c.gui_show_requests),
+            ("gui_hide_requests", c.gui_hide_requests),
+            ("gui_closed", c.gui_closed),
+            ("gui_destroyed", c.gui_destroyed),
+        ] {
+            v["host_callbacks"][key] = json!(value);
+        }
+        v["gui"] = self.gui.as_ref().map_or(Value::Null, GuiReport::to_json);
         v
     }
 }
@@ -483,6 +518,8 @@ mod tests {
         assert_eq!(v["transport"], Value::Null);
         assert_eq!((&v["notes"], &v["note_dialect"]), (&Value::Null, &json!("clap")));
         assert_eq!(v["host_callbacks"]["note_ports_rescans"], 0);
+        assert_eq!(v["host_callbacks"]["timer_calls"], 0);
+        assert_eq!(v["gui"], Value::Null, "no editor session");
         assert_eq!(v["per_instance"][0]["output_events_dropped"], 0);
     }
 

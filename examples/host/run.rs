@@ -22,13 +22,19 @@
 //! a transport; what the plugin sends back is recorded with its absolute
 //! sample (see [`crate::events`]).
 //!
+//! The editor (`--gui`, `--gui-cycles`; [`crate::editor`]): once every
+//! instance plays, the main thread opens instance 0's editor and serves the
+//! main loop while it is open; the instances play on until the editor
+//! session has ended, however long that takes past `seconds` (the report's
+//! `blocks` say how long they played).
+//!
 //! Nothing in the per-block loop allocates or locks: buffers, event lists,
 //! the capture of instance 0's output, the record of its output events and
 //! the timing histogram are all made before the thread starts (the notes
 //! and parameter changes are sorted lists the threads only read).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use outboard_engine::measurement::histogram::Histogram;
@@ -36,6 +42,7 @@ use outboard_engine::realtime::clock::{monotonic_ns, sleep_until_ns};
 use outboard_engine::realtime::graph::{lock_memory, make_thread_realtime, warn_no_realtime};
 use outboard_plugin::state::PluginState as OutboardState;
 
+use crate::editor::{GuiConfig, X11Host};
 use crate::events::{MAX_RECORDED_EVENTS, NoteDialect, NoteEvent, OutputEvent, ParamEvent, ParamSet, load_notes};
 use crate::handlers::CountersSnapshot;
 use crate::plugin_instance::{ActivateConfig, Bundle, Instance, ParamInfo};
@@ -110,6 +117,9 @@ pub struct RunConfig {
     pub lock_memory: bool,
     /// Print the plugins' log messages.
     pub echo_log: bool,
+    /// Open instance 0's editor while the instances play (`--gui`,
+    /// `--gui-cycles`): see [`crate::editor`].
+    pub gui: Option<GuiConfig>,
 }
 
 impl RunConfig {
@@ -138,6 +148,7 @@ impl RunConfig {
             stopped: false,
             lock_memory: false,
             echo_log: true,
+            gui: None,
         }
     }
 
@@ -163,6 +174,16 @@ impl RunConfig {
         }
         if self.quirks.contains(Quirk::HugeBlock) && self.block.checked_mul(quirks::HUGE_BLOCK_FACTOR).is_none() {
             return Err("--host-quirks huge-block: --block is too large".into());
+        }
+        if self.gui.is_some() && self.offline {
+            return Err("--gui and --gui-cycles open the editor while the instances play in real time: not with \
+                        --offline"
+                .into());
+        }
+        if let Some(crate::editor::GuiConfig { mode: crate::editor::GuiMode::Open { seconds }, .. }) = &self.gui
+            && !(seconds.is_finite() && *seconds >= 0.0)
+        {
+            return Err(format!("--gui {seconds}: need a number of seconds, 0 or more"));
         }
         if !(self.tempo.is_finite() && self.tempo > 0.0) {
             return Err(format!("--tempo {}: need a tempo above zero", self.tempo));
@@ -471,6 +492,9 @@ struct Pacing<'a> {
     /// `--notes`, by sample, and how to send them.
     notes: &'a [NoteEvent],
     dialect: NoteDialect,
+    /// While set, the audio threads play on past `blocks` (the editor
+    /// session is not over yet).
+    hold: AtomicBool,
 }
 
 impl Pacing<'_> {
@@ -535,9 +559,9 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
     let mut k = 0u64;
     // Calls that carry audio (the quirks count these).
     let mut calls = 0u64;
-    while k < pacing.blocks {
+    while k < pacing.blocks || pacing.hold.load(Ordering::Relaxed) {
         let span = if huge > 1 && calls % quirks::HUGE_BLOCK_EVERY == quirks::HUGE_BLOCK_EVERY - 1 {
-            huge.min(pacing.blocks - k)
+            huge.min(pacing.blocks.saturating_sub(k).max(1))
         } else {
             1
         };
@@ -619,7 +643,9 @@ fn audio_thread(lane: Lane, pacing: &Pacing) -> LaneResult {
         let right = lane.processor.output_f32(0, 1).or(left);
         if let (Some(left), Some(right)) = (left, right) {
             let at = first_frame as usize;
-            if let Some(capture) = lane.capture.as_mut() {
+            // (Blocks played past `blocks`, while the editor holds the run,
+            // are not captured.)
+            if let Some(capture) = lane.capture.as_mut().filter(|c| 2 * (at + n) <= c.len()) {
                 for (i, frame) in capture[2 * at..2 * (at + n)].chunks_exact_mut(2).enumerate() {
                     frame[0] = left[i];
                     frame[1] = right[i];
@@ -668,6 +694,38 @@ pub fn dry_blocks_at_start(head: &[f32], latency: usize, block: usize, input: &I
         at += block;
     }
     count
+}
+
+/// Before the editor opens: what is mapped now (the instances' buffers, the
+/// plugins' engines) stays locked, what the editor maps from here on is
+/// not, as in a DAW, whose GUI memory is not locked. Locked, the pages a GUI
+/// toolkit frees could not be given back (the kernel refuses to discard
+/// locked pages, so glibc's trimming cannot), and every opening would grow
+/// the process for good: so no `MCL_FUTURE`, and the reserves glibc keeps
+/// for its per-thread arenas (inaccessible mappings it makes accessible as
+/// an arena grows) are unlocked too.
+fn lock_current_memory_only() {
+    use rustix::mm::{MlockAllFlags, mlockall, munlock};
+    if mlockall(MlockAllFlags::CURRENT).is_err() {
+        return;
+    }
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for line in maps.lines() {
+        // "start-end perms offset dev inode [path]": anonymous (no path),
+        // private and inaccessible.
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some("---p")) = (fields.next(), fields.next()) else { continue };
+        if fields.nth(3).is_some() {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: unlocking changes no contents, and the range is one of
+        // this process's own mappings, as the kernel just listed it.
+        let _ = unsafe { munlock(start as *mut std::ffi::c_void, end - start) };
+    }
 }
 
 /// Whether locking all current and future memory cannot make later
@@ -719,8 +777,9 @@ fn check_note_input(instance: &mut Instance, dialect: NoteDialect) -> Result<(),
     Ok(())
 }
 
-/// Calls `on_main_thread` of every instance that asked, once.
-fn service_all(instances: &mut [Instance]) -> bool {
+/// Calls `on_main_thread` of every instance that asked, once (and their
+/// due timers and ready descriptors: [`Instance::service_main_thread`]).
+pub(crate) fn service_all(instances: &mut [Instance]) -> bool {
     let mut called = false;
     for instance in instances {
         called |= instance.service_main_thread();
@@ -766,6 +825,8 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         Some(spec) => load_notes(spec, config.tempo, config.rate, frames as u64)?,
         None => Vec::new(),
     };
+    // The editor's display, before anything else starts: no display, no run.
+    let mut x11 = config.gui.as_ref().map(|_| X11Host::connect()).transpose()?;
     let memory_locked = config.lock_memory && memory_lock_is_safe() && lock_memory();
     let panics_before = crate::panics::hook_panics();
     let bundle = Bundle::load(&config.plugin)?;
@@ -899,7 +960,9 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         input: &input,
         notes: &notes,
         dialect: config.note_dialect,
+        hold: AtomicBool::new(config.gui.is_some()),
     };
+    let mut gui = None;
     let results: Result<Vec<LaneResult>, String> = std::thread::scope(|scope| {
         let handles: Vec<_> = lanes
             .into_iter()
@@ -912,6 +975,19 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
                     .expect("spawning an audio thread")
             })
             .collect();
+        // The editor, while they play; then let them end.
+        if let (Some(gui_config), Some(x11)) = (&config.gui, x11.as_mut()) {
+            // Every thread has started its first block.
+            while monotonic_ns() < pacing.start_ns {
+                service_all(&mut instances);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if memory_locked {
+                lock_current_memory_only();
+            }
+            gui = Some(crate::editor::run_session(gui_config, &mut instances, x11));
+            pacing.hold.store(false, Ordering::Relaxed);
+        }
         // Serve the plugins' main-thread requests while they play.
         while !handles.iter().all(|h| h.is_finished()) {
             service_all(&mut instances);
@@ -984,6 +1060,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
     if !start_errors.is_empty() {
         return Err(start_errors.join("; "));
     }
+    let gui = gui.transpose()?;
     let panics = crate::panics::hook_panics() - panics_before + host_callbacks.reported_panics;
 
     if let (Some(path), Some(capture)) = (&config.output_wav, &capture) {
@@ -1024,6 +1101,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         note_dialect: config.note_dialect,
         params_sent,
         params,
+        gui,
     };
     if let Some(path) = &config.json {
         let text = serde_json::to_string_pretty(&report.to_json()).expect("serialisable");

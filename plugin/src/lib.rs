@@ -29,10 +29,16 @@
 //!   worker lifecycle) reach the host's log from the main thread
 //!   ([`messages`]), never from `process`.
 //!
+//! - **An editor** ([`editor`], CLAP gui: X11, embedded or floating): the
+//!   script (open, reload, edit, new from an example, its description), its
+//!   log, live status and the controls, drawn by egui on the window's own
+//!   thread from a model the main thread keeps; the audio thread never
+//!   waits for it, and a host that never opens it pays nothing.
+//!
 //! # Thread model (as clack types it)
 //!
 //! - [`OutboardShared`] (`Send + Sync`): parameter values in atomics, read
-//!   and written by both threads.
+//!   and written by both threads; the editor's DSP-load meters.
 //! - [`OutboardMainThread`] (main thread only, `!Sync`): the script, the
 //!   latency, the host handle, the instance's mailbox; loading state,
 //!   activation (with its bounded wait for a wet start) and writing to the
@@ -70,6 +76,7 @@ use std::time::Duration;
 use clack_extensions::audio_ports::{
     AudioPortFlags, AudioPortInfo, AudioPortInfoWriter, AudioPortType, PluginAudioPorts, PluginAudioPortsImpl,
 };
+use clack_extensions::gui::PluginGui;
 use clack_extensions::latency::{HostLatency, PluginLatency, PluginLatencyImpl};
 use clack_extensions::log::{HostLog, LogSeverity};
 use clack_extensions::note_ports::{
@@ -83,6 +90,7 @@ use clack_extensions::preset_discovery::preset_data::Location;
 use clack_extensions::preset_discovery::{PluginPresetLoad, PluginPresetLoadImpl};
 use clack_extensions::render::{PluginRender, PluginRenderImpl, RenderMode};
 use clack_extensions::state::{PluginState as ClapState, PluginStateImpl};
+use clack_extensions::timer::PluginTimer;
 use clack_plugin::entry::{Entry, EntryFactories, EntryLoadError};
 use clack_plugin::factory::plugin::{PluginFactoryImpl, PluginFactoryWrapper};
 use clack_plugin::host::HostInfo;
@@ -94,6 +102,7 @@ use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::wire::declared::Declaration;
 
 pub mod denormals;
+pub mod editor;
 pub mod guard;
 pub mod messages;
 pub mod params;
@@ -129,7 +138,8 @@ def process(block, ctx):
 pub const DEFAULT_SCRIPT_NAME: &str = "passthrough.py";
 
 /// The environment variable naming the script new instances start with
-/// (a DAW has no other way to hand this GUI-less plugin a file).
+/// (for a host that never opens the editor, the one way to hand every new
+/// instance a file).
 pub const DEFAULT_SCRIPT_ENV: &str = "OUTBOARD_DEFAULT_SCRIPT";
 
 /// The script a new instance starts with: `$OUTBOARD_DEFAULT_SCRIPT` if it
@@ -190,7 +200,9 @@ impl Plugin for OutboardPlugin {
             .register::<ClapState>()
             .register::<PluginLatency>()
             .register::<PluginRender>()
-            .register::<PluginPresetLoad>();
+            .register::<PluginPresetLoad>()
+            .register::<PluginGui>()
+            .register::<PluginTimer>();
     }
 }
 
@@ -248,7 +260,12 @@ impl PluginFactoryImpl for OutboardFactory {
             host_info,
             descriptor,
             move |_host| {
-                Ok(OutboardShared { values: ParamValues::default(), offline: AtomicBool::new(false), instrument })
+                Ok(OutboardShared {
+                    values: ParamValues::default(),
+                    offline: AtomicBool::new(false),
+                    instrument,
+                    meters: editor::Meters::default(),
+                })
             },
             OutboardMainThread::new,
         ))
@@ -281,6 +298,8 @@ impl<'a> OutboardMainThread<'a> {
         // the mailbox.
         let mailbox = unsafe { Mailbox::new(host.as_raw(), host_logs) };
         messages::register(&mailbox);
+        // SAFETY: as for the mailbox: the drop detaches the handle.
+        let editor = unsafe { editor::EditorHandle::new(host.as_raw()) };
         let main_thread = OutboardMainThread {
             shared,
             host,
@@ -292,6 +311,11 @@ impl<'a> OutboardMainThread<'a> {
             declared_seen: Cell::new(0),
             rescan_pending: Cell::new(ParamRescanFlags::empty()),
             active: Cell::new(false),
+            editor,
+            editor_side: RefCell::new(editor::instance::EditorSide::new()),
+            gui: RefCell::new(None),
+            stats: RefCell::new(None),
+            sample_rate: Cell::new(0.0),
         };
         if let Some(note) = note {
             main_thread.say(LogLevel::Warning, &note);
@@ -308,6 +332,8 @@ pub struct OutboardShared {
     offline: AtomicBool,
     /// Outboard Instrument: no audio in.
     instrument: bool,
+    /// The editor's DSP load, measured by `process` while it is watched.
+    meters: editor::Meters,
 }
 
 impl PluginShared<'_> for OutboardShared {}
@@ -334,6 +360,17 @@ pub struct OutboardMainThread<'a> {
     /// once inactive).
     rescan_pending: Cell<ParamRescanFlags>,
     active: Cell<bool>,
+    /// The editor's model (shared with the window's thread and tests).
+    editor: Arc<editor::EditorHandle>,
+    /// The main thread's side of the editor: the ring of parameter moves
+    /// to the audio thread, the gestures open, the status' last samples.
+    editor_side: RefCell<editor::instance::EditorSide>,
+    /// The editor's window, between the host's gui `create` and `destroy`.
+    gui: RefCell<Option<editor::window::Gui>>,
+    /// While active: the track's counters (late results, round trips).
+    stats: RefCell<Option<Arc<outboard_engine::realtime::track::TrackStats>>>,
+    /// While active: the sample rate.
+    sample_rate: Cell<f64>,
 }
 
 impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {
@@ -343,12 +380,17 @@ impl<'a> PluginMainThread<'a, OutboardShared> for OutboardMainThread<'a> {
         self.deliver_mail();
         self.take_new_declaration();
         self.tell_rescans();
+        self.serve_window();
+        self.serve_editor();
     }
 }
 
 impl Drop for OutboardMainThread<'_> {
     fn drop(&mut self) {
+        // A host that forgot the gui's destroy: the window goes first.
+        self.close_gui();
         self.deliver_mail();
+        editor::unregister(&self.editor);
         messages::unregister(&self.mailbox);
         scripting::leave();
     }
@@ -357,6 +399,7 @@ impl Drop for OutboardMainThread<'_> {
 pub struct OutboardAudioProcessor<'a> {
     shared: &'a OutboardShared,
     processor: Processor,
+    sample_rate: f64,
 }
 
 impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for OutboardAudioProcessor<'a> {
@@ -425,20 +468,66 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
                 None
             }
         };
-        let processor = Processor::new(track, registration, config.max_frames_count);
+        let mut processor = Processor::new(track, registration, config.max_frames_count);
+        processor.set_gestures(main_thread.editor_side.borrow_mut().lend_gestures());
+        *main_thread.stats.borrow_mut() = Some(processor.stats().clone());
+        main_thread.sample_rate.set(config.sample_rate);
         main_thread.set_latency(processor.latency() as u32);
         main_thread.active.set(true);
         // The script has loaded (or the wait gave up): its parameters, now.
         main_thread.take_new_declaration();
-        Ok(OutboardAudioProcessor { shared, processor })
+        Ok(OutboardAudioProcessor { shared, processor, sample_rate: config.sample_rate })
     }
 
-    fn process(&mut self, process: Process, mut audio: Audio, events: Events) -> Result<ProcessStatus, PluginError> {
+    fn process(&mut self, process: Process, audio: Audio, events: Events) -> Result<ProcessStatus, PluginError> {
+        if !self.shared.meters.measuring() {
+            return self.process_block(process, audio, events);
+        }
+        // The editor watches: the call's share of its time budget.
+        let frames = audio.frames_count();
+        let start = outboard_engine::realtime::clock::monotonic_ns();
+        let status = self.process_block(process, audio, events);
+        let took = outboard_engine::realtime::clock::monotonic_ns().saturating_sub(start);
+        self.shared.meters.record(took, frames, self.sample_rate);
+        status
+    }
+
+    fn deactivate(mut self, main_thread: &OutboardMainThread<'a>) {
+        main_thread.take_new_declaration();
+        *main_thread.running.borrow_mut() = None;
+        *main_thread.stats.borrow_mut() = None;
+        main_thread.active.set(false);
+        main_thread.editor_side.borrow_mut().give_back_gestures(self.processor.take_gestures());
+        drop(self.processor.take_registration());
+        main_thread.deliver_mail();
+        messages::deactivated();
+        // Not from inside deactivate: a VST3 host (JUCE, through
+        // clap-wrapper) that deactivates under its own lock deadlocks on the
+        // full rescan it passes on. The next main-thread callback does it.
+        if !main_thread.rescan_pending.get().is_empty() {
+            main_thread.host.request_callback();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.processor.reset();
+    }
+}
+
+impl OutboardAudioProcessor<'_> {
+    /// One host call. Realtime-safe.
+    fn process_block(
+        &mut self,
+        process: Process,
+        mut audio: Audio,
+        events: Events,
+    ) -> Result<ProcessStatus, PluginError> {
         let _ftz = denormals::FlushToZero::enable();
         let offline = self.shared.offline.load(Ordering::Relaxed);
         self.processor.set_offline(offline.then_some(OFFLINE_WAIT));
         let Some(mut pair) = audio.port_pair(0) else {
             processor::apply_all(&self.shared.values, events.input);
+            self.processor.flush_gestures(&self.shared.values, events.output);
             return Ok(ProcessStatus::Continue);
         };
         let values = &self.shared.values;
@@ -455,25 +544,12 @@ impl<'a> PluginAudioProcessor<'a, OutboardShared, OutboardMainThread<'a>> for Ou
             Err(_) => {
                 guard::note(guard::HostQuirk::MissingAudioBuffers);
                 processor::apply_all(&self.shared.values, events.input);
+                self.processor.flush_gestures(&self.shared.values, events.output);
             }
         }
         // Scripts may sound from silence and results arrive λ late: never
         // ask to be put to sleep.
         Ok(ProcessStatus::Continue)
-    }
-
-    fn deactivate(mut self, main_thread: &OutboardMainThread<'a>) {
-        main_thread.take_new_declaration();
-        *main_thread.running.borrow_mut() = None;
-        main_thread.active.set(false);
-        drop(self.processor.take_registration());
-        main_thread.deliver_mail();
-        messages::deactivated();
-        main_thread.tell_rescans();
-    }
-
-    fn reset(&mut self) {
-        self.processor.reset();
     }
 }
 
@@ -489,8 +565,15 @@ impl OutboardMainThread<'_> {
     }
 
     /// Writes a message on the host's log now (main thread), or on stderr
-    /// where the host has none (or one that drops it, as VST3's wrapper).
+    /// where the host has none (or one that drops it, as VST3's wrapper);
+    /// the editor's log keeps it too.
     fn say(&self, level: LogLevel, text: &str) {
+        self.mailbox.remember(level, text);
+        self.write_log(level, text);
+    }
+
+    /// Writes a message on the host's log (or stderr) only.
+    fn write_log(&self, level: LogLevel, text: &str) {
         let Some(log) = self.host.get_extension::<HostLog>().filter(|_| self.mailbox.host_logs()) else {
             return messages::to_stderr(&[(level, text.to_string())]);
         };
@@ -506,8 +589,9 @@ impl OutboardMainThread<'_> {
 
     /// Delivers the mail other threads left for this instance.
     fn deliver_mail(&self) {
+        // Posted mail is in the editor's history already.
         for (level, text) in self.mailbox.take() {
-            self.say(level, &text);
+            self.write_log(level, &text);
         }
     }
 
@@ -516,7 +600,11 @@ impl OutboardMainThread<'_> {
         let declaration = if state.declared.is_empty() {
             Declaration::default()
         } else {
-            Declaration::from_json(state.declared.as_bytes()).map_err(|why| format!("declared parameters: {why}"))?
+            let mut declaration = Declaration::from_json(state.declared.as_bytes())
+                .map_err(|why| format!("declared parameters: {why}"))?;
+            // Saved again as it came: a state round-trips byte for byte.
+            declaration.source = state.declared.clone();
+            declaration
         };
         // Check every value before changing any: a refused state changes nothing.
         for &(id, value) in &state.params {
@@ -876,14 +964,17 @@ impl PluginMainThreadParams for OutboardMainThread<'_> {
         spec.parse(text)
     }
 
-    fn flush(&self, input_parameter_changes: &InputEvents, _output_parameter_changes: &mut OutputEvents) {
+    fn flush(&self, input_parameter_changes: &InputEvents, output_parameter_changes: &mut OutputEvents) {
         processor::apply_all(&self.shared.values, input_parameter_changes);
+        // Inactive: the editor's moves wait in the ring the main thread holds.
+        self.editor_side.borrow_mut().flush_gestures(&self.shared.values, output_parameter_changes);
     }
 }
 
 impl PluginAudioProcessorParams for OutboardAudioProcessor<'_> {
-    fn flush(&mut self, input_parameter_changes: &InputEvents, _output_parameter_changes: &mut OutputEvents) {
+    fn flush(&mut self, input_parameter_changes: &InputEvents, output_parameter_changes: &mut OutputEvents) {
         processor::apply_all(&self.shared.values, input_parameter_changes);
+        self.processor.flush_gestures(&self.shared.values, output_parameter_changes);
     }
 }
 

@@ -12,6 +12,11 @@
 //!   mailbox with mail, and posts each host quirk ([`crate::guard`]) once;
 //! - the instance's `on_main_thread` delivers the mail to the host's log.
 //!
+//! Each mailbox also keeps a bounded [`History`] of everything posted to
+//! it and everything the instance said itself (newest last, numbered), so
+//! the editor shows the same messages whatever the host's log does with
+//! them.
+//!
 //! Where the host has no log extension, or one known to drop what it is
 //! given (clap-wrapper's, which is how Outboard is a VST3, on Linux), the
 //! mailman writes the mail to stderr instead; where the host never calls back (some wrappers only do
@@ -37,6 +42,8 @@ pub const MAX_PENDING: usize = 256;
 pub const UNDELIVERED_AFTER: Duration = Duration::from_secs(2);
 /// How often the mailman looks for host quirks and forgotten mail.
 const ROUNDS: Duration = Duration::from_millis(100);
+/// Messages a mailbox's history keeps (the oldest go first).
+pub const HISTORY: usize = 500;
 
 /// A host pointer the mailman may use from its thread.
 struct RawHost(*const clap_host);
@@ -62,6 +69,35 @@ pub struct Mailbox {
     /// The instance has news for its main thread besides mail (its
     /// script's declaration changed): worth a callback.
     poked: AtomicBool,
+    /// What was said to or by the instance, for its editor.
+    history: Mutex<History>,
+}
+
+/// One message as the editor sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Said {
+    /// Numbers messages in the order they came (from 1).
+    pub seq: u64,
+    pub level: LogLevel,
+    pub text: String,
+    pub at: std::time::SystemTime,
+}
+
+/// The last [`HISTORY`] messages of an instance, oldest first.
+#[derive(Debug, Default)]
+pub struct History {
+    said: VecDeque<Said>,
+    next: u64,
+}
+
+impl History {
+    fn push(&mut self, level: LogLevel, text: String) {
+        if self.said.len() == HISTORY {
+            self.said.pop_front();
+        }
+        self.next += 1;
+        self.said.push_back(Said { seq: self.next, level, text, at: std::time::SystemTime::now() });
+    }
 }
 
 #[derive(Default)]
@@ -87,7 +123,20 @@ impl Mailbox {
             pending: Mutex::new(Pending::default()),
             requested: AtomicBool::new(false),
             poked: AtomicBool::new(false),
+            history: Mutex::new(History::default()),
         })
+    }
+
+    /// Keeps a message in the history (any thread but a realtime one).
+    pub fn remember(&self, level: LogLevel, text: &str) {
+        self.history.lock().unwrap_or_else(|e| e.into_inner()).push(level, text.to_string());
+    }
+
+    /// The messages after number `seq` that the history still holds,
+    /// oldest first.
+    pub fn said_since(&self, seq: u64) -> Vec<Said> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.said.iter().filter(|s| s.seq > seq).cloned().collect()
     }
 
     /// Whether messages go to the host's log (else to stderr).
@@ -106,11 +155,13 @@ impl Mailbox {
 
     /// Leaves a message (any thread but a realtime one).
     pub fn post(&self, level: LogLevel, text: impl Into<String>) {
+        let text = text.into();
+        self.remember(level, &text);
         let mut pending = self.lock();
         if pending.messages.len() >= MAX_PENDING {
             pending.dropped += 1;
         } else {
-            pending.messages.push_back((level, text.into()));
+            pending.messages.push_back((level, text));
         }
         pending.since.get_or_insert_with(Instant::now);
         drop(pending);
@@ -263,6 +314,7 @@ fn mailman() {
                     format!("outboard: host quirk: {} (seen {} times so far)", quirk.describe(), guard::count(quirk));
                 match &first {
                     Some(mailbox) => {
+                        mailbox.remember(LogLevel::Warning, &text);
                         let mut pending = mailbox.lock();
                         pending.messages.push_back((LogLevel::Warning, text));
                         pending.since.get_or_insert_with(Instant::now);

@@ -128,6 +128,18 @@ pub fn preset_file(location_kind: u32, location: Option<&CStr>) -> Result<PathBu
     std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The folders of example scripts (factory presets): the bundle's
+/// `scripts/` and each of `$OUTBOARD_PRESET_DIRS`, those that exist.
+pub fn example_dirs() -> Vec<PathBuf> {
+    Roots::from_env().factory.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+/// The user's script folder, `$XDG_DATA_HOME/outboard/scripts` (by default
+/// `~/.local/share/outboard/scripts`), whether or not it exists yet.
+pub fn user_dir() -> Option<PathBuf> {
+    Roots::from_env().user
+}
+
 /// The folders presets come from.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Roots {

@@ -11,7 +11,9 @@
 //! with its frame, `ctx.param_changes`). Notes and MIDI from the host go to
 //! the script with the block they fall in, at their frame; the script's
 //! notes, MIDI and parameter moves come back out λ after their time, like
-//! its audio.
+//! its audio. Parameters moved in the editor reach the host from here too
+//! (gesture begin, value, gesture end at the call's first frame), through
+//! a wait-free ring from the main thread ([`send_gestures`]).
 //!
 //! Signal path per channel, with λ the reported latency:
 //!
@@ -32,6 +34,7 @@ use clack_plugin::process::audio::PairedChannels;
 use outboard_engine::realtime::track::Track;
 use outboard_engine::wire::block::{EventAction, Transport, midi_message_len};
 
+use crate::editor::ParamGesture;
 use crate::guard::{self, HostQuirk};
 use crate::params::{self, ParamValues};
 use crate::scripting::{BLOCK, MAX_LATENCY_BLOCKS, Registration};
@@ -96,6 +99,9 @@ pub struct Processor {
     /// changes split the call into segments (notes go to the script with
     /// their frames).
     order: Box<[(u32, u32, bool)]>,
+    /// The editor's parameter moves (the main thread's ring; handed over
+    /// at activation, given back at deactivation).
+    gestures: Option<rtrb::Consumer<ParamGesture>>,
 }
 
 impl Processor {
@@ -122,11 +128,35 @@ impl Processor {
             delay: buffer(latency),
             delay_at: 0,
             order: vec![(0, 0, false); MAX_SORTED_EVENTS].into(),
+            gestures: None,
+        }
+    }
+
+    /// Takes the editor's ring of parameter moves (main thread, at activation).
+    pub fn set_gestures(&mut self, gestures: Option<rtrb::Consumer<ParamGesture>>) {
+        self.gestures = gestures;
+    }
+
+    /// Gives the ring back (main thread, at deactivation).
+    pub fn take_gestures(&mut self) -> Option<rtrb::Consumer<ParamGesture>> {
+        self.gestures.take()
+    }
+
+    /// Hands the host the editor's parameter moves without processing
+    /// audio (a flush, or a call without audio). Realtime-safe.
+    pub fn flush_gestures(&mut self, values: &ParamValues, output: &mut OutputEvents) {
+        if let Some(gestures) = self.gestures.as_mut() {
+            send_gestures(values, gestures, output, |_, _| {});
         }
     }
 
     pub fn latency(&self) -> usize {
         self.latency
+    }
+
+    /// The track's counters (late results, round trips).
+    pub fn stats(&self) -> &std::sync::Arc<outboard_engine::realtime::track::TrackStats> {
+        self.track.stats()
     }
 
     pub fn take_registration(&mut self) -> Option<Registration> {
@@ -161,6 +191,15 @@ impl Processor {
         let mut pairs: [Option<ChannelPair<'_, S>>; CHANNELS] = std::array::from_fn(|c| channels.channel_pair(c));
         let (queued, overflow) = self.order_events(events, frames);
         self.track.begin_call(transport.map(host_transport));
+        // The editor's moves first, at frame 0: the script hears them as
+        // parameter changes, the host as gestures.
+        if let Some(gestures) = self.gestures.as_mut() {
+            let track = &mut self.track;
+            send_gestures(values, gestures, output, |k, value| {
+                let index = params::wire_index(k) as u32;
+                track.push_event(0, EventAction::ParamChange { index, value: value as f32 });
+            });
+        }
         // The script's share of the host's events, at their frames.
         for &(time, index, _) in &self.order[..queued] {
             if let Some(action) = events.get(index).and_then(|e| script_action(values, e)) {
@@ -450,6 +489,37 @@ fn read<S: Sample>(dst: &mut [f32], src: Option<&[S]>) {
             }
         }
         None => dst.fill(0.0),
+    }
+}
+
+/// Hands the host the editor's parameter moves waiting in `gestures` (at
+/// frame 0) and takes their values; `slot_moved(k, value)` hears each
+/// script slot's new value. Realtime-safe: the ring is preallocated, the
+/// host's list takes what fits (the rest is counted as a quirk).
+pub fn send_gestures(
+    values: &ParamValues,
+    gestures: &mut rtrb::Consumer<ParamGesture>,
+    output: &mut OutputEvents,
+    mut slot_moved: impl FnMut(usize, f64),
+) {
+    while let Ok(gesture) = gestures.pop() {
+        let pushed = match gesture {
+            ParamGesture::Begin(id) => output.try_push(ParamGestureBeginEvent::new(0, ClapId::new(id))),
+            ParamGesture::End(id) => output.try_push(ParamGestureEndEvent::new(0, ClapId::new(id))),
+            ParamGesture::Value(id, value) => {
+                if !values.set(id, value) {
+                    continue;
+                }
+                let Some(value) = values.get(id) else { continue };
+                if let Some(k) = params::slot_of(id) {
+                    slot_moved(k, value);
+                }
+                output.try_push(ParamValueEvent::new(0, ClapId::new(id), Pckn::match_all(), value))
+            }
+        };
+        if pushed.is_err() {
+            guard::note(HostQuirk::OutputEventsFull);
+        }
     }
 }
 

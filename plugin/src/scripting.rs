@@ -119,9 +119,24 @@ pub(crate) fn library_path() -> Option<PathBuf> {
     }
 }
 
-/// Where the scripts host is, or why it cannot be used: the engine's
-/// search, beside this library (unless `OUTBOARD_SCRIPTS_HOST` names it).
+/// A scripts host named by the program that links the plugin (tests),
+/// before `$OUTBOARD_SCRIPTS_HOST`.
+static SCRIPTS_HOST: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Names the scripts host for every instance of this process started from
+/// now on (a program that links the plugin, as the tests do, rather than
+/// setting the environment while threads run).
+pub fn use_scripts_host(path: PathBuf) {
+    *SCRIPTS_HOST.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+}
+
+/// Where the scripts host is, or why it cannot be used: the one the program
+/// named, else the engine's search beside this library (unless
+/// `OUTBOARD_SCRIPTS_HOST` names it).
 pub fn locate_scripts_host() -> Result<PathBuf, String> {
+    if let Some(named) = SCRIPTS_HOST.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return process::usable_scripts_host(named, "named by the program");
+    }
     if std::env::var_os(SCRIPTS_HOST_ENV).is_some() {
         return process::locate_scripts_host(None);
     }
@@ -278,6 +293,25 @@ pub fn retarget(track: u32, script: &ScriptSource, current: &Running) -> Result<
         supervisor.set_script(track, new.file.clone(), new.python_env.clone());
     }
     Ok((new, note))
+}
+
+/// Makes the worker of a registered track load its script again (the
+/// editor's Reload): the same file, re-read now; a copy of a script that
+/// is no file is written again first. The current version plays until the
+/// new one has loaded.
+pub fn reload(track: u32, script: &ScriptSource) -> Result<Running, String> {
+    let mut service = service();
+    let (file, _) = file_to_run(&mut service, track, script)?;
+    let now = running(file, script);
+    if let Some(supervisor) = &service.supervisor {
+        supervisor.set_script(track, now.file.clone(), now.python_env.clone());
+    }
+    Ok(now)
+}
+
+/// The pid of the worker serving `track`, once it is placed.
+pub fn worker_of(track: u32) -> Option<u32> {
+    service().supervisor.as_ref().and_then(|s| s.worker_of(track))
 }
 
 /// The shape every track of this process fits (the supervisor's rings are

@@ -65,7 +65,9 @@ fn a_late_track_is_silence_for_that_period_and_a_counted_miss() {
     let stalled_misses = stats.track_misses[1].load(Ordering::Relaxed);
     // The stall covers 15 periods: at least 10 of them were played without it.
     assert!(stalled_misses >= 10, "missed periods counted ({stalled_misses})");
-    let without_stalled = masters.iter().filter(|&&m| m == 1.0).count() as u64;
+    // Without it: the steady track alone (1), or nothing where the steady
+    // one missed too (0: a loaded machine, beside a compile, delays both).
+    let without_stalled = masters.iter().filter(|&&m| m == 1.0 || m == 0.0).count() as u64;
     assert!(without_stalled >= stalled_misses, "each missed period is silence from that track");
     assert!(masters.iter().all(|&m| m == 0.0 || m == 1.0 || m == 101.0 || m == 100.0), "only whole periods mix");
     assert!(stats.periods.load(Ordering::Relaxed) > 600, "the driver kept its pace");

@@ -7,8 +7,10 @@
 //! pedalboard example is run as written.
 
 use std::ffi::CString;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use outboard_plugin::params;
 use outboard_plugin::state::PluginState;
@@ -31,25 +33,56 @@ fn python_command(bundle: &Vst3Bundle) -> Command {
     command
 }
 
+/// How long one check may take: the Python side gives up after 240 s
+/// (`CHECK_SECONDS`, printing every thread's stack); this is the backstop
+/// for a process that cannot even do that.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Runs one check of tests/python/vst3_pedalboard.py; returns its stderr.
+/// A check that hangs (the plugin and pedalboard deadlocked) fails.
 fn check(bundle: &Vst3Bundle, name: &str) -> String {
     let script = root().join("tests/python/vst3_pedalboard.py");
-    let output = python_command(bundle)
+    let mut child = python_command(bundle)
         .arg(&script)
         .arg(name)
         .arg(bundle.vst3())
         .arg(bundle.dir())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run python3");
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for python3") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (stdout.join().expect("stdout"), stderr.join().expect("stderr"));
+    let Some(status) = status else {
+        panic!("check {name} did not end within {CHECK_TIMEOUT:?} (killed):\n{stdout}\n{stderr}");
+    };
     assert!(
         !stderr.contains("No module named 'pedalboard'"),
         "pedalboard is not installed for {}: run `cargo xtask setup` (or `{} -m pip install pedalboard`)",
         python(),
         python()
     );
-    assert!(output.status.success(), "check {name} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(status.success(), "check {name} failed ({status}):\n{stdout}\n{stderr}");
     // Nothing but the check's own line: the wrapper was built quiet
     // (CLAP_WRAPPER_LOGLEVEL=0, .cargo/config.toml), and the plugin writes
     // to stderr only.
@@ -81,23 +114,51 @@ fn the_bundled_library_exports_the_vst3_entry_points_beside_clap_entry() {
 #[test]
 fn a_script_given_through_the_state_is_heard_exactly_at_the_reported_latency() {
     let bundle = Vst3Bundle::new("vst3-state-script");
-    // The same state, written by the plugin's own Rust code: the Python
-    // helper must produce these bytes.
+    // The same states, written by the plugin's own Rust code: the Python
+    // helper must produce these bytes. The first is played: SHAPER and
+    // what its worker declares (nothing); the second has declared
+    // parameters with values on their slots (ids 3 and 5).
     let state = PluginState {
         params: vec![(params::MIX, 1.0), (params::BYPASS, 0.0)],
         script_name: "shaper.py".into(),
         script: SHAPER.into(),
         script_path: String::new(),
         python_env: String::new(),
-        declared: String::new(),
+        declared: SHAPER_DECLARED.into(),
     };
     std::fs::write(bundle.dir().join("rust_state.bin"), state.encode()).unwrap();
+    let declared = PluginState {
+        params: vec![(params::MIX, 0.5), (params::BYPASS, 0.0), (params::slot_id(0), 0.25), (params::slot_id(2), 2.0)],
+        script_name: "shaper.py".into(),
+        script: SHAPER.into(),
+        script_path: "/a/shaper.py".into(),
+        python_env: "/a/venv".into(),
+        declared: DECLARED_FOR_BYTES.into(),
+    };
+    let bytes = declared.encode();
+    let names: Vec<String> = outboard_engine::wire::declared::Declaration::from_json(DECLARED_FOR_BYTES.as_bytes())
+        .expect("a declaration the plugin reads")
+        .params
+        .iter()
+        .map(|p| format!("{}@{}", p.name, params::slot_id(p.index - 1)))
+        .collect();
+    assert_eq!(names, ["cutoff@3", "mode@5"]);
+    assert_eq!(PluginState::decode(&bytes).as_ref(), Ok(&declared));
+    std::fs::write(bundle.dir().join("rust_state_declared.bin"), bytes).unwrap();
     check(&bundle, "script_through_state");
 }
 
 /// tests/python/vst3_pedalboard.py's SHAPER, byte for byte.
 const SHAPER: &str =
     "import numpy as np\n\ndef process(block, ctx):\n    block[0] *= 0.5\n    block[1] = np.tanh(2.0 * block[1])\n";
+/// Its SHAPER_DECLARED and DECLARED_FOR_BYTES, byte for byte.
+const SHAPER_DECLARED: &str = r#"{"params":[],"instrument":false,"doc":"","slot":0}"#;
+const DECLARED_FOR_BYTES: &str = concat!(
+    r#"{"params":[{"index":1,"name":"cutoff","min":20.0,"max":20000.0,"default":1000.0,"unit":"Hz","#,
+    r#""scale":"log","step":null,"choices":null},{"index":3,"name":"mode","min":0.0,"max":2.0,"default":1,"#,
+    r#""unit":"","scale":"linear","step":null,"choices":["low","band","high"]}],"instrument":false,"#,
+    r#""doc":"","slot":0}"#
+);
 
 #[test]
 fn a_script_file_named_by_the_state_is_followed() {
@@ -106,7 +167,7 @@ fn a_script_file_named_by_the_state_is_followed() {
 }
 
 #[test]
-fn parameters_are_reached_by_name_with_their_text_mix_and_bypass_exact() {
+fn declared_parameters_are_reached_by_name_with_their_text_mix_and_bypass_exact() {
     let bundle = Vst3Bundle::new("vst3-params");
     check(&bundle, "parameters");
 }
@@ -118,12 +179,17 @@ fn raw_state_carries_the_plugins_state_unchanged_both_ways() {
     // What pedalboard saved is the plugin's own format.
     let saved = std::fs::read(bundle.dir().join("saved_state.bin")).expect("the state pedalboard saved");
     let state = PluginState::decode(&saved).expect("an Outboard state");
-    assert_eq!(state.script_name, "quarter.py");
-    assert!(state.script.contains("ctx.params['p2']"));
+    assert_eq!(state.script_name, "levels.py");
+    assert!(state.script.contains(r#"ctx.params["level"]"#));
+    let declared =
+        outboard_engine::wire::declared::Declaration::from_json(state.declared.as_bytes()).expect("declared");
+    let slots: Vec<(&str, usize)> = declared.params.iter().map(|p| (p.name.as_str(), p.index - 1)).collect();
+    assert_eq!(slots, [("drive", 0), ("level", 1)], "the declaration names the slots");
     let value = |id| state.params.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
     assert_eq!(value(params::MIX), Some(0.75));
-    assert_eq!(value(params::slot_id(1)), Some(0.5), "P2 as set by name from Python");
-    assert_eq!(value(params::slot_id(3)), Some(1.0));
+    assert_eq!(value(params::slot_id(1)), Some(0.5), "level (slot 1) as set by name from Python");
+    assert_eq!(value(params::slot_id(0)), Some(1.0), "drive (slot 0) as the state gave it");
+    assert_eq!(value(params::slot_id(2)), None, "an unused slot has no value");
     assert_eq!(state.encode(), saved, "the bytes are the plugin's, re-encoded identically");
 }
 

@@ -1,8 +1,10 @@
 //! `cargo xtask`: Outboard's set-up, test, demo and bench driver.
 //!
 //! - `cargo xtask setup`: installs what a fresh Debian machine lacks (ALSA and
-//!   JACK headers, pkg-config, the JACK server, numpy for the Python pyo3 links)
-//!   and says what it installs; fails with the exact command when it cannot.
+//!   JACK headers, pkg-config, the JACK server, numpy for the Python pyo3 links,
+//!   and for the editor's tests an X server without a screen, xdotool and
+//!   Mesa's software OpenGL) and says what it installs; fails with the exact
+//!   command when it cannot.
 //! - `cargo xtask test`: setup, then the whole test suite: unit and
 //!   cross-process tests (among them Outboard.vst3 in pedalboard), the loom
 //!   model of the ring, and the release bundle of the plugin loaded by
@@ -22,8 +24,29 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-/// Debian packages the build and the tests need.
-const APT_PACKAGES: &[&str] = &["pkg-config", "libasound2-dev", "libjack-jackd2-dev", "jackd2"];
+/// Debian packages the build and the tests need. The editor's tests
+/// (tests/tests/editor_window.rs) open the plugin's window through
+/// outboard-host under Xvfb and click in it with xdotool; the editor
+/// (baseview, egui) loads X11, xcb, xkbcommon and EGL (GLX where EGL fails)
+/// at run time, and draws with Mesa's software OpenGL (llvmpipe, in
+/// libgl1-mesa-dri). No -dev package: nothing of it is linked at build time.
+const APT_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "libasound2-dev",
+    "libjack-jackd2-dev",
+    "jackd2",
+    "xvfb",
+    "xdotool",
+    "libx11-6",
+    "libx11-xcb1",
+    "libxcb1",
+    "libxkbcommon-x11-0",
+    "libegl1",
+    "libegl-mesa0",
+    "libgl1",
+    "libglx-mesa0",
+    "libgl1-mesa-dri",
+];
 /// Python packages: (import name, pip requirement, Debian package). numpy
 /// for the scripts; pedalboard (Spotify's VST3 host, PyPI only), which the
 /// tests and the benchmark load Outboard.vst3 into (0.9.12 reports plugin

@@ -52,8 +52,9 @@ pub struct DeclaredParam {
     pub default_units: Option<f64>,
 }
 
-/// What one script declares.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What one script declares. Two are equal when they declare the same
+/// (their JSON texts may differ: spacing, key order, the worker's slot).
+#[derive(Clone, Debug, Default)]
 pub struct Declaration {
     pub params: Vec<DeclaredParam>,
     /// The script says it is for Outboard Instrument (`INSTRUMENT = True`).
@@ -65,8 +66,14 @@ pub struct Declaration {
     pub source: String,
 }
 
+impl PartialEq for Declaration {
+    fn eq(&self, other: &Declaration) -> bool {
+        self.params == other.params && self.instrument == other.instrument && self.doc == other.doc
+    }
+}
+
 impl JsonBody for Declaration {
-    /// The JSON it was read from.
+    /// The canonical text it was read from (without the worker's slot).
     fn to_json(&self) -> Vec<u8> {
         self.source.clone().into_bytes()
     }
@@ -81,6 +88,10 @@ impl Declaration {
     /// caller's business). Refuses anything out of bounds.
     pub fn from_json(body: &[u8]) -> Result<Declaration, String> {
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let v = match v {
+            Value::Object(_) => v,
+            _ => return Err("not a JSON object".into()),
+        };
         let params = v["params"].as_array().ok_or("no params list")?;
         if params.len() > MAX_DECLARED {
             return Err(format!("{} parameters (at most {MAX_DECLARED})", params.len()));
@@ -98,7 +109,7 @@ impl Declaration {
             params: out,
             instrument: v["instrument"].as_bool().unwrap_or(false),
             doc: doc.chars().take(MAX_DOC_CHARS).collect(),
-            source: String::from_utf8_lossy(body).into_owned(),
+            source: canonical(v),
         })
     }
 
@@ -111,6 +122,19 @@ impl Declaration {
     pub fn summary(&self) -> String {
         summary(&self.doc)
     }
+}
+
+/// The declaration's JSON in one canonical form: without the worker's
+/// `slot` (where the track sits in its worker, which changes with every
+/// placement), keys sorted (serde_json's map is ordered), numbers as they
+/// round-trip. Two reads of the same declaration give the same text, so a
+/// saved state stays byte for byte the same, and reading a canonical text
+/// gives it back unchanged.
+fn canonical(mut v: Value) -> String {
+    if let Some(map) = v.as_object_mut() {
+        map.remove("slot");
+    }
+    v.to_string()
 }
 
 /// The first paragraph of a docstring, on one line.
@@ -242,7 +266,7 @@ impl DeclaredParam {
         self.clamp(v)
     }
 
-    /// The value as text, in its units ("1.20 kHz", "250 Hz", "lowpass").
+    /// The value as text, in its units ("1.200 kHz", "250.0 Hz", "lowpass").
     pub fn format(&self, value: f64, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         let units = self.to_units(value);
         if let Range::Choices(choices) = &self.range {
@@ -324,6 +348,18 @@ mod tests {
     }
 
     #[test]
+    fn the_saved_text_is_canonical_and_leaves_out_the_slot() {
+        let d = declaration();
+        assert!(!d.source.contains("\"slot\""), "{}", d.source);
+        let again = Declaration::from_json(d.source.as_bytes()).unwrap();
+        assert_eq!(again, d, "reading the canonical text gives the same declaration");
+        assert_eq!(again.source, d.source, "and the same text");
+        // The same declaration from another slot is the same declaration.
+        let moved = d.source.replacen('{', "{\"slot\":7,", 1);
+        assert_eq!(Declaration::from_json(moved.as_bytes()).unwrap(), d);
+    }
+
+    #[test]
     fn text_round_trips_are_stable() {
         let d = declaration();
         for p in &d.params {
@@ -341,7 +377,7 @@ mod tests {
         let cutoff = d.param("cutoff").unwrap();
         let mut text = String::new();
         cutoff.format(cutoff.from_units(1200.0), &mut text).unwrap();
-        assert_eq!(text, "1.20 kHz");
+        assert_eq!(text, "1.200 kHz");
         assert!((cutoff.to_units(cutoff.parse("250 Hz").unwrap()) - 250.0).abs() < 1e-9);
         assert_eq!(d.param("mode").unwrap().parse("HighPass"), Some(1.0));
     }

@@ -50,11 +50,11 @@ pub const SCRIPTS_HOST_ENV: &str = "OUTBOARD_SCRIPTS_HOST";
 /// taken; the error says where it was looked for.
 pub fn locate_scripts_host(beside: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(SCRIPTS_HOST_ENV) {
-        return executable(PathBuf::from(path), &format!("from {SCRIPTS_HOST_ENV}"));
+        return usable_scripts_host(PathBuf::from(path), &format!("from {SCRIPTS_HOST_ENV}"));
     }
     if let Some(file) = beside {
         let dir = file.parent().unwrap_or(Path::new(""));
-        return executable(dir.join(SCRIPTS_HOST_BIN), &format!("beside {}", file.display()));
+        return usable_scripts_host(dir.join(SCRIPTS_HOST_BIN), &format!("beside {}", file.display()));
     }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -62,7 +62,7 @@ pub fn locate_scripts_host(beside: Option<&Path>) -> Result<PathBuf, String> {
     }
     let profiles = if cfg!(debug_assertions) { ["debug", "release"] } else { ["release", "debug"] };
     candidates.extend(profiles.iter().map(|p| build_target_dir().join(p).join(SCRIPTS_HOST_BIN)));
-    if let Some(found) = candidates.iter().find(|c| executable((*c).clone(), "").is_ok()) {
+    if let Some(found) = candidates.iter().find(|c| usable_scripts_host((*c).clone(), "").is_ok()) {
         return Ok(found.clone());
     }
     let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
@@ -80,8 +80,10 @@ fn build_target_dir() -> PathBuf {
     }
 }
 
-/// `path` if it is an executable file; else why not (`how`: where it came from).
-fn executable(path: PathBuf, how: &str) -> Result<PathBuf, String> {
+/// `path` if it is an executable file; else why not (`how`: where it came
+/// from, for the message). [`locate_scripts_host`] takes only such a file;
+/// so must a program that names the scripts host itself.
+pub fn usable_scripts_host(path: PathBuf, how: &str) -> Result<PathBuf, String> {
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(path),
         Ok(_) => Err(format!("{} ({how}) is not an executable file", path.display())),

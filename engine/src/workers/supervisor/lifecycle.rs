@@ -73,6 +73,8 @@ impl Watcher {
 
     pub(super) fn publish_pids(&self) {
         *self.shared.pids.lock().expect("pids lock") = self.workers.iter().map(|w| w.process.pid()).collect();
+        *self.shared.track_pids.lock().expect("pids lock") =
+            self.tracks.iter().map(|t| (t.port.config.id, self.workers[t.worker].process.pid())).collect();
     }
 
     /// Restarts workers that died, hang or whose rings faulted.

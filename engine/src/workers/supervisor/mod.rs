@@ -189,6 +189,8 @@ struct Shared {
     spare_ready: AtomicU32,
     stop: AtomicBool,
     pids: Mutex<Vec<u32>>,
+    /// (track id, pid of the worker serving it).
+    track_pids: Mutex<Vec<(u32, u32)>>,
 }
 
 const LOG_LINES: usize = 2000;
@@ -285,6 +287,11 @@ impl Supervisor {
     /// Process ids of the live workers.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.pids.lock().expect("pids lock").clone()
+    }
+
+    /// The pid of the worker serving track `id` (None: not placed yet).
+    pub fn worker_of(&self, id: u32) -> Option<u32> {
+        self.shared.track_pids.lock().expect("pids lock").iter().find(|t| t.0 == id).map(|t| t.1)
     }
 }
 
@@ -386,6 +393,7 @@ impl Watcher {
             }
         }
         self.shared.pids.lock().expect("pids lock").clear();
+        self.shared.track_pids.lock().expect("pids lock").clear();
     }
 
     fn handle(&mut self, command: Command) {

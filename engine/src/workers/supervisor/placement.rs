@@ -44,6 +44,7 @@ impl Watcher {
     pub(super) fn remove_track(&mut self, id: u32) {
         let Some(index) = self.tracks.iter().position(|t| t.port.config.id == id) else { return };
         self.unplace(index);
+        self.publish_pids();
     }
 
     /// Restarts, with a fresh region, every track worker whose tracks were
@@ -139,6 +140,7 @@ impl Watcher {
         let (id, pid) = (entry.port.config.id, self.workers[worker].process.pid());
         let text = format!("outboard: started worker {worker} (pid {pid}) for {}", entry.port.config.name);
         self.tracks.push(entry);
+        self.publish_pids();
         // A worker's start is news; a track joining a running one is not
         // (a host that reactivates on every call would repeat it forever).
         if started {
