@@ -24,7 +24,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -243,11 +242,6 @@ impl WorkerProcess {
     /// The worker's region (its status words, its track slots' rings).
     pub fn region(&mut self) -> &mut Region {
         &mut self.region
-    }
-
-    /// The worker's generation, as its region says.
-    pub fn generation(&self) -> u32 {
-        self.region.status().generation.load(Ordering::Acquire)
     }
 
     /// Sends a control request, as far as the ring has room: it is far
