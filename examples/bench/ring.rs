@@ -3,7 +3,6 @@
 //! process with the consumer spinning or sleeping on the futex (µs, and the
 //! CPU the peer burns for it).
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -38,8 +37,6 @@ pub struct RingArgs {
 
 #[derive(Args, Debug)]
 pub struct PeerArgs {
-    #[arg(long)]
-    fd: i32,
     #[arg(long)]
     spin_us: u64,
 }
@@ -179,11 +176,9 @@ fn round_trips(spin_us: u64, count: u64, interval_us: u64) -> Result<(Histogram,
     let mut region = Region::create(&[SHAPE, SHAPE]).map_err(|e| e.to_string())?;
     let (mut tx, mut rx) = (region.producer(0).expect("ring"), region.consumer(1).expect("ring"));
     let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
-    let fd = region.pass_to_child(&mut command);
-    let mut child = command
-        .args(["ring-peer", "--fd", &fd.to_string(), "--spin-us", &spin_us.to_string()])
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    region.pass_to_child(&mut command).map_err(|e| e.to_string())?;
+    let mut child =
+        command.args(["ring-peer", "--spin-us", &spin_us.to_string()]).spawn().map_err(|e| e.to_string())?;
     let bytes = [0u8; BLOCK_FLOATS * 4];
     let mut out = [0u8; BLOCK_FLOATS * 4 + 64];
     let h = Histogram::new();
@@ -228,9 +223,7 @@ fn child_cpu(pid: u32) -> f64 {
 
 /// The far end of `round_trips`: echoes every block until `quit`.
 pub fn peer(args: PeerArgs) -> Result<(), String> {
-    // SAFETY: the bench passed this descriptor to us by inheritance, for our sole use.
-    let fd = unsafe { OwnedFd::from_raw_fd(args.fd) };
-    let mut region = Region::attach(fd).map_err(|e| e.to_string())?;
+    let mut region = Region::attach_stdin().map_err(|e| e.to_string())?;
     let (mut rx, mut tx) = (region.consumer(0).expect("ring"), region.producer(1).expect("ring"));
     let mut buf = [0u8; BLOCK_FLOATS * 4 + 64];
     loop {

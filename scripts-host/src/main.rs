@@ -1,12 +1,11 @@
 //! `outboard-scripts-host`: one scripting worker process.
 //!
 //! Started by the engine (never by hand, never by a realtime thread) as
-//! `outboard-scripts-host --shm-fd FD --worker INDEX --generation G --parent-pid PID`,
-//! with FD an inherited memfd holding its region. It serves job requests until
+//! `outboard-scripts-host --worker INDEX --generation G --parent-pid PID [--memory-limit BYTES]`,
+//! with its region (a memfd) as standard input. It serves job requests until
 //! told to shut down, until its host dies, or until its rings fault.
 
 use std::collections::VecDeque;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use outboard_engine::wire::control::{JobError, JobReply, Json, Reassembler, Repl
 use outboard_engine::wire::rings::{
     CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, slots_of,
 };
+use outboard_engine::workers::process::{parent_gone, settle_worker};
 use outboard_scripts_host::{BlockIn, BlockOutcome, JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
@@ -65,17 +65,18 @@ const CATCH_UP_BLOCKS: usize = 16;
 const HELD_EVENTS: usize = 4 * MAX_EVENTS_PER_REPLY;
 
 struct Args {
-    shm_fd: i32,
     worker: usize,
     generation: u32,
     parent_pid: Option<u32>,
+    /// Address-space limit, in bytes.
+    memory_limit: Option<u64>,
     /// The Python environment whose packages scripts import (see
     /// outboard_engine::workers::python_env).
     python_env: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut shm_fd = None;
+    let mut memory_limit = None;
     let mut worker = 0;
     let mut generation = 1;
     let mut parent_pid = None;
@@ -95,23 +96,17 @@ fn parse_args() -> Result<Args, String> {
         let value = raw.to_string_lossy().into_owned();
         let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
         match flag.as_str() {
-            "--shm-fd" => shm_fd = Some(value.parse().map_err(bad)?),
+            "--memory-limit" => memory_limit = Some(value.parse().map_err(bad)?),
             "--worker" => worker = value.parse().map_err(bad)?,
             "--generation" => generation = value.parse().map_err(bad)?,
             "--parent-pid" => parent_pid = Some(value.parse().map_err(bad)?),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    let shm_fd = shm_fd.ok_or("--shm-fd is required (this program is started by the Outboard engine)")?;
-    if shm_fd < 3 {
-        return Err(format!("--shm-fd {shm_fd} is a standard stream"));
+    if parent_pid.is_none() {
+        return Err("--parent-pid is required (this program is started by the Outboard engine)".into());
     }
-    Ok(Args { shm_fd, worker, generation, parent_pid, python_env })
-}
-
-fn parent_gone(parent: Option<u32>) -> bool {
-    let now = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
-    parent.is_some_and(|p| now != Some(p))
+    Ok(Args { worker, generation, parent_pid, memory_limit, python_env })
 }
 
 fn main() -> ExitCode {
@@ -122,16 +117,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The parent-death signal was armed before exec; if the parent died before
-    // that, we were re-parented already and must not linger.
-    if parent_gone(args.parent_pid) {
+    let tag = format!("[outboard worker {} pid {}]", args.worker, std::process::id());
+    if let Err(e) = settle_worker(args.parent_pid, args.memory_limit) {
+        eprintln!("{tag} {e}");
         return ExitCode::from(3);
     }
-    let tag = format!("[outboard worker {} pid {}]", args.worker, std::process::id());
-    // SAFETY: the engine passed us this descriptor by inheritance for our sole
-    // use, and nothing else in this process owns or closes it.
-    let fd = unsafe { OwnedFd::from_raw_fd(args.shm_fd) };
-    let mut region = match Region::attach(fd) {
+    let mut region = match Region::attach_stdin() {
         Ok(region) => region,
         Err(e) => {
             eprintln!("{tag} {e}");

@@ -42,14 +42,6 @@ fn fds(pid: u32) -> Vec<(i32, String)> {
     fds
 }
 
-/// The descriptor a worker was told its region is under (`--shm-fd N`).
-fn shm_fd(pid: u32) -> i32 {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("worker cmdline");
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let at = args.iter().position(|a| *a == b"--shm-fd").expect("--shm-fd in the worker's arguments");
-    std::str::from_utf8(args[at + 1]).unwrap().parse().unwrap()
-}
-
 /// `pid`'s state letter and parent, from /proc/PID/stat; None once it is gone.
 fn stat(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -143,11 +135,14 @@ fn regions_are_memfds_and_the_only_descriptors_workers_inherit() {
     let mut regions = BTreeSet::new();
     for &pid in &pids {
         assert_eq!(stat(pid).map(|(_, parent)| parent), Some(std::process::id()), "worker {pid} is our child");
-        let shm = shm_fd(pid);
+        // The region came as standard input; the worker moved it aside and
+        // put /dev/null there.
         let fds = fds(pid);
         let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
-        assert_eq!(numbers, vec![0, 1, 2, shm], "worker {pid} holds only its standard streams and region: {fds:?}");
-        let region = &fds[3].1;
+        assert_eq!(numbers.len(), 4, "worker {pid} holds only its standard streams and region: {fds:?}");
+        assert_eq!(&numbers[..3], &[0, 1, 2], "worker {pid}'s standard streams: {fds:?}");
+        assert_eq!(fds[0].1, "/dev/null", "worker {pid}'s standard input, once it took its region");
+        let (shm, region) = &fds[3];
         assert!(region.starts_with("/memfd:outboard-region"), "worker {pid}'s region is {region}, not a memfd");
         regions.insert(std::fs::metadata(format!("/proc/{pid}/fd/{shm}")).unwrap().ino());
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();

@@ -125,15 +125,12 @@ impl Progress {
 }
 
 struct Outcome {
-    /// Page faults the realtime thread took from the end of the warm-up to
-    /// the worker's kill (the DSP load raised in between). Around the
-    /// restart that follows, the count is printed, not held to 0: the
-    /// supervisor forks the replacement spare, and fork() write-protects
-    /// every page of the process, so the realtime thread's next write to
-    /// each page it uses is a (copy-on-write) fault. The regions themselves
-    /// are pre-faulted (see `Region::create_with`), which removes the faults
-    /// of first touching a fresh region; spawning workers without fork
-    /// (posix_spawn) would remove the rest.
+    /// Page faults the realtime thread took from the end of the warm-up
+    /// until well after the worker's restart (the DSP load raised in
+    /// between). Regions are pre-faulted when they are created (see
+    /// `Region::create_with`), and workers are started without fork (see
+    /// `Region::pass_to_child`), so neither a fresh region nor a restart
+    /// costs the realtime thread a fault. Nothing here calls `mlockall`.
     page_faults: u64,
     blocks: u64,
     violations: u32,
@@ -197,11 +194,14 @@ fn track_scenario(seccomp: bool) -> Outcome {
     progress.wait_for(blocks / 3);
     dsp.set_dsp_terms(5_000);
     progress.wait_for(blocks / 2);
-    let page_faults = progress.page_faults() - faults_before;
+    let steady_faults = progress.page_faults() - faults_before;
     supervisor.kill_worker_of(1).expect("the track had a worker");
     progress.wait_for(blocks * 9 / 10);
-    let restart_faults = progress.page_faults() - faults_before - page_faults;
-    eprintln!("page faults on the realtime thread: {page_faults} steady, {restart_faults} around the worker restart");
+    let page_faults = progress.page_faults() - faults_before;
+    eprintln!(
+        "page faults on the realtime thread: {steady_faults} steady, {} around the worker restart",
+        page_faults - steady_faults
+    );
     progress.wait_done();
     Outcome {
         page_faults,
@@ -216,7 +216,7 @@ fn track_scenario(seccomp: bool) -> Outcome {
 
 fn check(outcome: &Outcome) {
     assert_eq!(outcome.blocks, 3000);
-    assert_eq!(outcome.page_faults, 0, "the realtime thread took page faults in its steady state");
+    assert_eq!(outcome.page_faults, 0, "the realtime thread took page faults (steady, or around the restart)");
     assert_eq!(outcome.violations, 0, "the track allocated or freed on its realtime thread");
     // That the script ran at all (how often it was on time is a bench figure:
     // a loaded machine makes more of its results late).
@@ -315,6 +315,62 @@ fn the_filter_kills_a_thread_that_makes_another_syscall() {
     assert_eq!(status.signal(), Some(libc::SIGSYS), "nanosleep under the filter must be fatal ({status})");
 }
 
+/// The page-fault count is real: a thread writing a ring of a region whose
+/// pages were left untouched takes faults that the count sees (and that
+/// would fail the scenarios above); the same writes to a region made as the
+/// engine makes them take none (the control, in the same run).
+#[test]
+fn the_fault_count_catches_an_untouched_region() {
+    use outboard_engine::shm::region::Region;
+    use outboard_engine::shm::ring::RingShape;
+    if scenario().is_some() {
+        return;
+    }
+    // 64 slots of 4 KiB: one page each.
+    let shape = RingShape { capacity: 64, payload: 4000 };
+    let faults_writing = |region: Region| -> u64 {
+        let mut warm_up = Region::create(&[shape]).expect("region");
+        let mut warm_up = warm_up.producer(0).expect("ring");
+        let mut region = region;
+        let mut producer = region.producer(0).expect("ring");
+        let progress = Progress::default();
+        let go = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (progress, go) = (progress.clone(), go.clone());
+            std::thread::spawn(move || {
+                progress.started();
+                let message = [7u8; 4000];
+                // The same writes to another (pre-faulted) region first: the
+                // thread's stack and the code are then no longer new.
+                while warm_up.try_push(&message).is_ok() {}
+                progress.block_done(0, false);
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                while producer.try_push(&message).is_ok() {}
+                progress.block_done(1, false);
+                // Stay (the count is read from the thread's /proc entry).
+                while go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        progress.wait_for(1);
+        let before = progress.page_faults();
+        go.store(true, Ordering::Release);
+        progress.wait_for(2);
+        let faults = progress.page_faults() - before;
+        go.store(false, Ordering::Release);
+        thread.join().expect("writer");
+        faults
+    };
+    let untouched = faults_writing(Region::create_untouched(&[shape]).expect("region"));
+    let engine_made = faults_writing(Region::create(&[shape]).expect("region"));
+    eprintln!("page faults writing 64 ring pages: {untouched} untouched, {engine_made} pre-faulted");
+    assert!(untouched >= 32, "an untouched region's pages fault on first write ({untouched})");
+    assert_eq!(engine_made, 0, "the engine's regions are pre-faulted");
+}
+
 /// The allocation check is real: an allocation inside it is counted.
 #[test]
 fn the_allocation_check_catches_an_allocation() {
@@ -328,6 +384,9 @@ fn the_allocation_check_catches_an_allocation() {
 
 /// What the plugin scenario saw.
 struct PluginOutcome {
+    /// Page faults the processing thread took from the end of the warm-up
+    /// until well after the workers' restart (see `Outcome::page_faults`).
+    page_faults: u64,
     blocks: u64,
     violations: u32,
     wet_blocks: u64,
@@ -372,6 +431,7 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
     std::thread::spawn(move || {
         let input = [0.25f32; 128];
         let mut output = [0.0f32; 128];
+        rt_progress.started();
         if seccomp {
             forbid_syscalls_but_wake();
         }
@@ -415,6 +475,8 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
         }
         rt_progress.finish(seccomp);
     });
+    progress.wait_for(blocks / 6);
+    let faults_before = progress.page_faults();
     progress.wait_for(blocks / 2);
     // The plugin's own process-wide supervisor (this binary links the plugin).
     let before = outboard_plugin::scripting::worker_pids();
@@ -424,9 +486,13 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
             rustix::process::Signal::KILL,
         );
     }
+    progress.wait_for(blocks * 9 / 10);
+    let page_faults = progress.page_faults() - faults_before;
+    eprintln!("page faults on the plugin's processing thread, the restart included: {page_faults}");
     progress.wait_done();
     let after = outboard_plugin::scripting::worker_pids();
     PluginOutcome {
+        page_faults,
         blocks: progress.blocks(),
         violations: progress.violations(),
         wet_blocks: progress.wet_blocks(),
@@ -438,6 +504,7 @@ fn plugin_scenario(seccomp: bool) -> PluginOutcome {
 fn check_plugin(outcome: &PluginOutcome) {
     assert_eq!(outcome.blocks, 3000);
     assert_eq!(outcome.violations, 0, "the plugin's process allocated or freed");
+    assert_eq!(outcome.page_faults, 0, "the plugin's process took page faults (steady, or around the restart)");
     // That the script ran at all (how often it was on time is a bench figure:
     // a loaded machine makes more of its results late).
     assert!(outcome.wet_blocks > 100, "the script's output was played ({} blocks)", outcome.wet_blocks);
@@ -482,6 +549,8 @@ fn the_plugins_process_makes_no_syscall_but_a_wake() {
 struct Guarded {
     track: Track,
     filtered: bool,
+    /// The track thread's kernel id, for reading its page faults.
+    tid: Arc<AtomicI32>,
     violations: Arc<AtomicU32>,
     calls: Arc<AtomicU64>,
 }
@@ -490,6 +559,7 @@ impl outboard_engine::realtime::graph::BlockProcessor for Guarded {
     fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize) {
         if !self.filtered {
             self.filtered = true;
+            self.tid.store(current_tid(), Ordering::Release);
             outboard_tests::rt_safety::forbid_syscalls_but_wake_and_period_wait();
             reset_violation_count();
         }
@@ -505,7 +575,8 @@ impl outboard_engine::realtime::graph::BlockProcessor for Guarded {
 
 /// The graph runner's track threads: each runs its scripted track under the
 /// filter (only wakes, and its own period wait) and the allocation check,
-/// for the whole run, the thread loop included from its first period on.
+/// for the whole run, the thread loop included from its first period on;
+/// none takes a page fault after the warm-up, through a worker's restart.
 #[test]
 fn the_graph_track_threads_are_realtime_safe() {
     if scenario().as_deref() == Some("track-threads") {
@@ -522,30 +593,48 @@ fn the_graph_track_threads_are_realtime_safe() {
                 let (track, port) = Track::new(TrackConfig::new(i, format!("t{i}")));
                 supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(&script), vec!["mix".into()]));
                 let calls = Arc::new(AtomicU64::new(0));
-                counters.push((track.stats().clone(), calls.clone()));
+                let tid = Arc::new(AtomicI32::new(0));
+                counters.push((track.stats().clone(), calls.clone(), tid.clone()));
+                let guarded = Guarded { track, filtered: false, tid, violations: violations.clone(), calls };
                 GraphTrack {
                     name: format!("t{i}"),
-                    processor: Box::new(Guarded { track, filtered: false, violations: violations.clone(), calls }),
+                    processor: Box::new(guarded),
                     source: Source::Sine { freq: 220.0, gain: 0.1 },
                 }
             })
             .collect();
         let config = GraphConfig { priority: None, ..GraphConfig::default() };
         let (_graph, mut driver) = Graph::start_with_driver(&config, tracks);
+        let faults = || -> u64 { counters.iter().map(|(_, _, tid)| page_faults(tid.load(Ordering::Acquire))).sum() };
         let mut master = vec![0.0f32; 128];
+        let mut faults_before = 0;
+        let mut fault_count = 0;
         let start = Instant::now();
         for n in 0..3000u32 {
             if let Some(wait) = (start + Duration::from_micros(1333) * n).checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             driver.tick(&mut master, 2);
+            match n {
+                500 => faults_before = faults(),
+                1500 => {
+                    supervisor.kill_worker_of(1).expect("track 1 had a worker");
+                }
+                2900 => fault_count = faults() - faults_before,
+                _ => {}
+            }
         }
-        let all_ran = counters.iter().all(|(_, calls)| calls.load(Ordering::Relaxed) > 2000);
-        let scripted = counters.iter().all(|(stats, _)| stats.script_ready.load(Ordering::Acquire));
+        let all_ran = counters.iter().all(|(_, calls, _)| calls.load(Ordering::Relaxed) > 2000);
+        let scripted = counters.iter().all(|(stats, _, _)| stats.script_ready.load(Ordering::Acquire));
+        let restarted = counters[1].0.link_generation.load(Ordering::Relaxed) >= 2;
         let clean = violations.load(Ordering::Relaxed) == 0;
-        eprintln!("track threads: all ran {all_ran}, scripts loaded {scripted}, no allocation {clean}");
+        eprintln!(
+            "track threads: all ran {all_ran}, scripts loaded {scripted}, restarted {restarted}, \
+             no allocation {clean}, page faults {fault_count}"
+        );
         // Exit from here: a filtered track thread may not even exit.
-        std::process::exit(if all_ran && scripted && clean { 0 } else { 1 });
+        let ok = all_ran && scripted && restarted && clean && fault_count == 0;
+        std::process::exit(if ok { 0 } else { 1 });
     }
     if scenario().is_some() {
         return;

@@ -11,8 +11,8 @@ const SHAPE: RingShape = RingShape { capacity: 8, payload: 512 };
 
 fn spawn_peer(region: &Region, mode: &str) -> std::process::Child {
     let mut command = Command::new(workspace_bin("ring-peer"));
-    let fd = region.pass_to_child(&mut command);
-    command.arg(fd.to_string()).arg(mode).spawn().expect("spawn ring-peer")
+    region.pass_to_child(&mut command).expect("pass the region");
+    command.arg(mode).spawn().expect("spawn ring-peer")
 }
 
 #[test]

@@ -21,9 +21,8 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::{Command, Stdio};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -212,7 +211,22 @@ impl Region {
     }
 
     /// Creates a region holding the given rings, at the given generation.
+    /// Every page of it is given memory and mapped here before it is
+    /// returned (see `Mapping::prefault`).
     pub fn create_with(specs: &[(RingShape, Wake)], generation: u32) -> io::Result<Region> {
+        Region::create_populated(specs, generation, true)
+    }
+
+    /// A region as [`Region::create`] makes it, but with its pages left
+    /// untouched: the first write to each is a page fault. The negative
+    /// control of the realtime-safety proof's page-fault count.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn create_untouched(shapes: &[RingShape]) -> io::Result<Region> {
+        let rings: Vec<(RingShape, Wake)> = shapes.iter().map(|&s| (s, Wake::Own)).collect();
+        Region::create_populated(&rings, 1, false)
+    }
+
+    fn create_populated(specs: &[(RingShape, Wake)], generation: u32, prefault: bool) -> io::Result<Region> {
         if specs.len() > MAX_RINGS || specs.iter().any(|(s, _)| !s.is_valid()) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring shapes out of range"));
         }
@@ -227,7 +241,9 @@ impl Region {
         rustix::fs::ftruncate(&fd, len as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let mapping = Mapping::map(fd, len)?;
-        mapping.prefault()?;
+        if prefault {
+            mapping.prefault()?;
+        }
         let mut header = Header {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
@@ -279,32 +295,36 @@ impl Region {
         self.mapping.fd.as_fd()
     }
 
-    /// Arranges for `command`'s child to inherit this region's memfd, and no
-    /// other descriptor but its standard streams, and to be killed when this
-    /// process dies. Returns the descriptor number the child will find it under.
-    pub fn pass_to_child(&self, command: &mut Command) -> RawFd {
-        let fd = self.mapping.fd.as_raw_fd();
-        // SAFETY: the closure runs in the child between fork and exec and makes
-        // only async-signal-safe syscalls (close_range or fcntl, getrlimit,
-        // prctl), touching no memory of the parent's but the integer `fd`.
-        unsafe {
-            command.pre_exec(move || {
-                // Nothing but the standard streams and this descriptor crosses
-                // exec: a host (a DAW, a test harness) may hold descriptors
-                // opened without close-on-exec, and they are not the worker's.
-                close_on_exec_from(3);
-                // Let exactly this descriptor survive exec (the parent's copy
-                // keeps FD_CLOEXEC, so no other child inherits it).
-                let fd = BorrowedFd::borrow_raw(fd);
-                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-                // Die with the host: no orphaned workers. Linux sends it when
-                // the *thread* that spawned us ends, so spawn from a thread
-                // that lives as long as the worker should.
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-                Ok(())
-            });
-        }
-        fd
+    /// Arranges for `command`'s child to find this region on its standard
+    /// input: a duplicate of the memfd is the child's fd 0 (this process's
+    /// own copy stays close-on-exec, so no other child inherits it), and the
+    /// child takes it with [`Region::attach_stdin`].
+    ///
+    /// Nothing of ours runs in the child before exec (no `pre_exec`), so the
+    /// standard library starts it with posix_spawn, which lends the child
+    /// this process's memory until exec instead of forking it. A fork
+    /// write-protects every private page of the host for copy-on-write, and
+    /// each realtime thread's next write to its stack and buffers would be a
+    /// page fault, at every worker restart. What a forked child used to do
+    /// before exec (closing stray descriptors, the parent-death signal, the
+    /// memory limit), the worker does first thing after it
+    /// (`crate::workers::process::settle_worker`).
+    pub fn pass_to_child(&self, command: &mut Command) -> io::Result<()> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.mapping.fd, 3)?;
+        command.stdin(Stdio::from(fd));
+        Ok(())
+    }
+
+    /// In the child of [`Region::pass_to_child`]: takes the region from
+    /// standard input (moving it to a close-on-exec descriptor of its own
+    /// and leaving /dev/null as standard input, so nothing the worker runs
+    /// reads or inherits it) and attaches it.
+    pub fn attach_stdin() -> Result<Region, AttachError> {
+        let stdin = std::io::stdin();
+        let fd = rustix::io::fcntl_dupfd_cloexec(stdin.as_fd(), 3).map_err(io::Error::from)?;
+        let null = std::fs::File::open("/dev/null")?;
+        rustix::stdio::dup2_stdin(&null).map_err(io::Error::from)?;
+        Region::attach(fd)
     }
 
     /// Number of rings.
@@ -360,17 +380,18 @@ impl Region {
         (self.mapping.at(place.offset).cast(), self.mapping.at(place.offset + RingControl::BYTES), doorbell)
     }
 
-    /// Overwrites the header with raw bytes, as a hostile peer could. For tests.
-    #[doc(hidden)]
+    /// Overwrites bytes of the region, as a hostile peer could. For tests.
+    #[cfg(any(test, feature = "testing"))]
     pub fn scribble(&self, offset: usize, bytes: &[u8]) {
         assert!(offset + bytes.len() <= self.mapping.len);
-        // SAFETY: in bounds (checked above); racing other writers only garbles
-        // bytes, which every reader validates.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mapping.at(offset).as_ptr(), bytes.len()) };
+        // SAFETY: in bounds (checked above), and stored with volatile stores
+        // like every write to memory a peer may touch: racing other writers
+        // only garbles bytes, which every reader validates.
+        unsafe { crate::shm::ring::shared::store_bytes(self.mapping.at(offset).as_ptr(), bytes) };
     }
 
     /// Reads raw bytes of the region, as a peer sees them. For tests.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn peek(&self, offset: usize, len: usize) -> Vec<u8> {
         assert!(offset + len <= self.mapping.len);
         // Through the memfd rather than the mapping: the same pages, no unsafe.
@@ -381,27 +402,9 @@ impl Region {
     }
 
     /// Byte offset of ring `index`'s control block, for tests that play a hostile peer.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn ring_offset(&self, index: usize) -> usize {
         self.rings[index].offset
-    }
-}
-
-/// Marks every descriptor from `first` up close-on-exec. For a forked child
-/// before exec: async-signal-safe, no allocation.
-fn close_on_exec_from(first: RawFd) {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor flags
-    // (Linux 5.11 and later); it reads and writes no memory of ours.
-    let done = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0;
-    if done {
-        return;
-    }
-    // Older kernels: every descriptor number the process may have open.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16).min(1 << 16);
-    for fd in first..limit as RawFd {
-        // SAFETY: fcntl on a plain integer; on a number not open it fails
-        // with EBADF and changes nothing.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 

@@ -784,7 +784,7 @@ type ReadAccess = loom::cell::ConstPtr<()>;
 #[cfg(not(loom))]
 type ReadAccess = Claim;
 
-mod shared {
+pub(crate) mod shared {
     //! Copies between this process's memory and ring memory that the peer may
     //! write at any moment. Ring memory is never reached through a reference
     //! or a plain slice copy: bulk bytes go through volatile loads and stores
@@ -812,7 +812,7 @@ mod shared {
     /// # Safety
     /// `dst .. dst + bytes.len()` is valid for writes, and reached only
     /// through this module, for the duration of the call.
-    pub(super) unsafe fn store_bytes(dst: *mut u8, bytes: &[u8]) {
+    pub(crate) unsafe fn store_bytes(dst: *mut u8, bytes: &[u8]) {
         let n = bytes.len();
         let src = bytes.as_ptr();
         let mut i = 0;

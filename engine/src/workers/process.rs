@@ -6,8 +6,8 @@
 //! A worker is started on a region of its own ([`crate::wire::rings`]
 //! lays it out) with:
 //!
-//! - the region's memfd inherited, and no other descriptor but the
-//!   standard streams (`Region::pass_to_child`);
+//! - the region's memfd as its standard input, and no other descriptor but
+//!   its standard output and error (`Region::pass_to_child`);
 //! - death with the host: the parent-death signal, which Linux sends when
 //!   the *thread* that started the worker ends, so workers are started on a
 //!   thread that lives as long as they should (the supervisor's own, or a
@@ -16,6 +16,14 @@
 //!   which stops its workers itself);
 //! - optionally an address-space limit (a memory bomb fails there) and its
 //!   stderr captured line by line ([`LogCapture`]), else inherited.
+//!
+//! The host runs no code in the child between fork and exec, so the
+//! standard library spawns with posix_spawn (the child borrows the host's
+//! memory until exec) rather than fork (which would write-protect all of
+//! the host's memory, and every realtime thread would then take a
+//! copy-on-write page fault on each page it writes next). The worker arms
+//! the parent-death signal, closes stray descriptors and sets its memory
+//! limit itself, first thing ([`settle_worker`]).
 //!
 //! Everything here runs on non-realtime threads: it spawns, allocates and
 //! sleeps.
@@ -195,28 +203,16 @@ impl WorkerProcess {
         let requests = region.producer(REQUEST_RING).expect("fresh region");
         let replies = region.consumer(REPLY_RING).expect("fresh region");
         let mut command = Command::new(&launch.exe);
-        let fd = region.pass_to_child(&mut command);
-        command.args(["--shm-fd", &fd.to_string(), "--worker", &index.to_string()]).args([
-            "--generation",
-            &generation.to_string(),
-            "--parent-pid",
-            &std::process::id().to_string(),
-        ]);
+        region.pass_to_child(&mut command).map_err(|e| SpawnError(format!("cannot pass the shared region on: {e}")))?;
+        command.args(["--worker", &index.to_string(), "--generation", &generation.to_string()]);
+        command.args(["--parent-pid", &std::process::id().to_string()]);
+        if let Some(limit) = launch.memory_limit {
+            command.arg("--memory-limit").arg(limit.to_string());
+        }
         if let Some(env) = python_env {
             command.arg("--python-env").arg(env);
         }
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        if let Some(limit) = launch.memory_limit {
-            // SAFETY: runs in the child between fork and exec; setrlimit is
-            // async-signal-safe and touches only the integer `limit`.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                    let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
-                    rustix::process::setrlimit(rustix::process::Resource::As, rlimit)?;
-                    Ok(())
-                });
-            }
-        }
         if launch.log.is_some() {
             command.stderr(Stdio::piped());
         }
@@ -296,6 +292,53 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// First thing in a worker process, before it runs anything else: what a
+/// forked child would have done before exec, done after it (see the module
+/// docs). Closes every descriptor from 3 up (a host, a DAW or a test
+/// harness, may hold some opened without close-on-exec, and they are not
+/// the worker's; the region arrives on standard input), arms the
+/// parent-death signal and checks the parent did not die before that
+/// (then the worker was re-parented and must not linger), and sets the
+/// address-space limit.
+pub fn settle_worker(parent_pid: Option<u32>, memory_limit: Option<u64>) -> Result<(), String> {
+    close_descriptors_from(3);
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("cannot arm the parent-death signal: {e}"))?;
+    if parent_gone(parent_pid) {
+        return Err("the host that started this worker is gone".into());
+    }
+    if let Some(limit) = memory_limit {
+        let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
+        rustix::process::setrlimit(rustix::process::Resource::As, rlimit)
+            .map_err(|e| format!("cannot set the memory limit: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether this worker's host (`parent_pid`, None: unknown) is gone: the
+/// worker has been re-parented.
+pub fn parent_gone(parent_pid: Option<u32>) -> bool {
+    let now = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
+    parent_pid.is_some_and(|p| now != Some(p))
+}
+
+/// Closes every descriptor from `first` up.
+fn close_descriptors_from(first: u32) {
+    // SAFETY: close_range only closes descriptors (Linux 5.9 and later); at
+    // a worker's start nothing in this process owns any from 3 up.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) } == 0;
+    if done {
+        return;
+    }
+    // Older kernels: every descriptor number the process may have open.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16).min(1 << 16);
+    for fd in first..limit as u32 {
+        // SAFETY: close on a plain integer nothing in this process owns; on
+        // a number not open it fails with EBADF and changes nothing.
+        unsafe { libc::close(fd as i32) };
     }
 }
 

@@ -1,4 +1,4 @@
-//! `ring-peer FD MODE`: the far end of a region in another process, for tests.
+//! `ring-peer MODE`: the far end of a region (on standard input) in another process, for tests.
 //!
 //! - `echo`: pops each message from ring 0 and pushes it back on ring 1, until
 //!   a message `quit`;
@@ -6,7 +6,6 @@
 //!   consumer owns) and ring 1's tail (which the producer owns) with values no
 //!   well-behaved peer could write, then exits.
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use outboard_engine::shm::region::Region;
@@ -14,11 +13,8 @@ use outboard_engine::shm::ring::PushError;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let fd: i32 = args.next().and_then(|a| a.parse().ok()).expect("usage: ring-peer FD MODE");
-    let mode = args.next().expect("usage: ring-peer FD MODE");
-    // SAFETY: the test passed us this descriptor by inheritance, for our sole use.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut region = Region::attach(fd).expect("attach");
+    let mode = args.next().expect("usage: ring-peer MODE");
+    let mut region = Region::attach_stdin().expect("attach");
     match mode.as_str() {
         "echo" => {
             let mut rx = region.consumer(0).expect("ring 0");
