@@ -1,3 +1,6 @@
+//! Build script: adds an rpath to the libpython pyo3 builds against, so the binaries load that one, and
+//! sets `OUTBOARD_PYTHON` to that Python's executable for the bench's Python baselines.
+
 fn main() {
     // pyo3 links the libpython of the python3 on PATH but writes no rpath, so
     // without this the binary could load another libpython at run time.

@@ -128,6 +128,7 @@ impl Cli {
         Some(GuiConfig { mode, screenshot: self.screenshot.clone(), floating: self.gui_floating })
     }
 
+    /// The run these arguments describe, with memory locked and the plugin's log echoed unless `--quiet-plugin`.
     pub fn to_config(&self) -> RunConfig {
         RunConfig {
             plugin: self.plugin.clone(),

@@ -72,6 +72,8 @@ pub const LOOP_PERIOD: Duration = Duration::from_millis(2);
 /// `--gui-cycles`, after one opening drew nothing in that time, the rest are
 /// held open [`CYCLE_NO_FRAME_HOLD`] each and not waited for).
 pub const CYCLE_FRAME_LIMIT: Duration = Duration::from_secs(10);
+/// With `--gui-cycles`, how long each of the remaining openings is held once one drew no frame within
+/// [`CYCLE_FRAME_LIMIT`] (they are not waited for).
 pub const CYCLE_NO_FRAME_HOLD: Duration = Duration::from_millis(100);
 
 /// The nice value of the main thread while the editor is open (and so of
@@ -94,6 +96,7 @@ pub const SETTLE_LIMIT: Duration = Duration::from_secs(3);
 /// What to do with the editor during a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuiConfig {
+    /// Open once for a while, or open and close repeatedly.
     pub mode: GuiMode,
     /// Write the last screenshot here (PNG).
     pub screenshot: Option<PathBuf>,
@@ -101,6 +104,7 @@ pub struct GuiConfig {
     pub floating: bool,
 }
 
+/// How the editor is opened during a run: once (`--gui`) or in cycles (`--gui-cycles`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GuiMode {
     /// `--gui SECONDS`: open once, serve the main loop this long after the
@@ -108,17 +112,26 @@ pub enum GuiMode {
     /// take the screenshot, close. Says on stderr when it opened and when
     /// the first frame came (`outboard-host: editor: first frame after N ms
     /// (window 0x...)`), so that a test can send input then.
-    Open { seconds: f64 },
+    Open {
+        /// How long to keep the editor open after its first frame, seconds (negative counts as 0).
+        seconds: f64,
+    },
     /// `--gui-cycles N`: open and close N times, each opening until the
     /// editor's first frame.
-    Cycles { count: u32 },
+    Cycles {
+        /// How many times to open and close the editor.
+        count: u32,
+    },
 }
 
 /// This process's descriptors, threads and resident memory at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessSnapshot {
+    /// Open file descriptors (`/proc/self/fd`).
     pub fds: usize,
+    /// Threads (`/proc/self/task`).
     pub threads: usize,
+    /// Resident memory, KiB.
     pub rss_kib: u64,
     /// What the process's code holds allocated through malloc (glibc's
     /// `mallinfo2`: in use in every arena, plus mmapped chunks), KiB: a leak
@@ -168,6 +181,7 @@ impl ProcessSnapshot {
         }
     }
 
+    /// The snapshot as a JSON object (`fds`, `threads`, `rss_kib`, `heap_kib`).
     pub fn to_json(&self) -> Value {
         json!({ "fds": self.fds, "threads": self.threads, "rss_kib": self.rss_kib, "heap_kib": self.heap_kib })
     }
@@ -178,6 +192,7 @@ impl ProcessSnapshot {
 pub struct GuiReport {
     /// The windowing API ("x11").
     pub api: String,
+    /// Whether the editor floated (its own window, transient for the host's) rather than embedded.
     pub floating: bool,
     /// The size the plugin gave (`get_size`, after `adjust_size`/`set_size`),
     /// the parent window's at opening.
@@ -187,18 +202,23 @@ pub struct GuiReport {
     pub opened: bool,
     /// Openings (1 for `--gui`), and those in which a frame was seen.
     pub cycles: u32,
+    /// Openings in which a frame was seen.
     pub cycles_drawn: u32,
     /// Milliseconds from `show` to the first frame seen: the first opening's,
     /// and the longest of any opening.
     pub first_frame_ms: Option<f64>,
+    /// The longest time from `show` to the first frame over all openings, ms.
     pub first_frame_ms_max: Option<f64>,
     /// Seconds the editor was open in all.
     pub open_seconds: f64,
     /// The screenshot written (`--screenshot`), and the last screenshot's
     /// distinct colours and whether it is blank.
     pub screenshot: Option<PathBuf>,
+    /// The last screenshot's size in pixels (width, height); (0, 0) when none was taken.
     pub screenshot_size: (u32, u32),
+    /// Distinct colours in the last screenshot (0 when none was taken).
     pub distinct_colors: usize,
+    /// Whether the last screenshot had fewer than [`BLANK_BELOW`] distinct colours (also true when none was taken).
     pub blank: bool,
     /// The parent window's area before `set_parent` (embedded) or the screen
     /// before `show` (floating): the control.
@@ -214,15 +234,19 @@ pub struct GuiReport {
     /// Timers and descriptors the plugin still had registered after the
     /// last `destroy`.
     pub timers_left: usize,
+    /// File descriptors the plugin still had registered (CLAP posix-fd-support) after the last `destroy`.
     pub fds_left: usize,
     /// The process before the first opening, after the first closing and
     /// after the last (each after the settling, see [`SETTLE_LIMIT`]).
     pub before: ProcessSnapshot,
+    /// The process after the first closing.
     pub after_first: ProcessSnapshot,
+    /// The process after the last closing.
     pub after: ProcessSnapshot,
 }
 
 impl GuiReport {
+    /// The report as the JSON object written under `gui` in the run's report.
     pub fn to_json(&self) -> Value {
         json!({
             "api": self.api,
@@ -257,13 +281,16 @@ impl GuiReport {
 /// An RGB screenshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// Rows top to bottom, 3 bytes a pixel.
     pub rgb: Vec<u8>,
 }
 
 impl Image {
+    /// How many different RGB colours the image holds.
     pub fn distinct_colors(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
         for p in self.rgb.chunks_exact(3) {
@@ -288,6 +315,7 @@ impl Image {
         true
     }
 
+    /// Writes the image to `path` as an 8-bit RGB PNG; the error names the path (`--screenshot`).
     pub fn write_png(&self, path: &Path) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| format!("--screenshot {}: {e}", path.display());
         let file = std::fs::File::create(path).map_err(|e| err(&e))?;
@@ -334,6 +362,7 @@ impl X11Host {
         Ok(X11Host { conn, screen, display: display.to_string(), child_windows: 0 })
     }
 
+    /// The display connected to (`:N`, as in `$DISPLAY`).
     pub fn display(&self) -> &str {
         &self.display
     }
@@ -373,12 +402,15 @@ impl X11Host {
         }
     }
 
+    /// Resizes a window of the host's (a parent window, on the plugin's `request_resize`); sizes are clamped to
+    /// 1..=65535, what X11 takes.
     pub fn resize(&mut self, window: u32, width: u32, height: u32) -> Result<(), String> {
         let aux = ConfigureWindowAux::new().width(u32::from(clamp16(width))).height(u32::from(clamp16(height)));
         self.conn.configure_window(window, &aux).map_err(|e| x11_err("ConfigureWindow")(&e))?;
         self.conn.flush().map_err(|e| x11_err("flush")(&e))
     }
 
+    /// Destroys a window of the host's, then reads the events that queued for this connection; errors are ignored.
     pub fn destroy(&mut self, window: u32) {
         let _ = self.conn.destroy_window(window);
         let _ = self.conn.flush();

@@ -51,6 +51,7 @@ pub enum NoteDialect {
 }
 
 impl NoteDialect {
+    /// The dialect as `--note-dialect` spells it (`clap`, `midi`).
     pub fn name(self) -> &'static str {
         match self {
             NoteDialect::Clap => "clap",
@@ -62,11 +63,15 @@ impl NoteDialect {
 /// What one line of a notes file sends.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NoteKind {
+    /// A note on (CLAP_EVENT_NOTE_ON, or MIDI 0x9n in the MIDI dialect).
     On,
+    /// A note off (CLAP_EVENT_NOTE_OFF, or MIDI 0x8n in the MIDI dialect).
     Off,
     /// A raw MIDI 1.0 message: `len` bytes of `data`.
     Midi {
+        /// The message, status byte first; bytes past `len` are 0.
         data: [u8; 3],
+        /// How many bytes of `data` the message has: 1 to 3.
         len: u8,
     },
 }
@@ -76,8 +81,11 @@ pub enum NoteKind {
 pub struct NoteEvent {
     /// Absolute sample from the run's start.
     pub sample: u64,
+    /// A note on, a note off, or a raw MIDI message.
     pub kind: NoteKind,
+    /// MIDI channel, 0-15 (for a raw MIDI message, its status byte's low nibble).
     pub channel: u8,
+    /// MIDI key, 0-127 (60 is C4); 0 and unused for a raw MIDI message.
     pub key: u8,
     /// 0..1.
     pub velocity: f64,
@@ -88,6 +96,7 @@ pub struct NoteEvent {
 
 /// The keys of `pattern:chord` and `pattern:scale`.
 pub const CHORD: [u8; 3] = [60, 64, 67];
+/// The keys of `pattern:scale`: the C major scale from C4 up to C5.
 pub const SCALE: [u8; 8] = [60, 62, 64, 65, 67, 69, 71, 72];
 /// The velocity of the patterns' notes.
 pub const PATTERN_VELOCITY: f64 = 0.8;
@@ -264,6 +273,8 @@ pub struct ParamSet {
 }
 
 impl ParamSet {
+    /// Parses `NAME=VALUE@SAMPLE` (split at the last `@` and the first `=`, each part trimmed); the error shows the
+    /// expected form.
     pub fn parse(text: &str) -> Result<ParamSet, String> {
         let usage = || format!("{text:?}: expected NAME=VALUE@SAMPLE (e.g. cutoff=500 Hz@4800)");
         let (setting, sample) = text.rsplit_once('@').ok_or_else(usage)?;
@@ -331,27 +342,40 @@ impl FromStr for ParamSet {
 /// A resolved `--param`: a parameter value event at an absolute sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ParamEvent {
+    /// Absolute sample from the run's start.
     pub sample: u64,
+    /// The CLAP parameter id.
     pub id: u32,
+    /// The plain value (in the parameter's own range, as `text_to_value` gives it), not normalised.
     pub value: f64,
 }
 
 /// What an output event is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutputKind {
+    /// CLAP_EVENT_NOTE_ON.
     NoteOn,
+    /// CLAP_EVENT_NOTE_OFF.
     NoteOff,
+    /// CLAP_EVENT_NOTE_CHOKE.
     NoteChoke,
+    /// CLAP_EVENT_NOTE_END: the plugin says a voice has ended.
     NoteEnd,
+    /// CLAP_EVENT_MIDI: a MIDI 1.0 message.
     Midi,
+    /// CLAP_EVENT_PARAM_VALUE: the plugin changed a parameter (e.g. from its editor).
     ParamValue,
+    /// CLAP_EVENT_PARAM_GESTURE_BEGIN: the user started adjusting a parameter.
     GestureBegin,
+    /// CLAP_EVENT_PARAM_GESTURE_END: the user finished adjusting a parameter.
     GestureEnd,
+    /// Any other event (another CLAP type or another event space), recorded without details.
     #[default]
     Other,
 }
 
 impl OutputKind {
+    /// The kind as the report's JSON spells it (`note_on`, `param_value`, ...).
     pub fn name(self) -> &'static str {
         match self {
             OutputKind::NoteOn => "note_on",
@@ -374,6 +398,7 @@ impl OutputKind {
 pub struct OutputEvent {
     /// Absolute sample: the block's first frame plus the event's time.
     pub sample: u64,
+    /// What kind of event it was.
     pub kind: OutputKind,
     key: i16,
     channel: i16,
@@ -435,18 +460,22 @@ impl OutputEvent {
         out
     }
 
+    /// A note event's key, where the event names one (not a wildcard).
     pub fn key(&self) -> Option<u16> {
         (self.key >= 0).then_some(self.key as u16)
     }
 
+    /// A note event's channel, where the event names one (not a wildcard).
     pub fn channel(&self) -> Option<u16> {
         (self.channel >= 0).then_some(self.channel as u16)
     }
 
+    /// A note event's note id, where the event names one (not a wildcard).
     pub fn note_id(&self) -> Option<u32> {
         (self.note_id >= 0).then_some(self.note_id as u32)
     }
 
+    /// A parameter event's parameter id (value, gesture begin or end), where it names one.
     pub fn param_id(&self) -> Option<u32> {
         (self.param_id >= 0).then_some(self.param_id as u32)
     }
@@ -466,6 +495,7 @@ impl OutputEvent {
         (self.kind == OutputKind::Midi).then(|| &self.data[..usize::from(self.data_len)])
     }
 
+    /// The event as a JSON object for the report's `output_events`; absent fields are null.
     pub fn to_json(&self) -> Value {
         json!({
             "sample": self.sample,

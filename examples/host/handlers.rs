@@ -87,6 +87,7 @@ pub struct HostCounters {
     pub flush_requests: AtomicU64,
     /// `params.rescan(flags)`, and the union of the flags asked for.
     pub params_rescans: AtomicU64,
+    /// The union of the `CLAP_PARAM_RESCAN_*` flags asked for.
     pub params_rescan_flags: AtomicU32,
     /// `params.clear(id, flags)`.
     pub params_clears: AtomicU64,
@@ -101,7 +102,9 @@ pub struct HostCounters {
     /// Log messages, those of error severity or worse, and those logged
     /// from an audio thread (which a realtime plugin should never do).
     pub logs: AtomicU64,
+    /// Log messages of error severity or worse (error, fatal, host or plugin misbehaving).
     pub error_logs: AtomicU64,
+    /// Log messages sent from a thread marked as an audio thread.
     pub audio_thread_logs: AtomicU64,
     /// Panics the plugin reported caught ("Plugin panicked", from its
     /// clack wrapper) that this process's panic hook did not see.
@@ -109,11 +112,14 @@ pub struct HostCounters {
     /// timer-support: timers registered and unregistered, and the calls
     /// of the plugin's `on_timer`.
     pub timers_registered: AtomicU64,
+    /// Timers the plugin unregistered.
     pub timers_unregistered: AtomicU64,
+    /// Calls of the plugin's `on_timer`.
     pub timer_calls: AtomicU64,
     /// posix-fd-support: descriptors registered, and the calls of the
     /// plugin's `on_fd`.
     pub fds_registered: AtomicU64,
+    /// Calls of the plugin's `on_fd`.
     pub fd_calls: AtomicU64,
     /// Main-thread-only requests (timers, descriptors) made from another
     /// thread: refused, and counted.
@@ -122,47 +128,81 @@ pub struct HostCounters {
     /// `request_hide` and `closed` (and those of them that said the editor
     /// was destroyed).
     pub gui_resize_hints_changes: AtomicU64,
+    /// `request_resize` calls (refused ones included).
     pub gui_resize_requests: AtomicU64,
+    /// `request_show` calls.
     pub gui_show_requests: AtomicU64,
+    /// `request_hide` calls.
     pub gui_hide_requests: AtomicU64,
+    /// `closed` calls, whether or not the editor was destroyed.
     pub gui_closed: AtomicU64,
+    /// `closed(was_destroyed = true)` calls.
     pub gui_destroyed: AtomicU64,
 }
 
 /// A plain copy of [`HostCounters`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CountersSnapshot {
+    /// `host.request_restart()` calls.
     pub restart_requests: u64,
+    /// `host.request_process()` calls.
     pub process_requests: u64,
+    /// `host.request_callback()` calls.
     pub callback_requests: u64,
+    /// Calls of the plugin's `on_main_thread` made by the host.
     pub main_thread_callbacks: u64,
+    /// `params.request_flush()` calls.
     pub flush_requests: u64,
+    /// `params.rescan(flags)` calls.
     pub params_rescans: u64,
+    /// The union of the `CLAP_PARAM_RESCAN_*` flags those rescans asked for.
     pub params_rescan_flags: u32,
+    /// `params.clear(id, flags)` calls.
     pub params_clears: u64,
+    /// `latency.changed()` calls.
     pub latency_changes: u64,
+    /// `audio_ports.rescan(flags)` calls.
     pub audio_ports_rescans: u64,
+    /// `note_ports.rescan(flags)` calls.
     pub note_ports_rescans: u64,
+    /// `state.mark_dirty()` calls.
     pub state_dirty_marks: u64,
+    /// Log messages, of any severity.
     pub logs: u64,
+    /// Log messages of error severity or worse (error, fatal, host or plugin misbehaving).
     pub error_logs: u64,
+    /// Log messages sent from an audio thread.
     pub audio_thread_logs: u64,
+    /// Caught panics the plugin reported in its log that the panic hook did not see.
     pub reported_panics: u64,
+    /// timer-support: timers registered.
     pub timers_registered: u64,
+    /// timer-support: timers unregistered.
     pub timers_unregistered: u64,
+    /// timer-support: calls of the plugin's `on_timer`.
     pub timer_calls: u64,
+    /// posix-fd-support: file descriptors registered.
     pub fds_registered: u64,
+    /// posix-fd-support: calls of the plugin's `on_fd`.
     pub fd_calls: u64,
+    /// Main-thread-only requests (timers, descriptors) made from another thread, and refused.
     pub off_main_thread_requests: u64,
+    /// gui: `resize_hints_changed()` calls.
     pub gui_resize_hints_changes: u64,
+    /// gui: `request_resize()` calls (refused ones included).
     pub gui_resize_requests: u64,
+    /// gui: `request_show()` calls.
     pub gui_show_requests: u64,
+    /// gui: `request_hide()` calls.
     pub gui_hide_requests: u64,
+    /// gui: `closed()` calls, whether or not the editor was destroyed.
     pub gui_closed: u64,
+    /// gui: `closed(was_destroyed = true)` calls.
     pub gui_destroyed: u64,
 }
 
 impl HostCounters {
+    /// The counters now (each read on its own, relaxed: not one atomic moment).
     pub fn snapshot(&self) -> CountersSnapshot {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CountersSnapshot {
@@ -235,14 +275,23 @@ impl CountersSnapshot {
 /// The plugin's extensions this host uses, queried once while it initialises.
 #[derive(Clone, Copy, Default)]
 pub struct PluginExtensions {
+    /// `clap.params`: parameters, their values and text.
     pub params: Option<PluginParams>,
+    /// `clap.state`: saving and loading the plugin's state.
     pub state: Option<PluginState>,
+    /// `clap.latency`: the latency the plugin reports, in samples.
     pub latency: Option<PluginLatency>,
+    /// `clap.audio-ports`: the audio inputs and outputs.
     pub audio_ports: Option<PluginAudioPorts>,
+    /// `clap.note-ports`: the note inputs and outputs and their dialects.
     pub note_ports: Option<PluginNotePorts>,
+    /// `clap.render`: realtime or offline rendering.
     pub render: Option<PluginRender>,
+    /// `clap.gui`: the editor.
     pub gui: Option<PluginGui>,
+    /// `clap.timer-support`: the plugin's `on_timer`.
     pub timer: Option<PluginTimer>,
+    /// `clap.posix-fd-support`: the plugin's `on_fd`.
     pub posix_fd: Option<PluginPosixFd>,
 }
 
@@ -275,14 +324,17 @@ impl GuiRequests {
         (packed != 0).then_some(GuiSize { width: (packed >> 32) as u32, height: packed as u32 })
     }
 
+    /// Whether `request_show` was called since the last call.
     pub fn take_show(&self) -> bool {
         self.show.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether `request_hide` was called since the last call.
     pub fn take_hide(&self) -> bool {
         self.hide.swap(false, Ordering::AcqRel)
     }
 
+    /// The `closed` notice since the last call, if any (a destroyed one wins over a plain close).
     pub fn take_closed(&self) -> Option<GuiClosed> {
         match self.closed.swap(0, Ordering::AcqRel) {
             0 => None,
@@ -323,20 +375,24 @@ impl Timers {
         self.last_id
     }
 
+    /// Removes timer `id`; false if there was no such timer.
     pub fn unregister(&mut self, id: u32) -> bool {
         let before = self.list.len();
         self.list.retain(|t| t.id != id);
         self.list.len() != before
     }
 
+    /// Whether timer `id` is registered.
     pub fn is_registered(&self, id: u32) -> bool {
         self.list.iter().any(|t| t.id == id)
     }
 
+    /// How many timers are registered.
     pub fn len(&self) -> usize {
         self.list.len()
     }
 
+    /// Whether no timer is registered.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

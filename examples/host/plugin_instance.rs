@@ -63,6 +63,7 @@ impl Bundle {
         Ok(Bundle { entry, path: path.to_path_buf() })
     }
 
+    /// The path the bundle was loaded from (or named for a linked-in plugin).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -129,20 +130,30 @@ impl Bundle {
 /// A plugin's descriptor, as its factory gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Descriptor {
+    /// The plugin id, unique among plugins (CLAP suggests reverse-DNS, e.g. `com.example.synth`).
     pub id: String,
+    /// The name shown to users.
     pub name: String,
+    /// The vendor; empty where the plugin gives none.
     pub vendor: String,
+    /// The plugin's web page; empty where the plugin gives none.
     pub url: String,
+    /// The plugin's version string, as given; empty where the plugin gives none.
     pub version: String,
+    /// A short description; empty where the plugin gives none.
     pub description: String,
+    /// The CLAP feature strings (e.g. `audio-effect`, `instrument`, `stereo`).
     pub features: Vec<String>,
 }
 
 /// What [`Instance::activate`] needs to know.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActivateConfig {
+    /// The sample rate, Hz.
     pub rate: f64,
+    /// The fewest frames a `process` call will have (CLAP `activate`'s `min_frames_count`).
     pub min_frames: u32,
+    /// The most frames a `process` call will have (CLAP `activate`'s `max_frames_count`).
     pub max_frames: u32,
     /// 32- or 64-bit samples (64 only where every port supports it).
     pub sample_type: SampleType,
@@ -175,33 +186,44 @@ impl ActivateConfig {
 /// One parameter, as the plugin describes it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParamInfo {
+    /// The CLAP parameter id, stable across versions and sessions (not its index).
     pub id: u32,
+    /// The name shown to users.
     pub name: String,
+    /// Where the parameter sits in the plugin's hierarchy (`/`-separated, e.g. `filter/env`); often empty.
     pub module: String,
+    /// The lowest plain value.
     pub min: f64,
+    /// The highest plain value.
     pub max: f64,
+    /// The default plain value.
     pub default: f64,
     /// CLAP_PARAM_* flags.
     pub flags: u32,
 }
 
 impl ParamInfo {
+    /// CLAP_PARAM_IS_READONLY: the host cannot change it (the plugin may, and report it).
     pub fn is_readonly(&self) -> bool {
         self.flags & ParamInfoFlags::IS_READONLY.bits() != 0
     }
 
+    /// CLAP_PARAM_IS_HIDDEN: not shown to users.
     pub fn is_hidden(&self) -> bool {
         self.flags & ParamInfoFlags::IS_HIDDEN.bits() != 0
     }
 
+    /// CLAP_PARAM_IS_STEPPED: takes integer values only.
     pub fn is_stepped(&self) -> bool {
         self.flags & ParamInfoFlags::IS_STEPPED.bits() != 0
     }
 
+    /// CLAP_PARAM_IS_ENUM: a stepped parameter whose values are named choices.
     pub fn is_enum(&self) -> bool {
         self.flags & ParamInfoFlags::IS_ENUM.bits() != 0
     }
 
+    /// CLAP_PARAM_IS_AUTOMATABLE: the host may automate it.
     pub fn is_automatable(&self) -> bool {
         self.flags & ParamInfoFlags::IS_AUTOMATABLE.bits() != 0
     }
@@ -210,7 +232,9 @@ impl ParamInfo {
 /// One note port, as the plugin describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotePort {
+    /// The port's id, stable across rescans.
     pub id: u32,
+    /// The name shown to users.
     pub name: String,
     /// CLAP_NOTE_DIALECT_* bits the port takes.
     pub dialects: u32,
@@ -219,10 +243,12 @@ pub struct NotePort {
 }
 
 impl NotePort {
+    /// Whether the port takes CLAP note events (CLAP_NOTE_DIALECT_CLAP).
     pub fn supports_clap(&self) -> bool {
         self.dialects & NoteDialects::CLAP.bits() != 0
     }
 
+    /// Whether the port takes MIDI 1.0 messages (CLAP_NOTE_DIALECT_MIDI).
     pub fn supports_midi(&self) -> bool {
         self.dialects & NoteDialects::MIDI.bits() != 0
     }
@@ -245,8 +271,11 @@ impl NotePort {
 /// One audio port, as the plugin describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortInfo {
+    /// The port's id, stable across rescans.
     pub id: u32,
+    /// The name shown to users.
     pub name: String,
+    /// How many channels the port has.
     pub channels: u32,
     /// CLAP_AUDIO_PORT_* flags.
     pub flags: u32,
@@ -255,10 +284,12 @@ pub struct PortInfo {
 }
 
 impl PortInfo {
+    /// CLAP_AUDIO_PORT_SUPPORTS_64BITS: the port can process 64-bit samples.
     pub fn supports_64bit(&self) -> bool {
         self.flags & AudioPortFlags::SUPPORTS_64BITS.bits() != 0
     }
 
+    /// CLAP_AUDIO_PORT_IS_MAIN: the main input or output (at most one on each side, and it must come first).
     pub fn is_main(&self) -> bool {
         self.flags & AudioPortFlags::IS_MAIN.bits() != 0
     }
@@ -270,7 +301,9 @@ impl PortInfo {
 pub struct ParamChange {
     /// Sample offset in the block (ignored by a flush).
     pub offset: u32,
+    /// The CLAP parameter id.
     pub id: u32,
+    /// The plain value (in the parameter's own range), not normalised.
     pub value: f64,
 }
 
@@ -284,6 +317,7 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The id of the plugin this is an instance of.
     pub fn plugin_id(&self) -> &str {
         &self.id
     }
@@ -294,6 +328,7 @@ impl Instance {
         self.instance.access_shared_handler(|s| s.number.load(Ordering::Relaxed))
     }
 
+    /// Sets the number the instance's log lines carry (`plugin #N`).
     pub fn set_number(&mut self, number: usize) {
         self.instance.access_shared_handler(|s| s.number.store(number, Ordering::Relaxed));
     }
@@ -309,10 +344,12 @@ impl Instance {
         &self.counters
     }
 
+    /// A copy of the counters now.
     pub fn counters_snapshot(&self) -> CountersSnapshot {
         self.counters.snapshot()
     }
 
+    /// Whether the instance is activated (between [`Instance::activate`] and [`Instance::deactivate`]).
     pub fn is_active(&self) -> bool {
         self.instance.is_active()
     }
@@ -321,22 +358,27 @@ impl Instance {
         self.instance.access_shared_handler(|shared| shared.extensions())
     }
 
+    /// Whether the plugin has the params extension.
     pub fn has_params(&self) -> bool {
         self.extensions().params.is_some()
     }
 
+    /// Whether the plugin has the state extension.
     pub fn has_state(&self) -> bool {
         self.extensions().state.is_some()
     }
 
+    /// Whether the plugin has the latency extension.
     pub fn has_latency(&self) -> bool {
         self.extensions().latency.is_some()
     }
 
+    /// Whether the plugin has the audio-ports extension (without it, it has no audio ports).
     pub fn has_audio_ports(&self) -> bool {
         self.extensions().audio_ports.is_some()
     }
 
+    /// Whether the plugin has the note-ports extension (without it, it takes no notes).
     pub fn has_note_ports(&self) -> bool {
         self.extensions().note_ports.is_some()
     }
@@ -498,6 +540,7 @@ impl Instance {
 
     // ---- parameters ----
 
+    /// How many parameters the plugin has (0 without the params extension).
     pub fn param_count(&mut self) -> u32 {
         match self.extensions().params {
             Some(params) => params.count(&self.instance.plugin_handle()),
@@ -505,6 +548,8 @@ impl Instance {
         }
     }
 
+    /// The parameter at `index` (0..[`Instance::param_count`]), as `params.get_info` gives it; `None` without the
+    /// params extension or where the plugin gives none.
     pub fn param_info(&mut self, index: u32) -> Option<ParamInfo> {
         let params = self.extensions().params?;
         let mut buffer = ParamInfoBuffer::new();
@@ -525,11 +570,14 @@ impl Instance {
         (0..self.param_count()).filter_map(|i| self.param_info(i)).collect()
     }
 
+    /// The parameter's current plain value (`params.get_value`); `None` if the plugin has no params extension or no
+    /// such parameter.
     pub fn param_value(&mut self, id: u32) -> Option<f64> {
         let params = self.extensions().params?;
         params.get_value(&self.instance.plugin_handle(), ClapId::from_raw(id)?)
     }
 
+    /// The plugin's text for the plain `value` of parameter `id` (`params.value_to_text`); `None` if it gives none.
     pub fn value_to_text(&mut self, id: u32, value: f64) -> Option<String> {
         let params = self.extensions().params?;
         let mut buffer = [0u8; 256];
@@ -538,6 +586,7 @@ impl Instance {
         Some(String::from_utf8_lossy(text).into_owned())
     }
 
+    /// The plain value the plugin reads in `text` for parameter `id` (`params.text_to_value`); `None` if it reads none.
     pub fn text_to_value(&mut self, id: u32, text: &str) -> Option<f64> {
         let params = self.extensions().params?;
         let text = CString::new(text).ok()?;

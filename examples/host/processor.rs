@@ -27,7 +27,9 @@ use crate::quirks::{Quirk, Quirks};
 /// The sample format of the audio buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SampleType {
+    /// 32-bit floats (the buffers' `data32`).
     F32,
+    /// 64-bit floats (the buffers' `data64`).
     F64,
 }
 
@@ -35,6 +37,7 @@ pub enum SampleType {
 /// per-call pointer tables live on the stack, so that a processor holds no
 /// raw pointers between calls (and is plainly `Send`).
 pub const MAX_PORTS: usize = 16;
+/// The most channels per side, over all its ports (see [`MAX_PORTS`]).
 pub const MAX_CHANNELS: usize = 64;
 
 /// Why a block was not processed.
@@ -69,7 +72,9 @@ impl std::error::Error for ProcessError {}
 /// (The quirks `zeroed-transport` and `no-transport` replace it.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transport {
+    /// Beats (quarter notes) per minute.
     pub tempo: f64,
+    /// Whether the transport plays (CLAP_TRANSPORT_IS_PLAYING): the timeline advances only then.
     pub playing: bool,
 }
 
@@ -77,7 +82,9 @@ pub struct Transport {
 /// notes a bar (a bar is `4 * numerator / denominator` quarter notes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeSignature {
+    /// Beats a bar (at least 1).
     pub numerator: u16,
+    /// The note value of a beat: 4 for quarter notes, 8 for eighths (at least 1).
     pub denominator: u16,
 }
 
@@ -305,6 +312,7 @@ impl Processor {
         Ok(())
     }
 
+    /// Whether the buffers hold 32- or 64-bit samples.
     pub fn sample_type(&self) -> SampleType {
         self.sample_type
     }
@@ -329,6 +337,7 @@ impl Processor {
         self.quirks = quirks;
     }
 
+    /// The quirks set with [`Processor::set_quirks`] (none unless set).
     pub fn quirks(&self) -> Quirks {
         self.quirks
     }
@@ -348,6 +357,7 @@ impl Processor {
         self.in_place.iter().flatten().count()
     }
 
+    /// Whether processing has been started ([`Processor::start_processing`] succeeded, not yet stopped).
     pub fn is_started(&self) -> bool {
         self.processor.is_started()
     }

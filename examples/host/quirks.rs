@@ -69,6 +69,7 @@ pub enum Quirk {
 }
 
 impl Quirk {
+    /// Every quirk, in the order of their bits and of the names lists.
     pub const ALL: [Quirk; 7] = [
         Quirk::ZeroedTransport,
         Quirk::NoTransport,
@@ -79,6 +80,7 @@ impl Quirk {
         Quirk::ResetWhileOffline,
     ];
 
+    /// The quirk's name on the command line (`--host-quirks`), e.g. `zeroed-transport`.
     pub fn name(self) -> &'static str {
         match self {
             Quirk::ZeroedTransport => "zeroed-transport",
@@ -91,6 +93,7 @@ impl Quirk {
         }
     }
 
+    /// The quirk with this command-line name (exact, lower case), if any.
     pub fn from_name(name: &str) -> Option<Quirk> {
         Quirk::ALL.into_iter().find(|q| q.name() == name)
     }
@@ -129,6 +132,7 @@ pub fn past_end_time(call: u64, frames: u32) -> u32 {
 pub struct Quirks(u8);
 
 impl Quirks {
+    /// No quirk: the careful host.
     pub const NONE: Quirks = Quirks(0);
 
     /// Parses a comma-separated list of quirk names (spaces around names and
@@ -149,23 +153,28 @@ impl Quirks {
         Quirk::ALL.map(Quirk::name).join(", ")
     }
 
+    /// Whether `quirk` is in the set.
     pub fn contains(self, quirk: Quirk) -> bool {
         self.0 & quirk.bit() != 0
     }
 
+    /// Adds `quirk` to the set.
     pub fn insert(&mut self, quirk: Quirk) {
         self.0 |= quirk.bit();
     }
 
+    /// The set with `quirk` added.
     pub fn with(mut self, quirk: Quirk) -> Quirks {
         self.insert(quirk);
         self
     }
 
+    /// Whether the set has no quirk.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// The quirks in the set, in [`Quirk::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Quirk> {
         Quirk::ALL.into_iter().filter(move |q| self.contains(*q))
     }

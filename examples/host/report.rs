@@ -117,11 +117,17 @@ use crate::quirks::Quirks;
 /// One parameter as the report lists it (`params`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParamReport {
+    /// The parameter as the plugin describes it.
     pub info: ParamInfo,
+    /// Its plain value after the run (`params.get_value`); `None` where the plugin gave none.
     pub value: Option<f64>,
+    /// The plugin's text for the minimum value (`value_to_text`), if it gives one.
     pub text_min: Option<String>,
+    /// The plugin's text for the maximum value, if it gives one.
     pub text_max: Option<String>,
+    /// The plugin's text for the default value, if it gives one.
     pub text_default: Option<String>,
+    /// The plugin's text for the value after the run, if it gives one.
     pub text_value: Option<String>,
 }
 
@@ -146,6 +152,7 @@ impl ParamReport {
             .collect()
     }
 
+    /// The parameter's entry under `params` (see the module docs).
     pub fn to_json(&self) -> Value {
         let p = &self.info;
         json!({
@@ -172,20 +179,32 @@ impl ParamReport {
 /// One instance's share of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InstanceReport {
+    /// Blocks of `block` frames processed.
     pub blocks: u64,
+    /// Process calls made (more or fewer than `blocks` with some quirks).
     pub process_calls: u64,
     /// Resets made by the `reset-while-offline` quirk.
     pub resets: u64,
+    /// Blocks whose process call returned after the block's deadline (always 0 offline).
     pub deadline_misses: u64,
+    /// Process calls that returned a [`crate::ProcessError`] (the plugin's CLAP_PROCESS_ERROR, or a call the
+    /// processor refused).
     pub process_errors: u64,
+    /// The largest finite magnitude on any output channel, from frame `latency_samples` on.
     pub output_peak: f32,
+    /// Output samples that were not finite (NaN or ±inf).
     pub nan_samples: u64,
+    /// The plugin's "late results" parameter at the end of the run; `None` where it has none.
     pub late_results: Option<u64>,
     /// Whether its thread got SCHED_FIFO (always false offline).
     pub realtime: bool,
+    /// The durations of this instance's process calls, µs.
     pub process_us: Percentiles,
+    /// The plugin's log messages, creation to destruction.
     pub logs: u64,
+    /// Those of error severity or worse.
     pub error_logs: u64,
+    /// Leading blocks after the latency whose output was the input passed through dry (see the module docs).
     pub dry_blocks_at_start: u64,
     /// Note and MIDI events queued for the plugin (`--notes`).
     pub notes_sent: u64,
@@ -230,22 +249,35 @@ impl InstanceReport {
 /// A whole run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
+    /// The `.clap` file loaded.
     pub plugin: PathBuf,
+    /// The id of the plugin instantiated.
     pub plugin_id: String,
+    /// How many instances ran (`--tracks`), each on its own audio thread.
     pub instances: usize,
+    /// Frames per block.
     pub block: u32,
+    /// Sample rate, Hz.
     pub rate: u32,
+    /// The run's length asked for, seconds of audio (the run rounds it up to whole blocks).
     pub seconds: f64,
+    /// Whether the run was offline: as fast as possible, without deadlines.
     pub offline: bool,
+    /// The Python script loaded into every instance (`--script`), if any.
     pub script: Option<PathBuf>,
     /// The WAV fed (None: the test signal).
     pub input: Option<PathBuf>,
     /// The parameter automated, as named on the command line.
     pub automate: Option<String>,
+    /// The quirks the host reproduced (`--host-quirks`).
     pub host_quirks: Quirks,
+    /// Whether the process's memory was locked (mlockall) for the run.
     pub memory_locked: bool,
+    /// The latency instance 0 reported after activation, samples.
     pub latency_samples: u32,
+    /// The largest magnitude of the input fed (0 where the plugin has no audio input).
     pub input_peak: f32,
+    /// The durations of every process call over all instances, µs.
     pub process_us: Percentiles,
     /// The most process() calls ever under way at once, across instances.
     pub max_concurrent_process: usize,
@@ -261,6 +293,7 @@ pub struct Report {
     pub panics: u64,
     /// Frames after the latency over which `dry_blocks_at_start` is measured.
     pub dry_window_frames: usize,
+    /// Each instance's share, instance 0 first.
     pub per_instance: Vec<InstanceReport>,
     /// What the plugins asked of the host, summed over instances.
     pub host_callbacks: CountersSnapshot,
@@ -269,6 +302,7 @@ pub struct Report {
     pub transport: Option<(f64, TimeSignature, bool)>,
     /// `--notes` as given, and the dialect.
     pub notes: Option<String>,
+    /// How the notes were sent (`--note-dialect`).
     pub note_dialect: NoteDialect,
     /// The `--param` changes sent to instance 0, resolved, with the
     /// parameters' names.
@@ -280,22 +314,27 @@ pub struct Report {
 }
 
 impl Report {
+    /// Blocks processed, per instance.
     pub fn blocks(&self) -> Vec<u64> {
         self.per_instance.iter().map(|i| i.blocks).collect()
     }
 
+    /// Deadline misses over all instances.
     pub fn deadline_misses(&self) -> u64 {
         self.per_instance.iter().map(|i| i.deadline_misses).sum()
     }
 
+    /// Failed process calls over all instances.
     pub fn process_errors(&self) -> u64 {
         self.per_instance.iter().map(|i| i.process_errors).sum()
     }
 
+    /// Non-finite output samples over all instances.
     pub fn nan_samples(&self) -> u64 {
         self.per_instance.iter().map(|i| i.nan_samples).sum()
     }
 
+    /// The largest output peak of any instance (see [`InstanceReport::output_peak`]).
     pub fn output_peak(&self) -> f32 {
         self.per_instance.iter().fold(0.0, |p, i| p.max(i.output_peak))
     }
@@ -324,6 +363,7 @@ impl Report {
         !self.per_instance.is_empty() && self.per_instance.iter().all(|i| i.realtime)
     }
 
+    /// The report as the JSON `--json` writes (see the module docs for every key).
     pub fn to_json(&self) -> Value {
         let us = |p: &Percentiles| json!({ "p50": p.p50, "p99": p.p99, "p999": p.p999, "max": p.max });
         let c = &self.host_callbacks;

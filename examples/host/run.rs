@@ -74,18 +74,25 @@ pub const DRY_TOLERANCE: f32 = 1e-7;
 /// Everything a run needs; the CLI builds one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
+    /// The `.clap` file to load.
     pub plugin: PathBuf,
     /// None: the first plugin in the factory.
     pub plugin_id: Option<String>,
+    /// How many instances to run, each on its own audio thread (at least 1).
     pub tracks: usize,
+    /// Frames per process call (at least 1).
     pub block: u32,
+    /// Sample rate, Hz.
     pub rate: u32,
+    /// The run's length, seconds of audio, rounded up to whole blocks (above 0).
     pub seconds: f64,
     /// A Python script to put in every instance's state before activation.
     pub script: Option<PathBuf>,
     /// The Python environment to name in every instance's state.
     pub python_env: Option<PathBuf>,
+    /// Process as fast as possible on normal-priority threads, without deadlines, instead of paced in real time.
     pub offline: bool,
+    /// Where to write the report as JSON, if anywhere.
     pub json: Option<PathBuf>,
     /// Instance 0's output (the first two channels of its first output
     /// port), f32 stereo.
@@ -111,7 +118,9 @@ pub struct RunConfig {
     /// The transport: tempo (BPM), time signature, and whether it plays
     /// (stopped, its positions stay at zero).
     pub tempo: f64,
+    /// The transport's time signature.
     pub time_signature: TimeSignature,
+    /// A stopped transport: not playing, its positions stay at zero.
     pub stopped: bool,
     /// mlockall before the audio starts (the binary does; tests need not).
     pub lock_memory: bool,
@@ -123,6 +132,8 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// A run of `plugin`'s first plugin: one instance, 64-frame blocks at 48 kHz for 1 s, paced, with the test signal,
+    /// no quirks, notes or editor, memory not locked and log messages printed.
     pub fn new(plugin: impl Into<PathBuf>) -> RunConfig {
         RunConfig {
             plugin: plugin.into(),
@@ -157,6 +168,7 @@ impl RunConfig {
         (self.seconds * f64::from(self.rate) / f64::from(self.block)).ceil().max(0.0) as u64
     }
 
+    /// Frames each instance processes: [`RunConfig::total_blocks`] whole blocks.
     pub fn total_frames(&self) -> usize {
         self.total_blocks() as usize * self.block as usize
     }
@@ -210,9 +222,13 @@ impl RunConfig {
 /// same values at the same frames whatever their quirks.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Automation {
+    /// The CLAP id of the parameter automated.
     pub id: u32,
+    /// The parameter's minimum plain value: the triangle's bottom.
     pub min: f64,
+    /// The parameter's maximum plain value: the triangle's top.
     pub max: f64,
+    /// Whether the parameter is stepped: values are rounded to whole numbers.
     pub stepped: bool,
 }
 
@@ -261,8 +277,15 @@ impl Automation {
 /// What the instances are fed: the test signal, or a WAV file read into
 /// memory before the run (planar stereo, as long as the run).
 pub enum Input {
+    /// The built-in test signal ([`crate::signal`]).
     Signal,
-    Wav { path: PathBuf, channels: [Vec<f32>; 2] },
+    /// A WAV file (`--input-wav`).
+    Wav {
+        /// The file read.
+        path: PathBuf,
+        /// Its samples, left and right (a mono file's in both), as long as the run (silence past the file's end).
+        channels: [Vec<f32>; 2],
+    },
 }
 
 impl Input {
@@ -280,6 +303,7 @@ impl Input {
         }
     }
 
+    /// One sample of input channel `channel` at `frame` (as [`Input::fill`] gives it).
     pub fn sample(&self, channel: usize, frame: u64, rate: u32) -> f32 {
         let mut s = [0.0];
         self.fill(channel, frame, rate, &mut s);
@@ -295,6 +319,7 @@ impl Input {
         })
     }
 
+    /// The largest magnitude over both channels in the first `frames` frames.
     pub fn peak(&self, frames: usize, rate: u32) -> f32 {
         match self {
             Input::Signal => signal::peak(frames, rate),
@@ -304,6 +329,7 @@ impl Input {
         }
     }
 
+    /// The WAV file's path; `None` for the test signal.
     pub fn path(&self) -> Option<&Path> {
         match self {
             Input::Signal => None,

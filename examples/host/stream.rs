@@ -65,10 +65,12 @@ impl ChunkedWriter {
         self.calls
     }
 
+    /// The bytes written so far.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// Consumes the writer and returns the bytes written.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

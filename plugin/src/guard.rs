@@ -33,7 +33,7 @@
 //! # How
 //!
 //! `clap_entry` wraps clack's entry ([`clack_entry!`]); its plugin factory
-//! wraps clack's, and each instance the host gets is a [`Guarded`]: a copy
+//! wraps clack's, and each instance the host gets is a `Guarded`: a copy
 //! of clack's `clap_plugin` (same `plugin_data`, so clack's own functions
 //! and extensions work when the host passes our pointer) whose `process`,
 //! `activate`, `deactivate`, `reset`, `start_processing` and `destroy` are
@@ -62,20 +62,33 @@ use clap_sys::version::CLAP_VERSION;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum HostQuirk {
+    /// `process` was called with a null `clap_process`.
     NullProcess,
+    /// `process` was called on an instance that is not active.
     ProcessWhileInactive,
+    /// The `clap_process` transport's header is not a `clap_event_transport`'s (Qtractor 0.9 sends it zeroed).
     MalformedTransport,
+    /// An input or output event list was null or lacked its functions (`size`/`get`, `try_push`).
     MissingEventList,
+    /// An input event's header was inconsistent (too small for a header, or a core event of the wrong size).
     MalformedEvent,
+    /// An input event was timed at or past the end of its block.
     EventPastEnd,
+    /// Input events were not in time order.
     UnsortedEvents,
+    /// A call brought more input events than the processor sorts
+    /// ([`MAX_SORTED_EVENTS`](crate::processor::MAX_SORTED_EVENTS)).
     TooManyEvents,
+    /// An audio buffer list was null with a non-zero count, or had null channels.
     MissingAudioBuffers,
+    /// `activate` while active, or `deactivate`, `reset` or `start_processing` while inactive.
     WrongState,
+    /// The host's output event list refused an event (`try_push` failed).
     OutputEventsFull,
 }
 
 impl HostQuirk {
+    /// Every quirk, in discriminant order (`ALL[q as usize] == q`), which indexes the per-quirk counters.
     pub const ALL: [HostQuirk; 11] = [
         HostQuirk::NullProcess,
         HostQuirk::ProcessWhileInactive,

@@ -118,7 +118,9 @@ use processor::{CHANNELS, Processor};
 use scripting::ScriptSource;
 use state::{MAX_STATE_BYTES, PluginState};
 
+/// The CLAP plugin id of *Outboard*, the effect. Hosts save it in their projects, so it must never change.
 pub const PLUGIN_ID: &str = "dev.outboard.scripted-track";
+/// The CLAP plugin id of *Outboard Instrument*. Hosts save it in their projects, so it must never change.
 pub const INSTRUMENT_ID: &str = "dev.outboard.instrument";
 
 /// What a new instance runs until a state brings a script: the input,
@@ -135,6 +137,7 @@ block a float32 numpy array (channels, frames) to edit in place, tick(ctx).
 def process(block, ctx):
     pass
 "#;
+/// The file name [`DEFAULT_SCRIPT`] goes by: the name the editor and the log show, with no file behind it.
 pub const DEFAULT_SCRIPT_NAME: &str = "passthrough.py";
 
 /// The environment variable naming the script new instances start with
@@ -171,6 +174,7 @@ fn initial_script() -> (ScriptSource, Option<String>) {
 /// script, so the first blocks are wet (`OUTBOARD_WET_START_MS` overrides;
 /// 0 does not wait).
 pub const WET_START_WAIT: Duration = Duration::from_secs(2);
+/// The environment variable overriding [`WET_START_WAIT`], in whole milliseconds (at most 60 000; 0 does not wait).
 pub const WET_START_ENV: &str = "OUTBOARD_WET_START_MS";
 
 /// The last wet-start wait timed out (see `activate`).
@@ -185,6 +189,8 @@ fn wet_start_wait() -> Duration {
         .map_or(WET_START_WAIT, |ms| Duration::from_millis(ms.min(60_000)))
 }
 
+/// The clack plugin type behind both plugins: ties together [`OutboardShared`], [`OutboardMainThread`] and
+/// [`OutboardAudioProcessor`] and declares the CLAP extensions an instance offers.
 pub struct OutboardPlugin;
 
 impl Plugin for OutboardPlugin {
@@ -396,6 +402,8 @@ impl Drop for OutboardMainThread<'_> {
     }
 }
 
+/// The audio thread's part of an instance, alive from the host's `activate` to its `deactivate` (both on the
+/// main thread); `process` runs on the audio thread and is realtime-safe.
 pub struct OutboardAudioProcessor<'a> {
     shared: &'a OutboardShared,
     processor: Processor,

@@ -78,8 +78,11 @@ pub struct Mailbox {
 pub struct Said {
     /// Numbers messages in the order they came (from 1).
     pub seq: u64,
+    /// How serious it is (info, warning or error); the editor shows it with the text.
     pub level: LogLevel,
+    /// The whole message, newlines (a traceback's, say) included.
     pub text: String,
+    /// Wall-clock time at which the history took it.
     pub at: std::time::SystemTime,
 }
 

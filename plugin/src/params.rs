@@ -21,7 +21,9 @@ use outboard_engine::wire::declared::{DeclaredParam, Range};
 
 /// Parameter ids: stable forever (hosts store them in projects).
 pub const MIX: u32 = 0;
+/// Id of DSP load: the stand-in DSP cost of the track, in partial-sum terms per 64-frame block.
 pub const DSP_LOAD: u32 = 1;
+/// Id of Bypass (the host's CLAP bypass parameter): plays the input dry, keeping the latency.
 pub const BYPASS: u32 = 2;
 /// Script slot k has id `FIRST_SLOT + k` (ids 3-6 were the knobs P1-P4:
 /// an old project's values land on the first four slots).
@@ -51,25 +53,37 @@ pub fn wire_index(k: usize) -> usize {
     k + 1
 }
 
+/// What a plugin parameter's value means, which decides its text form (see [`ParamSpec::format`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unit {
+    /// A fraction 0..=1, shown as a percentage (Mix).
     Percent,
+    /// A number of partial-sum terms per block (DSP load).
     Terms,
+    /// Off (below 0.5) or On (Bypass).
     Switch,
+    /// A count the plugin keeps, shown as a whole number; parameters in this unit are read-only (Late results).
     Count,
 }
 
 /// One of the plugin's own parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamSpec {
+    /// The CLAP parameter id (one of the constants above); stable forever.
     pub id: u32,
+    /// The name the host shows.
     pub name: &'static str,
+    /// CLAP's `module` path, grouping parameters in a host's lists ("": top level).
     pub module: &'static str,
+    /// The smallest value, in the parameter's unit.
     pub min: f64,
+    /// The largest value, in the parameter's unit.
     pub max: f64,
+    /// The value of a new instance.
     pub default: f64,
     /// Integer values only.
     pub stepped: bool,
+    /// What the value means, and so its text form.
     pub unit: Unit,
 }
 
@@ -135,6 +149,7 @@ pub fn id_at(index: usize) -> Option<u32> {
 }
 
 impl ParamSpec {
+    /// Whether only the plugin sets this parameter (CLAP `IS_READONLY`): true for counters ([`Unit::Count`]).
     pub fn read_only(&self) -> bool {
         self.unit == Unit::Count
     }
@@ -149,6 +164,8 @@ impl ParamSpec {
         Some(if self.stepped { value.round() } else { value })
     }
 
+    /// Writes `value`'s text form, with its unit ("50.0 %", "1000 terms", "On"); [`parse`](Self::parse) reads it
+    /// back.
     pub fn format(&self, value: f64, out: &mut impl std::fmt::Write) -> std::fmt::Result {
         match self.unit {
             Unit::Percent => write!(out, "{:.1} %", value * 100.0),
@@ -211,6 +228,8 @@ impl Default for ParamValues {
 }
 
 impl ParamValues {
+    /// The value of parameter `id` (a fixed one or a slot; NaN for a slot not set); `None` for an unknown id.
+    /// Any thread; realtime-safe.
     pub fn get(&self, id: u32) -> Option<f64> {
         match (fixed_index(id), slot_of(id)) {
             (Some(i), _) => Some(self.get_fixed(i)),
@@ -219,6 +238,8 @@ impl ParamValues {
         }
     }
 
+    /// The value of the plugin's own parameter at `index` in [`FIXED`] (see [`fixed_index`]). Any thread;
+    /// realtime-safe. Panics if `index` is out of range.
     pub fn get_fixed(&self, index: usize) -> f64 {
         f64::from_bits(self.fixed[index].load(Ordering::Relaxed))
     }

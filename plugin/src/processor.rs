@@ -39,6 +39,8 @@ use crate::guard::{self, HostQuirk};
 use crate::params::{self, ParamValues};
 use crate::scripting::{BLOCK, MAX_LATENCY_BLOCKS, Registration};
 
+/// Audio channels of each audio port and of the engine track: stereo. Both plugins have one port out, the effect
+/// also one in.
 pub const CHANNELS: usize = 2;
 /// Events per host call put in time order when a host sends them out of
 /// order; past this many, the rest take effect at the end of the call.
@@ -54,7 +56,9 @@ pub fn latency_blocks(max_frames: u32) -> usize {
 
 /// A sample format the host may give us.
 pub trait Sample: Copy {
+    /// Converts to the engine's 32-bit float (rounding a 64-bit sample).
     fn to_f32(self) -> f32;
+    /// Converts from the engine's 32-bit float, without loss.
     fn from_f32(value: f32) -> Self;
 }
 
@@ -80,6 +84,8 @@ impl Sample for f64 {
     }
 }
 
+/// The audio thread's state of an active instance: the engine track, the dry delay line and scratch buffers.
+/// Made and dropped on the main thread (activate, deactivate); every other method is realtime-safe.
 pub struct Processor {
     track: Track,
     /// Kept so the track stays on the supervisor while active; dropped (on
@@ -150,6 +156,8 @@ impl Processor {
         }
     }
 
+    /// The latency λ in frames (the track's pipeline depth times its block): what the host is told, and the
+    /// dry delay line's length.
     pub fn latency(&self) -> usize {
         self.latency
     }
@@ -159,6 +167,8 @@ impl Processor {
         self.track.stats()
     }
 
+    /// Takes the track's registration with the supervisor, so that it can be dropped on the main thread (in
+    /// `deactivate`), which takes the track off the supervisor. `None` when already taken or never registered.
     pub fn take_registration(&mut self) -> Option<Registration> {
         self.registration.take()
     }

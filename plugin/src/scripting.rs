@@ -216,6 +216,7 @@ pub fn write_script(path: &Path, source: &str) -> std::io::Result<()> {
 
 /// A track the supervisor runs; removed from it when dropped.
 pub struct Registration {
+    /// The engine track's id (unique in this process, from [`next_track_id`]).
     pub track: u32,
 }
 
@@ -270,6 +271,8 @@ fn file_to_run(service: &mut Service, track: u32, script: &ScriptSource) -> Resu
 /// What a track's worker runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Running {
+    /// The script file the worker runs: the file the script follows where it exists, else a copy of its source
+    /// written to this process's script folder.
     pub file: PathBuf,
     /// The Python environment it imports from (None: the built-in one).
     pub python_env: Option<PathBuf>,
@@ -326,6 +329,7 @@ fn template() -> TrackConfig {
 
 /// What registering a track gave.
 pub struct Registered {
+    /// Keeps the track on the supervisor; drop it (on the main thread) to take the track off.
     pub registration: Registration,
     /// What the worker runs.
     pub running: Running,
@@ -335,6 +339,7 @@ pub struct Registered {
 
 /// Why a track plays dry.
 pub struct Unavailable {
+    /// The reason, as a sentence for the host's log (no scripts host found, no folder for script copies).
     pub why: String,
     /// The first instance of the process to hear it (it is said once).
     pub first: bool,

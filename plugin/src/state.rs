@@ -14,7 +14,7 @@
 //! | field         | bytes          | rule                                   |
 //! | ------------- | -------------- | -------------------------------------- |
 //! | magic         | 8              | `OUTBOARD`                             |
-//! | version       | u32            | 2 (1 is read too)                      |
+//! | version       | u32            | 3 (1 and 2 are read too)               |
 //! | flags         | u32            | 0 (reserved)                           |
 //! | param count   | u32            | at most [`MAX_PARAMS`]                 |
 //! | params        | (u32, f64) × n | ids distinct, ascending; values finite |
@@ -22,9 +22,9 @@
 //! | name          | UTF-8          |                                        |
 //! | script length | u32            | at most [`MAX_SCRIPT_BYTES`]           |
 //! | script        | UTF-8          | Python source                          |
-//! | path length   | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
+//! | path length   | u32            | at most [`MAX_PATH_BYTES`]; v2 and up  |
 //! | path          | UTF-8          | the file the script came from, or none |
-//! | env length    | u32            | at most [`MAX_PATH_BYTES`]; version 2  |
+//! | env length    | u32            | at most [`MAX_PATH_BYTES`]; v2 and up  |
 //! | env           | UTF-8          | the Python environment named, or none  |
 //! | decl. length  | u32            | at most [`MAX_DECLARED_BYTES`]; v3     |
 //! | declaration   | UTF-8          | what the script declared (the worker's |
@@ -38,7 +38,9 @@
 
 use std::fmt;
 
+/// The first 8 bytes of every state: what tells an Outboard state from anything else.
 pub const MAGIC: &[u8; 8] = b"OUTBOARD";
+/// The version this build writes (with the declaration); [`VERSION_1`] and [`VERSION_2`] are still read.
 pub const VERSION: u32 = 3;
 /// The first version, without the script's path: still read.
 pub const VERSION_1: u32 = 1;
@@ -46,9 +48,13 @@ pub const VERSION_1: u32 = 1;
 pub const VERSION_2: u32 = 2;
 /// The plugin's own parameters and its script slots.
 pub const MAX_PARAMS: usize = 64;
+/// The longest declaration (the worker's JSON) a state may hold, in bytes.
 pub const MAX_DECLARED_BYTES: usize = 64 << 10;
+/// The longest script name a state may hold, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 256;
+/// The longest script source a state may hold, in bytes of UTF-8 (1 MiB); a longer script file is not taken.
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// The longest script path or Python environment path a state may hold, in bytes of UTF-8.
 pub const MAX_PATH_BYTES: usize = 4096;
 /// No valid state is longer than this; a reader stops here.
 pub const MAX_STATE_BYTES: usize = 8
@@ -90,13 +96,22 @@ pub struct PluginState {
 /// Why a state was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateError {
+    /// The host passed no bytes.
     Empty,
+    /// The bytes do not start with [`MAGIC`].
     NotOutboard,
+    /// The bytes end before a field, or before the checksum, does.
     Truncated,
+    /// There are bytes past the checksum, or more than [`MAX_STATE_BYTES`] in all.
     TooLong,
+    /// A version this build does not read (a newer build's state, say).
     UnknownVersion(u32),
+    /// Reserved flags that are not 0.
     UnknownFlags(u32),
+    /// The checksum does not match the bytes: the state is damaged.
     BadChecksum,
+    /// Well-formed bytes whose content breaks a rule (which one is said): too many parameters, ids not
+    /// ascending, a value not finite, a text too long or not UTF-8, a declaration that cannot be read.
     Invalid(&'static str),
 }
 
@@ -131,6 +146,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl PluginState {
+    /// The state's bytes, in the layout above at [`VERSION`]: the same state always gives the same bytes.
+    /// Assumes the limits hold (as for any state the plugin made); [`decode`](Self::decode) checks them.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.params.len() * 12 + self.script_name.len() + self.script.len());
         out.extend_from_slice(MAGIC);

@@ -102,8 +102,11 @@ pub struct JobRuntime {
 /// Outcome of the in-process threads baseline.
 #[derive(Debug)]
 pub struct ThreadsRun {
+    /// Each call's return value, in the order of the args lists given.
     pub results: Vec<serde_json::Value>,
+    /// One row per Python thread that ran calls: its name, how many calls it ran and the seconds spent in them.
     pub stats: Vec<StatsRow>,
+    /// Wall-clock seconds for the whole run, all threads together.
     pub seconds: f64,
 }
 
@@ -204,7 +207,9 @@ pub struct BlockIn<'a> {
     pub slot: usize,
     /// Block number (ctx.block) and its first sample (ctx.time).
     pub seq: u64,
+    /// The block's first sample's position in the track's stream, in frames (ctx.time).
     pub sample_time: u64,
+    /// Number of channels in `samples`; each has `samples.len() / channels` frames.
     pub channels: usize,
     /// The track's parameter values, by index, at the block's first frame.
     pub params: &'a [f32],
@@ -297,6 +302,8 @@ fn script_event(
 
 /// What one block's script run produced.
 pub struct BlockOutcome {
+    /// How the script fared: only with `Processed` does the output buffer hold the script's samples; otherwise
+    /// the track plays dry.
     pub status: outboard_engine::wire::block::ResultStatus,
     /// Events from `tick`, in the order the script scheduled them.
     pub events: Vec<outboard_engine::wire::block::Event>,
@@ -305,8 +312,11 @@ pub struct BlockOutcome {
 /// How serious a message on the host's log is (the record's "level").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Something failed (a script error, a refused environment); written as `"error"`.
     Error,
+    /// Worth noticing but not a new failure, such as how often an error repeated; written as `"warning"`.
     Warning,
+    /// Informational: `ctx.log` and `outboard.log` output, reload notices; written as `"info"`.
     Info,
 }
 
@@ -437,6 +447,8 @@ impl RealtimeRuntime {
         });
     }
 
+    /// Drops the script in `slot` and forgets its repeated-error counts (`outboard_rt.unload`), leaving the slot
+    /// empty. Errors are ignored, and unloading an empty slot does nothing.
     pub fn unload(&self, slot: usize) {
         Python::attach(|py| {
             let _ = self.unload.call1(py, (slot,));

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 /// A running `jackd -d dummy`, stopped on drop.
 pub struct JackServer {
+    /// The server's name (`jackd -n`); clients reach it by setting `JACK_DEFAULT_SERVER` to this.
     pub name: String,
     child: Child,
 }

@@ -40,6 +40,8 @@ pub struct ScriptDir {
 }
 
 impl ScriptDir {
+    /// Creates a fresh, empty folder in the system temp folder, named after `label`, this process and a
+    /// per-process counter so that concurrent tests never share one.
     pub fn new(label: &str) -> ScriptDir {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -58,6 +60,7 @@ impl ScriptDir {
         file.to_str().expect("UTF-8 temp path").to_string()
     }
 
+    /// The folder's path; it exists until this `ScriptDir` is dropped.
     pub fn path(&self) -> &Path {
         &self.path
     }

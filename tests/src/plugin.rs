@@ -9,11 +9,15 @@ use serde_json::Value;
 
 use crate::{ScriptDir, scripts_host, workspace_bin};
 
+/// A CLAP bundle in a temporary folder: `outboard.clap` and, optionally, the scripts host beside it. The folder is
+/// removed when this is dropped.
 pub struct PluginBundle {
     dir: ScriptDir,
 }
 
 impl PluginBundle {
+    /// Copies the built plugin into a fresh folder named after `label`; with `with_sidecar`, also copies the
+    /// scripts host in as `outboard-scripts-host`, where the plugin looks for it.
     pub fn new(label: &str, with_sidecar: bool) -> PluginBundle {
         let dir = ScriptDir::new(label);
         std::fs::copy(workspace_bin("liboutboard_plugin.so"), dir.path().join("outboard.clap"))
@@ -25,6 +29,7 @@ impl PluginBundle {
         PluginBundle { dir }
     }
 
+    /// The path of `outboard.clap`, the file a CLAP host loads.
     pub fn clap(&self) -> PathBuf {
         self.dir.path().join("outboard.clap")
     }
@@ -34,6 +39,7 @@ impl PluginBundle {
         self.dir.path().join(name)
     }
 
+    /// Writes `source` to `name` in the bundle's folder and returns its path (see [`ScriptDir::write`]).
     pub fn write(&self, name: &str, source: &str) -> String {
         self.dir.write(name, source)
     }
@@ -48,6 +54,7 @@ pub struct Vst3Bundle {
 }
 
 impl Vst3Bundle {
+    /// Lays out `Outboard.vst3` with the built plugin and the scripts host in a fresh folder named after `label`.
     pub fn new(label: &str) -> Vst3Bundle {
         let dir = ScriptDir::new(label);
         let bundle = Vst3Bundle { dir };
@@ -73,6 +80,7 @@ impl Vst3Bundle {
         self.dir.path()
     }
 
+    /// Writes `source` to `name` in the scratch folder beside the bundle and returns its path.
     pub fn write(&self, name: &str, source: &str) -> String {
         self.dir.write(name, source)
     }

@@ -111,6 +111,19 @@ pub struct JobServer {
 impl JobServer {
     /// A server with room for `capacity` outstanding jobs and up to `max_threads`
     /// worker threads, starting `ncpus` of them.
+    ///
+    /// ```
+    /// use outboard_engine::compute::{JobServer, partial_sum_scalar};
+    ///
+    /// // Parallel Python's example: the sum split into parts, one job each.
+    /// let mut server = JobServer::new(2, 2, 16);
+    /// let jobs: Vec<_> = [(1, 25_000), (25_000, 50_000)]
+    ///     .into_iter()
+    ///     .map(|(start, end)| server.submit(start, end).unwrap())
+    ///     .collect();
+    /// let total: f64 = jobs.into_iter().map(|job| server.wait(job).unwrap()).sum();
+    /// assert!((total - partial_sum_scalar(1, 50_000)).abs() < 1e-9);
+    /// ```
     pub fn new(ncpus: usize, max_threads: usize, capacity: usize) -> JobServer {
         let max_threads = max_threads.max(1);
         let slots = (0..capacity.max(1))
@@ -141,6 +154,15 @@ impl JobServer {
 
     /// Sets how many worker threads take jobs (at least 1, at most the maximum
     /// given at creation), starting threads as needed. Not realtime-safe.
+    ///
+    /// ```
+    /// # use outboard_engine::compute::JobServer;
+    /// let mut server = JobServer::new(1, 4, 8);
+    /// server.set_ncpus(3);
+    /// assert_eq!(server.ncpus(), 3);
+    /// server.set_ncpus(99); // at most the maximum given at creation
+    /// assert_eq!(server.ncpus(), 4);
+    /// ```
     pub fn set_ncpus(&mut self, ncpus: usize) {
         let ncpus = ncpus.clamp(1, self.shared.counters.len());
         while self.threads.len() < ncpus {
@@ -162,6 +184,25 @@ impl JobServer {
     }
 
     /// Submits the partial sum over `start..end`. Wait-free and allocation-free.
+    /// `Full` while `capacity` submitted jobs are unfinished.
+    ///
+    /// ```
+    /// # use outboard_engine::compute::{JobServer, JobServerError};
+    /// let mut server = JobServer::new(1, 1, 2);
+    /// let first = server.submit(1, 1_000_000).unwrap();
+    /// let second = server.submit(1, 1_000_000).unwrap();
+    /// // Room for two: a third waits until the first is done.
+    /// server.wait(first).unwrap();
+    /// let third = loop {
+    ///     match server.submit(1, 10) {
+    ///         Ok(job) => break job,
+    ///         Err(JobServerError::Full) => std::thread::yield_now(),
+    ///         Err(e) => panic!("{e:?}"),
+    ///     }
+    /// };
+    /// server.wait(second).unwrap();
+    /// server.wait(third).unwrap();
+    /// ```
     pub fn submit(&mut self, start: u64, end: u64) -> Result<JobId, JobServerError> {
         let seq = self.next;
         let capacity = self.shared.slots.len() as u64;
@@ -179,7 +220,22 @@ impl JobServer {
         Ok(JobId(seq))
     }
 
-    /// The job's result if it is done. Wait-free.
+    /// The job's result if it is done. Wait-free: a realtime thread polls
+    /// here, once per period, rather than waiting. `Expired` once
+    /// `capacity` later jobs have reused its slot.
+    ///
+    /// ```
+    /// # use outboard_engine::compute::{JobServer, partial_sum};
+    /// let mut server = JobServer::new(1, 1, 4);
+    /// let job = server.submit(1, 10_000).unwrap();
+    /// let result = loop {
+    ///     if let Some(result) = server.try_result(job).unwrap() {
+    ///         break result;
+    ///     }
+    ///     std::thread::yield_now(); // a realtime caller: the next period
+    /// };
+    /// assert_eq!(result, partial_sum(1, 10_000));
+    /// ```
     pub fn try_result(&self, job: JobId) -> Result<Option<f64>, JobServerError> {
         let capacity = self.shared.slots.len() as u64;
         let slot = &self.shared.slots[(job.0 % capacity) as usize];
@@ -216,6 +272,18 @@ impl JobServer {
     }
 
     /// The statistics table: one row per worker thread.
+    ///
+    /// ```
+    /// # use outboard_engine::compute::JobServer;
+    /// let mut server = JobServer::new(2, 2, 8);
+    /// for _ in 0..4 {
+    ///     let job = server.submit(1, 1_000).unwrap();
+    ///     server.wait(job).unwrap();
+    /// }
+    /// let stats = server.stats();
+    /// assert_eq!(stats.rows.len(), 2);
+    /// assert_eq!(stats.rows.iter().map(|row| row.jobs).sum::<u64>(), 4);
+    /// ```
     pub fn stats(&self) -> JobStats {
         let rows = self
             .shared

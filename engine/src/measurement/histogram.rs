@@ -47,14 +47,21 @@ fn upper_edge(bucket: usize) -> u64 {
 /// Percentiles of a histogram, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Percentiles {
+    /// Durations recorded (when 0, every other field is 0 too).
     pub count: u64,
+    /// The median (50th percentile), in µs.
     pub p50: f64,
+    /// The 99th percentile, in µs.
     pub p99: f64,
+    /// The 99.9th percentile, in µs.
     pub p999: f64,
+    /// The longest duration recorded, in µs (exact, not a bucket's edge).
     pub max: f64,
 }
 
 impl Histogram {
+    /// An empty histogram. Allocates its buckets: create it before a realtime
+    /// thread records into it.
     pub fn new() -> Histogram {
         Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
@@ -79,6 +86,7 @@ impl Histogram {
         self.count.store(0, Ordering::Relaxed);
     }
 
+    /// Durations recorded (merged ones included) since creation or the last [`Histogram::reset`].
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -102,6 +110,9 @@ impl Histogram {
         self.count.fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
+    /// The median, 99th and 99.9th percentiles and the maximum so far, in µs
+    /// (each percentile at its bucket's upper edge, never above the maximum).
+    /// Allocates: not for a realtime thread.
     pub fn percentiles(&self) -> Percentiles {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
         let total: u64 = counts.iter().sum();

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub struct StatsRow {
     /// Which worker ("thread 0", "worker 2 (pid 4711)", ...).
     pub worker: String,
+    /// Jobs the worker finished (failed ones included).
     pub jobs: u64,
     /// Sum of the time the worker spent inside jobs.
     pub seconds: f64,
@@ -16,16 +17,19 @@ pub struct StatsRow {
 /// The statistics table of one job server.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobStats {
+    /// One row per worker of the server.
     pub rows: Vec<StatsRow>,
     /// Time since the server was created.
     pub elapsed: Duration,
 }
 
 impl JobStats {
+    /// Jobs finished by all workers together.
     pub fn total_jobs(&self) -> u64 {
         self.rows.iter().map(|r| r.jobs).sum()
     }
 
+    /// Seconds all workers together spent inside jobs (the sum of the rows' `seconds`).
     pub fn total_seconds(&self) -> f64 {
         self.rows.iter().map(|r| r.seconds).sum()
     }

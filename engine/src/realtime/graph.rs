@@ -47,24 +47,32 @@ impl BlockProcessor for Track {
 /// What a track thread feeds its processor.
 #[derive(Clone, Copy, Debug)]
 pub enum Source {
+    /// Zeros: the processor hears no input.
     Silence,
     /// A sine tone, the same on every channel.
     Sine {
+        /// Frequency, in Hz.
         freq: f32,
+        /// Peak amplitude, linear (1.0 is full scale).
         gain: f32,
     },
 }
 
 /// One track of the graph.
 pub struct GraphTrack {
+    /// A label for the track, for its owner: the graph itself does not use
+    /// it (its threads are named by index).
     pub name: String,
+    /// What turns the track's input into its output, on the track's own realtime thread.
     pub processor: Box<dyn BlockProcessor>,
+    /// What the processor is fed as input each period.
     pub source: Source,
 }
 
 /// How the graph runs.
 #[derive(Clone, Debug)]
 pub struct GraphConfig {
+    /// Sample rate, in Hz: paces the clock thread and a [`Source::Sine`].
     pub rate: f64,
     /// Frames per period.
     pub period: usize,
@@ -283,6 +291,7 @@ impl Graph {
         graph
     }
 
+    /// The graph's counters: live while it runs, still readable after [`Graph::stop`].
     pub fn stats(&self) -> &GraphStats {
         &self.shared.stats
     }

@@ -5,6 +5,7 @@
 /// The voice's sound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waveform {
+    /// A pure sine.
     Sine,
     /// A band-unlimited sawtooth, softened by the envelope: bright on purpose.
     Saw,
@@ -46,6 +47,8 @@ const ATTACK: f64 = 0.003;
 const RELEASE: f64 = 0.05;
 
 impl Voice {
+    /// A voice with no note sounding, at sample rate `rate` (Hz); each note's
+    /// samples are scaled by its velocity and by `gain` (linear).
     pub fn new(waveform: Waveform, rate: f64, gain: f32) -> Voice {
         Voice { waveform, rate, notes: [Note::default(); NOTES], next: 0, noise: 0x9e37_79b9, gain }
     }

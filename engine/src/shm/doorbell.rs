@@ -99,6 +99,7 @@ impl<S: Scope> Default for Doorbell<S> {
 }
 
 impl<S: Scope> Doorbell<S> {
+    /// A doorbell with nobody asleep: both words zero, as in a fresh region.
     pub fn new() -> Self {
         Doorbell {
             asleep: AtomicU32::new(0),

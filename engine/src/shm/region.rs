@@ -106,7 +106,11 @@ pub struct WorkerStatus {
 /// Why a region could not be attached.
 #[derive(Debug)]
 pub enum AttachError {
+    /// A system call failed: inspecting or mapping the memfd, or taking it
+    /// over from standard input.
     Io(io::Error),
+    /// The region's size or header failed validation (the text says which
+    /// check): not a region a well-behaved host made.
     Invalid(String),
 }
 

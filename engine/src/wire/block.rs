@@ -77,39 +77,68 @@ pub enum ResultStatus {
 /// The fixed header of a block message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockHeader {
+    /// What the message is: a [`BlockKind`] as a number (a reader refuses any other).
     pub kind: u32,
+    /// The id of the track the message belongs to: a reply carries its block's.
     pub track: u32,
+    /// Block number k on the track (0 for its first block); a reply carries its block's.
     pub seq: u64,
+    /// Frames per channel.
     pub frames: u32,
+    /// Channel count.
     pub channels: u32,
+    /// The block's first frame on the track's timeline (k × frames).
     pub sample_time: u64,
+    /// For a `Result`: a [`ResultStatus`] as a number; 0 for the other kinds.
     pub status: u32,
+    /// For `Process`: the f32 parameter values after the block context (the
+    /// track sends [`MAX_PARAMS`]); for `Events`: the events after the
+    /// header; 0 for `Result`.
     pub count: u32,
+    /// CLOCK_MONOTONIC, in ns, when the track pushed the block (set by the
+    /// host; replies carry it back).
     pub sent_ns: u64,
+    /// CLOCK_MONOTONIC, in ns, when the script pushed its result (set by the
+    /// worker on a `Result`; 0 from the host): `done_ns − sent_ns` is the
+    /// round trip.
     pub done_ns: u64,
 }
 
 /// Why a message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockError {
+    /// Shorter than a header ([`HEADER_BYTES`]).
     TooShort,
+    /// A kind the reader does not take here (the kind read).
     WrongKind(u32),
+    /// For another track (the id read).
     WrongTrack(u32),
+    /// Not the reader's frames × channels (the shape read).
     WrongShape {
+        /// Frames per channel, as the message says.
         frames: u32,
+        /// Channels, as the message says.
         channels: u32,
     },
+    /// A result status that is no [`ResultStatus`] (the status read).
     BadStatus(u32),
+    /// More parameter values than [`MAX_PARAMS`] (a block) or more events
+    /// than the reader takes (a reply): the count read.
     BadCount(u32),
     /// A block carrying more host events than [`MAX_BLOCK_EVENTS`].
     TooManyEvents(u32),
+    /// A message length other than the one its header implies.
     BadLength {
+        /// Bytes a message with this header has.
         expected: usize,
+        /// Bytes the message has.
         got: usize,
     },
 }
 
 impl BlockHeader {
+    /// Writes the header into the first [`HEADER_BYTES`] bytes of `out`
+    /// (panics if `out` is shorter).
     pub fn encode(&self, out: &mut [u8]) {
         out[0..4].copy_from_slice(&self.kind.to_le_bytes());
         out[4..8].copy_from_slice(&self.track.to_le_bytes());
@@ -287,14 +316,21 @@ pub const MAX_BLOCK_EVENTS: usize = 128;
 /// computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessLayout {
+    /// Where the block context (transport and event count) starts: right after the header.
     pub context: usize,
+    /// Where the f32 parameter values start.
     pub params: usize,
+    /// Where the first event starts.
     pub events: usize,
+    /// Where the planar f32 samples start.
     pub samples: usize,
+    /// The whole message's length, in bytes.
     pub len: usize,
 }
 
 impl ProcessLayout {
+    /// The layout of a message of `params` parameter values, `events` events
+    /// and `samples` samples (all channels).
     pub const fn new(params: usize, events: usize, samples: usize) -> ProcessLayout {
         let context = HEADER_BYTES;
         let p = context + CONTEXT_BYTES;
@@ -324,13 +360,19 @@ pub struct Transport {
     pub tempo: f64,
     /// Song position in beats, and in seconds.
     pub beats: f64,
+    /// Song position in seconds.
     pub seconds: f64,
     /// The current bar's start, in beats, and its number (0 for the first).
     pub bar_start: f64,
+    /// The current bar's number (0 for the first).
     pub bar_number: i32,
+    /// Where the loop starts, in beats (0 when the host has no beats timeline).
     pub loop_start: f64,
+    /// Where the loop ends, in beats (not before `loop_start`).
     pub loop_end: f64,
+    /// Time signature: beats per bar, 1..=64.
     pub numerator: u16,
+    /// Time signature: the note value of a beat, a power of two in 1..=64.
     pub denominator: u16,
 }
 
@@ -357,8 +399,11 @@ impl Transport {
     pub const FROM_HOST: u32 = 1;
     /// The host sent one with impossible values; defaults stand in for them.
     pub const MALFORMED: u32 = 2;
+    /// The transport is playing: positions advance.
     pub const PLAYING: u32 = 4;
+    /// The host is recording.
     pub const RECORDING: u32 = 8;
+    /// The host loops between `loop_start` and `loop_end`.
     pub const LOOPING: u32 = 16;
     /// The host's transport has a beats timeline (else beats are counted
     /// from the seconds, or from the track's start).
@@ -367,6 +412,7 @@ impl Transport {
     pub const HAS_SECONDS: u32 = 64;
     const KNOWN: u32 = 127;
 
+    /// Whether `flag` (one of the flag constants above) is set.
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
     }
@@ -468,36 +514,54 @@ impl Transport {
 pub enum EventAction {
     /// A note starts (velocity 0..=1; `note_id` -1 when there is none).
     NoteOn {
+        /// MIDI channel, 0..=15.
         channel: u8,
+        /// MIDI key, 0..=127 (60 is middle C).
         key: u8,
+        /// Velocity, 0..=1.
         velocity: f32,
+        /// The note's id, or -1 when there is none.
         note_id: i32,
     },
+    /// A note is released (velocity 0..=1; `note_id` -1 when there is none).
     NoteOff {
+        /// MIDI channel, 0..=15.
         channel: u8,
+        /// MIDI key, 0..=127.
         key: u8,
+        /// Release velocity, 0..=1.
         velocity: f32,
+        /// The note's id, or -1 when there is none.
         note_id: i32,
     },
     /// A note is cut at once.
     NoteChoke {
+        /// MIDI channel, 0..=15.
         channel: u8,
+        /// MIDI key, 0..=127.
         key: u8,
+        /// The note's id, or -1 when there is none.
         note_id: i32,
     },
-    /// A MIDI 1.0 channel message of `len` (1..=3) bytes.
+    /// A MIDI 1.0 channel message of `len` (2 or 3) bytes.
     Midi {
+        /// The message's bytes, status byte first; those past `len` are 0.
         data: [u8; 3],
+        /// Bytes of `data` in use: what [`midi_message_len`] gives for its status byte.
         len: u8,
     },
     /// Host → script: parameter `index` takes `value` from this sample on.
     ParamChange {
+        /// The parameter's index, below [`MAX_PARAMS`] (0 is the track's wet level).
         index: u32,
+        /// The new value, as the host holds it (finite).
         value: f32,
     },
     /// Script → host: the script moves parameter `index` to `value`.
     SetParam {
+        /// The parameter's index, below [`MAX_PARAMS`].
         index: u32,
+        /// The new value, as the host holds it (finite).
         value: f32,
     },
 }
@@ -507,6 +571,7 @@ pub enum EventAction {
 pub struct Event {
     /// Sample on the track's timeline (the input side) where it takes effect.
     pub time: u64,
+    /// What happens at `time`.
     pub action: EventAction,
 }
 

@@ -178,6 +178,7 @@ impl Reassembler {
 
 /// A message body that travels as JSON.
 pub trait JsonBody: Sized {
+    /// Encodes the body as JSON bytes.
     fn to_json(&self) -> Vec<u8>;
     /// Reads a body a peer sent: any bytes give a value or an error.
     fn from_json(body: &[u8]) -> Result<Self, ProtocolError>;
@@ -198,16 +199,19 @@ impl<T> Json<T> {
         Json { bytes, body: PhantomData }
     }
 
+    /// The JSON bytes, as carried.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 }
 
 impl<T: JsonBody> Json<T> {
+    /// Encodes `value`.
     pub fn new(value: &T) -> Json<T> {
         Json::from_bytes(value.to_json())
     }
 
+    /// Decodes the bytes as a `T`; an error means whoever wrote them sent no valid `T`.
     pub fn decode(&self) -> Result<T, ProtocolError> {
         T::from_json(&self.bytes)
     }
@@ -235,14 +239,22 @@ impl<T> fmt::Debug for Json<T> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// Run a job; answered by [`Reply::Job`] with the same id.
-    Job { id: u64, body: Json<JobRequest> },
+    Job {
+        /// The job's id, which its reply carries back.
+        id: u64,
+        /// What to run: a [`JobRequest`], as JSON.
+        body: Json<JobRequest>,
+    },
     /// Exit cleanly.
     Shutdown,
     /// Run a script on a track slot; answered by [`Reply::ScriptDeclared`]
     /// (if it declares anything) and then [`Reply::ScriptLoaded`].
     LoadScript(ScriptSpec),
     /// Stop a track slot's script.
-    UnloadScript { slot: usize },
+    UnloadScript {
+        /// The track slot whose script stops.
+        slot: usize,
+    },
     /// Start the realtime runtime (the interpreter, numpy, the Python
     /// environment) with no script, to stand by as a spare; answered by
     /// [`Reply::Warm`].
@@ -253,16 +265,31 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     /// A job's outcome.
-    Job { id: u64, body: Json<JobReply> },
+    Job {
+        /// The id of the job's request.
+        id: u64,
+        /// Its outcome: a [`JobReply`], as JSON.
+        body: Json<JobReply>,
+    },
     /// A slot's script was loaded (`ok`: cleanly; either way the worker now
     /// answers that track's blocks).
-    ScriptLoaded { slot: usize, ok: bool },
+    ScriptLoaded {
+        /// The track slot the script was loaded on.
+        slot: usize,
+        /// Whether it loaded without an error.
+        ok: bool,
+    },
     /// The runtime is started (the answer to [`Request::Warm`]).
     Warm,
     /// What a slot's script declares, sent after each load and reload
     /// (before [`Reply::ScriptLoaded`] for a load). The body is the
     /// worker's runtime's JSON, `slot` included.
-    ScriptDeclared { slot: usize, body: Json<Declaration> },
+    ScriptDeclared {
+        /// The track slot whose script declared.
+        slot: usize,
+        /// The declaration: a [`Declaration`], as JSON.
+        body: Json<Declaration>,
+    },
 }
 
 /// The body of [`Request::UnloadScript`].
@@ -351,13 +378,20 @@ impl Reply {
 pub struct ScriptSpec {
     /// Which pair of rings in the worker's region the track uses.
     pub slot: usize,
+    /// The track's id, which every block header of the slot carries.
     pub track: u32,
+    /// The track's name, for messages (may be empty).
     #[serde(default)]
     pub name: String,
+    /// The script file to run.
     pub path: PathBuf,
+    /// Channels per block.
     pub channels: usize,
+    /// Frames per channel in each block.
     pub frames: usize,
+    /// Sample rate, in Hz.
     pub rate: f64,
+    /// L: the track plays a block's result L blocks after pushing the block.
     pub latency_blocks: usize,
     /// Names of the track's own parameters, by index (index 0 is "mix").
     #[serde(default)]
@@ -405,13 +439,17 @@ mod nan_as_null {
 /// A job for a worker: call `function(*args)` from the Python file `file`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
+    /// The Python file that defines the function.
     pub file: PathBuf,
+    /// The name of the function to call.
     pub function: String,
+    /// Its positional arguments, as JSON values (none when missing).
     #[serde(default)]
     pub args: Vec<Value>,
 }
 
 impl JobRequest {
+    /// A job that calls `function(*args)` from `file`.
     pub fn new(file: impl Into<PathBuf>, function: impl Into<String>, args: Vec<Value>) -> Self {
         JobRequest { file: file.into(), function: function.into(), args }
     }
@@ -433,6 +471,7 @@ pub struct JobError {
     /// The Python exception type (`ZeroDivisionError`, `SyntaxError`, ...), or
     /// `ScriptNotFound`, `MissingFunction`, `WorkerDied`, `ProtocolError`.
     pub kind: String,
+    /// What went wrong, in words (the exception's message).
     pub message: String,
     /// The script file the error points into, when there is one.
     pub file: Option<String>,
@@ -443,6 +482,7 @@ pub struct JobError {
 }
 
 impl JobError {
+    /// An error of `kind` saying `message`, pointing at no file and with no traceback.
     pub fn new(kind: &str, message: impl Into<String>) -> Self {
         JobError { kind: kind.into(), message: message.into(), file: None, line: None, traceback: String::new() }
     }
@@ -468,6 +508,7 @@ impl std::error::Error for JobError {}
 /// A job's outcome as the worker reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobReply {
+    /// The function's return value, as JSON, or why the job failed.
     pub result: Result<Value, JobError>,
     /// Seconds the worker spent on the job (loading the script included).
     pub seconds: f64,

@@ -19,10 +19,15 @@ use super::control::{JsonBody, ProtocolError};
 
 /// Declared parameters a script may have.
 pub const MAX_DECLARED: usize = 32;
+/// Characters a parameter's name may have.
 pub const MAX_NAME_CHARS: usize = 32;
+/// Characters a parameter's unit may have.
 pub const MAX_UNIT_CHARS: usize = 16;
+/// Choices a choice parameter may have (it needs at least two).
 pub const MAX_CHOICES: usize = 128;
+/// Characters one choice may have.
 pub const MAX_CHOICE_CHARS: usize = 64;
+/// Characters of the script's docstring kept (the rest is cut off).
 pub const MAX_DOC_CHARS: usize = 4096;
 /// Steps a stepped parameter may have.
 pub const MAX_STEPS: usize = 1 << 20;
@@ -31,9 +36,23 @@ pub const MAX_STEPS: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Range {
     /// min..=max, shown to the host as 0..=1.
-    Continuous { min: f64, max: f64, log: bool },
+    Continuous {
+        /// The lowest value, in the parameter's units.
+        min: f64,
+        /// The highest value, above `min`.
+        max: f64,
+        /// Mapped logarithmically (`min` is then positive), else linearly.
+        log: bool,
+    },
     /// min, min + step, ... (`count` values), shown as 0..count-1.
-    Stepped { min: f64, step: f64, count: usize },
+    Stepped {
+        /// The first value, in the parameter's units.
+        min: f64,
+        /// The distance between neighbouring values (positive).
+        step: f64,
+        /// How many values there are, 2..=[`MAX_STEPS`].
+        count: usize,
+    },
     /// One of the names, shown as 0..count-1.
     Choices(Vec<String>),
 }
@@ -43,8 +62,12 @@ pub enum Range {
 pub struct DeclaredParam {
     /// Its index among the values a block carries (1..[`MAX_PARAMS`]).
     pub index: usize,
+    /// Its name, unique in the declaration: what the script looks it up by
+    /// (at most [`MAX_NAME_CHARS`] characters).
     pub name: String,
+    /// Its unit (empty when none; at most [`MAX_UNIT_CHARS`] characters).
     pub unit: String,
+    /// How its values run.
     pub range: Range,
     /// The default, as the host holds it (0..=1, or a step number).
     pub default: f64,
@@ -56,6 +79,7 @@ pub struct DeclaredParam {
 /// (their JSON texts may differ: spacing, key order, the worker's slot).
 #[derive(Clone, Debug, Default)]
 pub struct Declaration {
+    /// The declared parameters, at most [`MAX_DECLARED`], no two with the same index or name.
     pub params: Vec<DeclaredParam>,
     /// The script says it is for Outboard Instrument (`INSTRUMENT = True`).
     pub instrument: bool,
@@ -113,6 +137,7 @@ impl Declaration {
         })
     }
 
+    /// The declared parameter named `name`, if there is one.
     pub fn param(&self, name: &str) -> Option<&DeclaredParam> {
         self.params.iter().find(|p| p.name == name)
     }

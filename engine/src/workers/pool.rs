@@ -358,6 +358,26 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// A pool using the worker binary at `exe`, with `ncpus` workers started
     /// (no memory limit; their stderr is this process's).
+    ///
+    /// ```
+    /// use outboard_engine::wire::control::JobRequest;
+    /// use outboard_engine::workers::pool::WorkerPool;
+    /// use outboard_engine::workers::process::locate_scripts_host;
+    /// use serde_json::json;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("outboard-doc-pool-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let script = dir.join("jobs.py");
+    /// std::fs::write(&script, "def square(x):\n    return x * x\n")?;
+    ///
+    /// let pool = WorkerPool::new(locate_scripts_host(None)?, 2)?;
+    /// let results = pool.run_all((0..4).map(|x| JobRequest::new(&script, "square", vec![json!(x)])));
+    /// let squares: Vec<i64> = results.into_iter().map(|r| r.unwrap().as_i64().unwrap()).collect();
+    /// assert_eq!(squares, [0, 1, 4, 9]);
+    /// # drop(pool);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(exe: impl Into<PathBuf>, ncpus: usize) -> Result<WorkerPool, SpawnError> {
         WorkerPool::with_launch(Launch::new(exe), ncpus)
     }
@@ -409,6 +429,7 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// How many workers take new jobs (see [`WorkerPool::set_ncpus`]).
     pub fn ncpus(&self) -> usize {
         self.lock().ncpus
     }
@@ -466,6 +487,29 @@ impl WorkerPool {
     /// Waits for a job's outcome: its JSON value, or the error with file and
     /// line. Any thread may wait for any job; each job's result is handed out
     /// once (a second wait says `UnknownJob`).
+    ///
+    /// ```
+    /// # use outboard_engine::wire::control::JobRequest;
+    /// # use outboard_engine::workers::pool::WorkerPool;
+    /// # use outboard_engine::workers::process::locate_scripts_host;
+    /// # let dir = std::env::temp_dir().join(format!("outboard-doc-wait-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let script = dir.join("jobs.py");
+    /// std::fs::write(&script, "def ratio(a, b):\n    return a / b\n")?;
+    /// let pool = WorkerPool::new(locate_scripts_host(None)?, 1)?;
+    /// let ok = pool.submit(JobRequest::new(&script, "ratio", vec![1.into(), 4.into()]));
+    /// let bad = pool.submit(JobRequest::new(&script, "ratio", vec![1.into(), 0.into()]));
+    /// assert_eq!(pool.wait(ok).unwrap(), 0.25);
+    /// // A script's exception comes back as an error, with where it happened.
+    /// let error = pool.wait(bad).unwrap_err();
+    /// assert_eq!(error.kind, "ZeroDivisionError");
+    /// assert_eq!(error.line, Some(2));
+    /// // Each result is handed out once.
+    /// assert_eq!(pool.wait(ok).unwrap_err().kind, "UnknownJob");
+    /// # drop(pool);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self, ticket: JobTicket) -> Result<Value, JobError> {
         let mut state = self.lock();
         loop {

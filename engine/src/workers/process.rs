@@ -231,6 +231,7 @@ impl WorkerProcess {
         })
     }
 
+    /// The worker's process id, as the host started it (not as the worker claims).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -369,6 +370,7 @@ pub struct Launcher {
 }
 
 impl Launcher {
+    /// Starts the launcher's thread; it lives until the launcher is dropped.
     pub fn start() -> Result<Launcher, SpawnError> {
         let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let thread = std::thread::Builder::new()

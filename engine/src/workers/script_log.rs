@@ -12,12 +12,12 @@
 //! interpreter crash, a C extension printing, the worker's own notes) is a
 //! message of the worker as a whole. The supervisor parses these lines
 //! ([`WorkerLine::parse`](crate::workers::script_log::WorkerLine::parse)) and hands each message to its log listener as a
-//! [`LogRecord`](crate::workers::script_log::LogRecord) naming the tracks it concerns, so a plugin can put each
+//! [`LogRecord`] naming the tracks it concerns, so a plugin can put each
 //! instance's messages on that instance's host log.
 //!
 //! A worker is untrusted: a record naming a track that is not on that worker
 //! is attributed to the worker's own tracks instead, so no script can write
-//! into another track's log; text is capped at [`MAX_TEXT`](crate::workers::script_log::MAX_TEXT) bytes.
+//! into another track's log; text is capped at [`MAX_TEXT`] bytes.
 
 use std::sync::Arc;
 
@@ -29,8 +29,11 @@ pub const MAX_TEXT: usize = 16 << 10;
 /// How serious a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// For information: nothing is wrong.
     Info,
+    /// Something may be wrong (a plain stderr line is taken as one).
     Warning,
+    /// Something failed: a script error, a worker that could not start.
     Error,
 }
 
@@ -50,7 +53,10 @@ impl LogLevel {
 pub struct WorkerLine {
     /// The track the worker says the message is about.
     pub track: Option<u32>,
+    /// How serious it is.
     pub level: LogLevel,
+    /// The message, cut to [`MAX_TEXT`] bytes (and marked ` [...]`) if longer;
+    /// it may span lines (a traceback).
     pub text: String,
 }
 
@@ -95,10 +101,12 @@ fn cap(text: &str) -> String {
 /// A message for the log listener.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogRecord {
+    /// How serious it is.
     pub level: LogLevel,
     /// The tracks the message concerns. Empty: the scripts host as a whole
     /// (every track hears it).
     pub tracks: Vec<u32>,
+    /// The message; it may span lines.
     pub text: String,
 }
 
@@ -108,6 +116,7 @@ pub struct LogRecord {
 pub struct LogListener(pub Arc<dyn Fn(&LogRecord) + Send + Sync>);
 
 impl LogListener {
+    /// A listener that calls `f` with each record.
     pub fn new(f: impl Fn(&LogRecord) + Send + Sync + 'static) -> LogListener {
         LogListener(Arc::new(f))
     }

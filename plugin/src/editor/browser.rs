@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 pub struct Entry {
     /// Folders sort before files.
     pub is_dir: bool,
+    /// The file or folder name as shown (lossily converted to UTF-8).
     pub name: String,
+    /// Its full path.
     pub path: PathBuf,
 }
 
@@ -44,7 +46,9 @@ pub fn list(dir: &Path, hidden: bool) -> Result<Vec<Entry>, String> {
 pub enum Outcome {
     /// Still choosing.
     Open,
+    /// The user chose this file (double-clicked, opened, or typed a path to an existing file).
     Chosen(PathBuf),
+    /// The user closed the chooser or pressed Cancel.
     Cancelled,
 }
 
@@ -85,10 +89,12 @@ impl Browser {
         browser
     }
 
+    /// The folder being shown.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The shown folder's listing (see [`list`]); empty when it could not be read.
     pub fn entries(&self) -> &[Entry] {
         self.entries.as_deref().unwrap_or(&[])
     }

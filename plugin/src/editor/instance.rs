@@ -47,6 +47,8 @@ impl Default for EditorSide {
 }
 
 impl EditorSide {
+    /// Makes the ring of parameter moves ([`GESTURE_RING`] long) and keeps both ends until activation lends
+    /// the consumer to the processor. Main thread; allocates.
     pub fn new() -> EditorSide {
         let (gestures, consumer) = rtrb::RingBuffer::new(GESTURE_RING);
         EditorSide {

@@ -185,6 +185,7 @@ impl EditorHandle {
 pub struct Watch(Arc<EditorHandle>);
 
 impl Watch {
+    /// The handle whose model this guard keeps fresh.
     pub fn handle(&self) -> &Arc<EditorHandle> {
         &self.0
     }
@@ -228,6 +229,7 @@ pub struct Meters {
 }
 
 impl Meters {
+    /// Whether `process` should measure itself now (someone watches the editor). Any thread; realtime-safe.
     pub fn measuring(&self) -> bool {
         self.measuring.load(Ordering::Relaxed)
     }
@@ -256,8 +258,12 @@ impl Meters {
 /// A parameter move from the editor, on its way to the audio thread.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ParamGesture {
+    /// The user took hold of parameter `id`: sent to the host as CLAP's `param_gesture_begin`.
     Begin(u32),
+    /// Parameter `id` moved to this value, in the units the host holds (see [`crate::params`]): taken by the
+    /// plugin and sent to the host as a `param_value` event.
     Value(u32, f64),
+    /// The user let go of parameter `id`: sent to the host as `param_gesture_end`.
     End(u32),
 }
 

@@ -31,10 +31,20 @@ pub enum Action {
     ClearLog,
     /// Set a parameter to a value as the host holds it. Outside a gesture
     /// the host hears a whole one: begin, the value, end.
-    SetParam { id: u32, value: f64 },
+    SetParam {
+        /// The CLAP parameter id.
+        id: u32,
+        /// The new value, in the units the host holds (see [`Control::value`]).
+        value: f64,
+    },
     /// Set a parameter from text, as the host's `text_to_value` reads it
     /// (with or without its unit).
-    SetParamText { id: u32, text: String },
+    SetParamText {
+        /// The CLAP parameter id.
+        id: u32,
+        /// What the user typed.
+        text: String,
+    },
     /// The user took hold of a control (the host hears a gesture begin).
     BeginGesture(u32),
     /// The user let go of it (a gesture end).
@@ -57,7 +67,9 @@ pub enum ScriptLocation {
 /// The instance's script.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScriptInfo {
+    /// The script's name as the instance knows it (usually its file name).
     pub name: String,
+    /// Where the running script comes from: a followed file, a missing one, or the project only.
     pub location: ScriptLocation,
     /// The module's docstring (empty if none).
     pub description: String,
@@ -102,17 +114,23 @@ pub enum LogKind {
 pub struct LogEntry {
     /// Numbers entries in the order they came (from 1).
     pub seq: u64,
+    /// How serious it is (info, warning or error).
     pub level: LogLevel,
+    /// What kind of message it is, guessed from its text (see [`LogEntry::new`]).
     pub kind: LogKind,
     /// The whole message: for an error, its head line and the traceback.
     pub text: String,
     /// For a script error: where.
     pub file: Option<String>,
+    /// For a script error: the line in `file`, when the worker knew it.
     pub line: Option<u32>,
+    /// Wall-clock time at which the instance took the message in.
     pub at: SystemTime,
 }
 
 impl LogEntry {
+    /// An entry for message number `seq`: reads a script error's file and line from its head (see
+    /// [`error_location`]) and sorts it into a [`LogKind`] by its head line.
     pub fn new(seq: u64, level: LogLevel, text: String, at: SystemTime) -> LogEntry {
         let (file, line) = error_location(&text).map_or((None, None), |(f, l)| (Some(f), l));
         let head = text.lines().next().unwrap_or_default();
@@ -178,6 +196,7 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// A few words for the status line ("running", "loading the script").
     pub fn describe(self) -> &'static str {
         match self {
             WorkerState::Inactive => "inactive",
@@ -193,20 +212,26 @@ impl WorkerState {
 /// Round trips of the track's blocks to the worker and back.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RoundTrip {
+    /// Round trips measured since the instance's activation.
     pub count: u64,
+    /// The median round trip, in microseconds (a histogram bucket's upper edge).
     pub p50_us: f64,
+    /// The 99th percentile round trip, in microseconds (a histogram bucket's upper edge).
     pub p99_us: f64,
 }
 
 /// The instance, live.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Status {
+    /// What the worker that runs the instance's script is doing.
     pub worker: WorkerState,
+    /// The process id of that worker, once the supervisor has placed the track on one.
     pub pid: Option<u32>,
     /// Blocks played dry because the script was not back in time.
     pub late_results: u64,
     /// Internal blocks the track processed.
     pub blocks: u64,
+    /// Round trips of blocks to the worker; `None` while inactive or before the first one.
     pub round_trip: Option<RoundTrip>,
     /// The worker's CPU, in % of one core, since the previous refresh.
     pub worker_cpu: Option<f64>,
@@ -217,6 +242,7 @@ pub struct Status {
     pub dsp_peak: Option<f64>,
     /// Samples; 0 while inactive.
     pub latency: u32,
+    /// The sample rate the host activated the instance at, in Hz; 0 before the first activation.
     pub sample_rate: f64,
 }
 
@@ -267,10 +293,16 @@ pub enum ControlKind {
 pub struct Control {
     /// The CLAP parameter id.
     pub id: u32,
+    /// The parameter's name: the plugin's own, or the one the script declared.
     pub name: String,
+    /// How the control takes its values (and so how the view draws it).
     pub kind: ControlKind,
+    /// The smallest value, as the host holds it (0 for a script's parameter).
     pub min: f64,
+    /// The largest value, as the host holds it (for a script's stepped or choice parameter, its last step or
+    /// choice number).
     pub max: f64,
+    /// The value a new instance has, as the host holds it.
     pub default: f64,
     /// The value as the host holds it.
     pub value: f64,
@@ -285,13 +317,17 @@ pub struct Control {
 pub struct EditorModel {
     /// Goes up with every change (a view redraws when it moved).
     pub generation: u64,
+    /// The instance's script: its name, where it comes from, its description.
     pub script: ScriptInfo,
     /// Newest first, at most [`LOG_CAPACITY`].
     pub log: VecDeque<LogEntry>,
+    /// The instance's live figures, as of the main thread's last refresh.
     pub status: Status,
     /// The script's declared parameters, in declaration order.
     pub controls: Vec<Control>,
+    /// The plugin's Mix parameter; `None` until the main thread first refreshes the model.
     pub mix: Option<Control>,
+    /// The plugin's Bypass parameter; `None` until the main thread first refreshes the model.
     pub bypass: Option<Control>,
     /// Where the examples come from (the bundle's `scripts/`,
     /// `$OUTBOARD_PRESET_DIRS`).
@@ -317,6 +353,7 @@ impl EditorModel {
         std::mem::take(&mut self.actions)
     }
 
+    /// Whether actions are queued that the main thread has not taken yet.
     pub fn has_actions(&self) -> bool {
         !self.actions.is_empty()
     }

@@ -57,13 +57,19 @@ pub const PARAM_MIX: usize = 0;
 /// What a track is.
 #[derive(Clone, Debug)]
 pub struct TrackConfig {
+    /// The track's id: every block header to its script carries it, every
+    /// reply must, and the supervisor names the track by it (give each track
+    /// its own).
     pub id: u32,
+    /// A name for people: log messages about the track use it, and its script sees it (`ctx.name`).
     pub name: String,
+    /// Audio channels, 1..=8.
     pub channels: usize,
     /// Frames per internal block.
     pub block: usize,
     /// L: blocks between pushing a block and playing its result.
     pub latency_blocks: usize,
+    /// Sample rate, in Hz (frames per second); positive.
     pub sample_rate: f64,
     /// A native voice the script's notes play, added to the input.
     pub voice: Option<Waveform>,
@@ -80,6 +86,9 @@ pub struct TrackConfig {
 }
 
 impl TrackConfig {
+    /// Track `id` named `name`, with the defaults: stereo, blocks of 64
+    /// frames, a latency of 2 blocks, 48 kHz, scripted, no voice, no events
+    /// out, not an instrument.
     pub fn new(id: u32, name: impl Into<String>) -> TrackConfig {
         TrackConfig {
             id,
@@ -232,6 +241,7 @@ impl Track {
         (track, port)
     }
 
+    /// What the track was created with.
     pub fn config(&self) -> &TrackConfig {
         &self.cfg
     }

@@ -33,6 +33,7 @@ pub struct TrackStats {
     pub ring_full: AtomicU64,
     /// Events applied, and events that came after their time (applied at once).
     pub events: AtomicU64,
+    /// Events that came after their time, applied (or handed out) at once.
     pub late_events: AtomicU64,
     /// Events dropped for want of room: more host events than a block
     /// carries, or more script events than the track holds or hands out.
@@ -66,20 +67,26 @@ impl Default for TrackParams {
 }
 
 impl TrackParams {
+    /// Sets parameter `index` (below [`MAX_PARAMS`]; 0 is the mix) to
+    /// `value`; the track takes it at its next block. An index out of range
+    /// is ignored.
     pub fn set(&self, index: usize, value: f32) {
         if let Some(slot) = self.values.get(index) {
             slot.store(value.to_bits(), Ordering::Relaxed);
         }
     }
 
+    /// Parameter `index`'s current value (0 for an index out of range).
     pub fn get(&self, index: usize) -> f32 {
         self.values.get(index).map_or(0.0, |v| f32::from_bits(v.load(Ordering::Relaxed)))
     }
 
+    /// Sets the stand-in DSP load: partial-sum terms the track computes per block (0: none).
     pub fn set_dsp_terms(&self, terms: u64) {
         self.dsp_terms.store(terms, Ordering::Relaxed);
     }
 
+    /// Partial-sum terms the track computes per block (see [`TrackParams::set_dsp_terms`]).
     pub fn dsp_terms(&self) -> u64 {
         self.dsp_terms.load(Ordering::Relaxed)
     }
@@ -87,7 +94,10 @@ impl TrackParams {
 
 /// The rings between a track and its worker, for one worker incarnation.
 pub struct ScriptLink {
+    /// Track → script: the track's `Process` blocks, pushed by its realtime thread.
     pub to_script: Producer,
+    /// Script → track: the script's `Result` and `Events` replies, read by
+    /// the track's realtime thread.
     pub from_script: Consumer,
     /// The worker incarnation these rings belong to.
     pub generation: u32,
@@ -103,6 +113,8 @@ pub struct DeclaredCell {
 }
 
 impl DeclaredCell {
+    /// Stores a new declaration and bumps [`DeclaredCell::generation`] (the
+    /// supervisor, when the worker reports one). Locks.
     pub fn set(&self, declaration: Declaration) {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(declaration));
         self.generation.fetch_add(1, Ordering::Release);
@@ -121,8 +133,11 @@ impl DeclaredCell {
 
 /// The non-realtime side's handle on a track.
 pub struct TrackPort {
+    /// What the track was created with (a copy of the track's own).
     pub config: TrackConfig,
+    /// The track's counters, shared with its realtime side.
     pub stats: Arc<TrackStats>,
+    /// The track's parameters: set here, read by the track each block.
     pub params: Arc<TrackParams>,
     /// What the track's script declares, once its worker has said.
     pub declared: Arc<DeclaredCell>,

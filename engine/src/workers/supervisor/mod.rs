@@ -124,6 +124,8 @@ impl SupervisorConfig {
 pub struct DeclaredListener(pub Arc<dyn Fn(u32) + Send + Sync>);
 
 impl DeclaredListener {
+    /// A listener that calls `f` with the id of each track whose declaration
+    /// changed.
     pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> DeclaredListener {
         DeclaredListener(Arc::new(f))
     }
@@ -137,7 +139,10 @@ impl std::fmt::Debug for DeclaredListener {
 
 /// A track to run a script on.
 pub struct ScriptedTrack {
+    /// The track's port: how the supervisor hands the track its links and
+    /// reads its configuration and counters.
     pub port: TrackPort,
+    /// The script file the track runs.
     pub script: PathBuf,
     /// Parameter names by index; index 0 should be "mix".
     pub params: Vec<String>,
@@ -220,6 +225,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// Starts the supervisor's thread, configured by `config`; it starts
+    /// workers as tracks are given to it.
     pub fn start(config: SupervisorConfig) -> Supervisor {
         let (tx, rx) = channel();
         let shared = Arc::new(Shared::default());
