@@ -32,7 +32,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::shm::doorbell::Doorbell;
-use crate::shm::ring::{Consumer, Producer, RingControl, RingShape};
+use crate::shm::ring::{Consumer, Producer, RingControl, RingPtrs, RingShape};
 
 /// First bytes of every region.
 pub const MAGIC: [u8; 8] = *b"OUTBOARD";
@@ -356,13 +356,8 @@ impl Region {
         if std::mem::replace(&mut self.producer_taken[index], true) {
             return None;
         }
-        let (ctrl, slots, doorbell) = self.ring_ptrs(place);
-        // SAFETY: `place` was laid out by `create` or validated by
-        // `validate_header` to lie inside the mapping, 128-aligned, not
-        // overlapping another ring; the doorbell is in the status page of the
-        // same mapping; the mapping lives in `owner`; and the taken flag makes
-        // this the ring's only producer in this process.
-        Some(unsafe { Producer::new(ctrl, slots, doorbell, place.shape, self.mapping.clone()) })
+        // SAFETY: the taken flag makes this the ring's only producer in this process.
+        Some(unsafe { Producer::new(self.ring_ptrs(place)) })
     }
 
     /// Takes the consuming end of ring `index` (once per region).
@@ -371,17 +366,22 @@ impl Region {
         if std::mem::replace(&mut self.consumer_taken[index], true) {
             return None;
         }
-        let (ctrl, slots, doorbell) = self.ring_ptrs(place);
-        // SAFETY: as in `producer`.
-        Some(unsafe { Consumer::new(ctrl, slots, doorbell, place.shape, self.mapping.clone()) })
+        // SAFETY: the taken flag makes this the ring's only consumer in this process.
+        Some(unsafe { Consumer::new(self.ring_ptrs(place)) })
     }
 
-    fn ring_ptrs(&self, place: RingPlace) -> (NonNull<RingControl>, NonNull<u8>, Option<NonNull<Doorbell>>) {
+    /// Ring `place`'s memory in this mapping.
+    fn ring_ptrs(&self, place: RingPlace) -> RingPtrs {
         let doorbell = match place.wake {
             Wake::Own => None,
             Wake::Worker => Some(NonNull::from(&*self.status().doorbell)),
         };
-        (self.mapping.at(place.offset).cast(), self.mapping.at(place.offset + RingControl::BYTES), doorbell)
+        let (ctrl, slots) = (self.mapping.at(place.offset).cast(), self.mapping.at(place.offset + RingControl::BYTES));
+        // SAFETY: `place` was laid out by `create` or validated by
+        // `validate_header` to lie inside the mapping, 128-aligned, not
+        // overlapping another ring; the doorbell is in the status page of the
+        // same mapping; the mapping lives in `owner`.
+        unsafe { RingPtrs::new(ctrl, slots, doorbell, place.shape, self.mapping.clone()) }
     }
 
     /// Overwrites bytes of the region, as a hostile peer could. For tests.

@@ -246,7 +246,7 @@ pub enum PopError {
 pub(crate) type Owner = Arc<dyn Send + Sync>;
 
 /// Pointers into the ring's memory, common to both endpoints.
-struct RingPtrs {
+pub(crate) struct RingPtrs {
     ctrl: NonNull<RingControl>,
     slots: NonNull<u8>,
     /// Where this ring's consumer sleeps: the ring's own or a shared one.
@@ -308,22 +308,13 @@ unsafe impl Send for Producer {}
 unsafe impl Send for Consumer {}
 
 impl Producer {
-    /// Makes the producer of the ring at `ctrl`, resuming at the `tail` found there
+    /// Makes the producer of `ring`, resuming at the `tail` found there
     /// (faulted from the start if no well-behaved peer could have left it there).
     ///
     /// # Safety
-    /// `ctrl` must point to a `RingControl` followed (at `slots`) by
-    /// `shape.capacity * shape.stride()` bytes, all valid for reads and writes for
-    /// as long as `owner` lives, and no other producer may exist for this ring.
-    /// `doorbell`, if given, must be valid as long as `owner` lives too.
-    pub(crate) unsafe fn new(
-        ctrl: NonNull<RingControl>,
-        slots: NonNull<u8>,
-        doorbell: Option<NonNull<Doorbell>>,
-        shape: RingShape,
-        owner: Owner,
-    ) -> Producer {
-        let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
+    /// No other producer may exist for this ring (in this process: the
+    /// peer's side is the peer's).
+    pub(crate) unsafe fn new(ring: RingPtrs) -> Producer {
         let tail = ring.ctrl().tail.load(Ordering::Acquire);
         if tail > MAX_START {
             // Our own word, but the peer can write it too (the host takes a
@@ -332,7 +323,7 @@ impl Producer {
             return Producer { ring, tail: 0, head_cache: 0, fault: Some(fault) };
         }
         let head = ring.ctrl().head.load(Ordering::Acquire);
-        let low = tail.saturating_sub(shape.capacity as u64);
+        let low = tail.saturating_sub(ring.shape.capacity as u64);
         let mut producer = Producer { ring, tail, head_cache: low, fault: None };
         producer.accept_head(head);
         producer
@@ -555,19 +546,12 @@ impl WriteSlot<'_> {
 }
 
 impl Consumer {
-    /// Makes the consumer of the ring at `ctrl`, resuming at the `head` found there
+    /// Makes the consumer of `ring`, resuming at the `head` found there
     /// (faulted from the start if no well-behaved peer could have left it there).
     ///
     /// # Safety
-    /// As for [`Producer::new`], with "no other consumer" in place of "no other producer".
-    pub(crate) unsafe fn new(
-        ctrl: NonNull<RingControl>,
-        slots: NonNull<u8>,
-        doorbell: Option<NonNull<Doorbell>>,
-        shape: RingShape,
-        owner: Owner,
-    ) -> Consumer {
-        let ring = RingPtrs::new(ctrl, slots, doorbell, shape, owner);
+    /// No other consumer may exist for this ring (in this process).
+    pub(crate) unsafe fn new(ring: RingPtrs) -> Consumer {
         let head = ring.ctrl().head.load(Ordering::Acquire);
         if head > MAX_START {
             // As in Producer::new: the peer can have written our own word.
@@ -894,7 +878,15 @@ impl ReadSlot<'_> {
 }
 
 impl RingPtrs {
-    fn new(
+    /// The ring at `ctrl`, its consumer sleeping on `doorbell` (None: the
+    /// ring's own, in its control block).
+    ///
+    /// # Safety
+    /// `ctrl` must point to a `RingControl` followed (at `slots`) by
+    /// `shape.capacity * shape.stride()` bytes, all valid for reads and writes for
+    /// as long as `owner` lives. `doorbell`, if given, must be valid as long
+    /// as `owner` lives too.
+    pub(crate) unsafe fn new(
         ctrl: NonNull<RingControl>,
         slots: NonNull<u8>,
         doorbell: Option<NonNull<Doorbell>>,
@@ -1120,8 +1112,8 @@ pub fn loom_ring(shape: RingShape) -> (Producer, Consumer) {
     // SAFETY: the heap ring outlives both endpoints through `owner`, and we make
     // exactly one of each.
     unsafe {
-        let producer = Producer::new(ctrl, slots, None, shape, owner.clone());
-        let consumer = Consumer::new(ctrl, slots, None, shape, owner);
+        let producer = Producer::new(RingPtrs::new(ctrl, slots, None, shape, owner.clone()));
+        let consumer = Consumer::new(RingPtrs::new(ctrl, slots, None, shape, owner));
         (producer, consumer)
     }
 }
