@@ -1,7 +1,8 @@
 //! `outboard-scripts-host`: one scripting worker process.
 //!
 //! Started by the engine (never by hand, never by a realtime thread) as
-//! `outboard-scripts-host --worker INDEX --generation G --parent-pid PID [--memory-limit BYTES]`,
+//! `outboard-scripts-host --worker INDEX --generation G --parent-pid PID
+//! [--memory-limit BYTES] [--python-env DIR]` (`outboard_engine::wire::launch`),
 //! with its region (a memfd) as standard input. It serves job requests until
 //! told to shut down, until its host dies, or until its rings fault.
 
@@ -18,10 +19,10 @@ use outboard_engine::wire::block::{
     MAX_EVENTS_PER_REPLY, MAX_PARAMS, ResultStatus, Transport,
 };
 use outboard_engine::wire::control::{JobError, JobReply, Json, Reassembler, Reply, Request, ScriptSpec};
+use outboard_engine::wire::launch::{WorkerArgs, parent_gone, settle_worker};
 use outboard_engine::wire::rings::{
     CONTROL_RING, REPLY_RING, REQUEST_RING, slot_ring_from_script, slot_ring_to_script, slots_of,
 };
-use outboard_engine::workers::process::{parent_gone, settle_worker};
 use outboard_scripts_host::{BlockIn, BlockOutcome, JobRuntime, RealtimeRuntime};
 
 /// How long the worker sleeps on an empty ring before beating and checking its parent.
@@ -64,53 +65,12 @@ const CATCH_UP_BLOCKS: usize = 16;
 /// most this many are held (the newest); the track applies them at once, late.
 const HELD_EVENTS: usize = 4 * MAX_EVENTS_PER_REPLY;
 
-struct Args {
-    worker: usize,
-    generation: u32,
-    parent_pid: Option<u32>,
-    /// Address-space limit, in bytes.
-    memory_limit: Option<u64>,
-    /// The Python environment whose packages scripts import (see
-    /// outboard_engine::workers::python_env).
-    python_env: Option<std::path::PathBuf>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut memory_limit = None;
-    let mut worker = 0;
-    let mut generation = 1;
-    let mut parent_pid = None;
-    let mut python_env = None;
-    let mut args = std::env::args_os().skip(1);
-    while let Some(flag) = args.next() {
-        let flag = flag.to_string_lossy().into_owned();
-        if flag == "--version" {
-            println!("outboard-scripts-host {}", env!("CARGO_PKG_VERSION"));
-            std::process::exit(0);
-        }
-        let raw = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        if flag == "--python-env" {
-            python_env = Some(std::path::PathBuf::from(raw));
-            continue;
-        }
-        let value = raw.to_string_lossy().into_owned();
-        let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--memory-limit" => memory_limit = Some(value.parse().map_err(bad)?),
-            "--worker" => worker = value.parse().map_err(bad)?,
-            "--generation" => generation = value.parse().map_err(bad)?,
-            "--parent-pid" => parent_pid = Some(value.parse().map_err(bad)?),
-            _ => return Err(format!("unknown argument {flag}")),
-        }
-    }
-    if parent_pid.is_none() {
-        return Err("--parent-pid is required (this program is started by the Outboard engine)".into());
-    }
-    Ok(Args { worker, generation, parent_pid, memory_limit, python_env })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--version") {
+        println!("outboard-scripts-host {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let args = match WorkerArgs::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("outboard-scripts-host: {e}");
@@ -118,7 +78,7 @@ fn main() -> ExitCode {
         }
     };
     let tag = format!("[outboard worker {} pid {}]", args.worker, std::process::id());
-    if let Err(e) = settle_worker(args.parent_pid, args.memory_limit) {
+    if let Err(e) = settle_worker(&args) {
         eprintln!("{tag} {e}");
         return ExitCode::from(3);
     }
@@ -190,7 +150,7 @@ struct TrackRings {
 
 struct Worker {
     tag: String,
-    parent: Option<u32>,
+    parent: u32,
     index: usize,
     requests: Consumer,
     replies: Producer,
@@ -631,7 +591,7 @@ fn beating_while<T>(heartbeat: &AtomicU64, limit: Duration, work: impl FnOnce() 
 }
 
 /// Sends a reply, waiting for ring space as long as the host lives.
-fn send(ring: &mut Producer, reply: &Reply, parent: Option<u32>) -> Result<(), String> {
+fn send(ring: &mut Producer, reply: &Reply, parent: u32) -> Result<(), String> {
     for fragment in reply.fragments() {
         let mut since = Instant::now();
         loop {

@@ -312,7 +312,7 @@ impl Region {
     /// page fault, at every worker restart. What a forked child used to do
     /// before exec (closing stray descriptors, the parent-death signal, the
     /// memory limit), the worker does first thing after it
-    /// (`crate::workers::process::settle_worker`).
+    /// (`crate::wire::launch::settle_worker`).
     pub fn pass_to_child(&self, command: &mut Command) -> io::Result<()> {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.mapping.fd, 3)?;
         command.stdin(Stdio::from(fd));

@@ -13,9 +13,11 @@
 //! - [`control`]: the control messages, [`control::Request`] (host →
 //!   worker) and [`control::Reply`] (worker → host), with typed bodies;
 //! - [`declared`]: what a script declares, read from its worker's
-//!   `ScriptDeclared` reply.
+//!   `ScriptDeclared` reply;
+//! - [`launch`]: the worker's command line, and what it does first.
 
 pub mod block;
 pub mod control;
 pub mod declared;
+pub mod launch;
 pub mod rings;

@@ -23,7 +23,7 @@
 //! the host's memory, and every realtime thread would then take a
 //! copy-on-write page fault on each page it writes next). The worker arms
 //! the parent-death signal, closes stray descriptors and sets its memory
-//! limit itself, first thing ([`settle_worker`]).
+//! limit itself, first thing ([`crate::wire::launch::settle_worker`]).
 //!
 //! Everything here runs on non-realtime threads: it spawns, allocates and
 //! sleeps.
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use crate::shm::region::Region;
 use crate::shm::ring::{Consumer, PopError, Producer};
 use crate::wire::control::{Reassembler, Reply, Request};
+use crate::wire::launch::WorkerArgs;
 use crate::wire::rings::{CONTROL_RING, REPLY_RING, REQUEST_RING, SlotRings, region_rings};
 
 /// The name of the worker program.
@@ -204,14 +205,16 @@ impl WorkerProcess {
         let replies = region.consumer(REPLY_RING).expect("fresh region");
         let mut command = Command::new(&launch.exe);
         region.pass_to_child(&mut command).map_err(|e| SpawnError(format!("cannot pass the shared region on: {e}")))?;
-        command.args(["--worker", &index.to_string(), "--generation", &generation.to_string()]);
-        command.args(["--parent-pid", &std::process::id().to_string()]);
-        if let Some(limit) = launch.memory_limit {
-            command.arg("--memory-limit").arg(limit.to_string());
-        }
-        if let Some(env) = python_env {
-            command.arg("--python-env").arg(env);
-        }
+        command.args(
+            WorkerArgs {
+                worker: index,
+                generation,
+                parent_pid: std::process::id(),
+                memory_limit: launch.memory_limit,
+                python_env: python_env.map(Path::to_path_buf),
+            }
+            .to_args(),
+        );
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if launch.log.is_some() {
             command.stderr(Stdio::piped());
@@ -293,53 +296,6 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// First thing in a worker process, before it runs anything else: what a
-/// forked child would have done before exec, done after it (see the module
-/// docs). Closes every descriptor from 3 up (a host, a DAW or a test
-/// harness, may hold some opened without close-on-exec, and they are not
-/// the worker's; the region arrives on standard input), arms the
-/// parent-death signal and checks the parent did not die before that
-/// (then the worker was re-parented and must not linger), and sets the
-/// address-space limit.
-pub fn settle_worker(parent_pid: Option<u32>, memory_limit: Option<u64>) -> Result<(), String> {
-    close_descriptors_from(3);
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("cannot arm the parent-death signal: {e}"))?;
-    if parent_gone(parent_pid) {
-        return Err("the host that started this worker is gone".into());
-    }
-    if let Some(limit) = memory_limit {
-        let rlimit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
-        rustix::process::setrlimit(rustix::process::Resource::As, rlimit)
-            .map_err(|e| format!("cannot set the memory limit: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Whether this worker's host (`parent_pid`, None: unknown) is gone: the
-/// worker has been re-parented.
-pub fn parent_gone(parent_pid: Option<u32>) -> bool {
-    let now = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
-    parent_pid.is_some_and(|p| now != Some(p))
-}
-
-/// Closes every descriptor from `first` up.
-fn close_descriptors_from(first: u32) {
-    // SAFETY: close_range only closes descriptors (Linux 5.9 and later); at
-    // a worker's start nothing in this process owns any from 3 up.
-    let done = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) } == 0;
-    if done {
-        return;
-    }
-    // Older kernels: every descriptor number the process may have open.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16).min(1 << 16);
-    for fd in first..limit as u32 {
-        // SAFETY: close on a plain integer nothing in this process owns; on
-        // a number not open it fails with EBADF and changes nothing.
-        unsafe { libc::close(fd as i32) };
     }
 }
 
