@@ -11,7 +11,9 @@
 //! positions (nothing a dying worker left behind reaches its successor, and no
 //! position word is ever written by two parties); the track adopts the new
 //! rings lock-free at its next block (see [`workers::supervisor`] and
-//! [`realtime::track`]).
+//! [`realtime::track`]). The region still reaches the worker by inheritance
+//! at spawn, as its standard input, and workers are started with
+//! posix_spawn, not fork ([`wire::launch`], [`shm::region::Region::pass_to_child`]).
 //!
 //! ## What lives where
 //!
@@ -62,6 +64,15 @@
 //!
 //! Everything else (creating regions, spawning workers, the job pool, waiting)
 //! runs on non-realtime threads and may allocate, block and log.
+//!
+//! No page faults on the realtime threads, without `mlockall` (which a DAW
+//! does not call): regions are populated when they are created (on the
+//! supervisor's thread), buffers a realtime thread writes are touched where
+//! they are allocated ([`shm::memory`]), and workers are started without
+//! fork, which would write-protect the host's memory and make every
+//! realtime thread's next write to each page a copy-on-write fault. The
+//! realtime-safety tests count the realtime threads' page faults through a
+//! worker restart and require none, with a negative control.
 //!
 //! ## What it assumes
 //!

@@ -165,12 +165,17 @@ pub struct Launch {
     pub memory_limit: Option<u64>,
     /// Where the workers' stderr goes (None: this process's stderr).
     pub log: Option<LogCapture>,
+    /// Start workers with fork and exec rather than posix_spawn: only as the
+    /// baseline that shows what posix_spawn saves the realtime threads (a
+    /// fork write-protects the host's memory, and each realtime thread's
+    /// next write to each page it uses is a copy-on-write page fault).
+    pub fork: bool,
 }
 
 impl Launch {
     /// Workers of `exe`, without a memory limit, writing on this process's stderr.
     pub fn new(exe: impl Into<PathBuf>) -> Launch {
-        Launch { exe: exe.into(), memory_limit: None, log: None }
+        Launch { exe: exe.into(), memory_limit: None, log: None, fork: false }
     }
 }
 
@@ -216,6 +221,12 @@ impl WorkerProcess {
             .to_args(),
         );
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        if launch.fork {
+            // SAFETY: an empty closure: nothing runs between fork and exec
+            // but the standard library's own set-up. Its presence is what
+            // makes the standard library fork.
+            unsafe { std::os::unix::process::CommandExt::pre_exec(&mut command, || Ok(())) };
+        }
         if launch.log.is_some() {
             command.stderr(Stdio::piped());
         }

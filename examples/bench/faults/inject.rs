@@ -17,7 +17,7 @@ use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, Supervisor
 use outboard_host::procfs;
 use serde_json::{Value, json};
 
-use super::measurement::{Counts, Holdings, Probe, ProbeStats, ms_between, poll};
+use super::measurement::{Counts, Holdings, Probe, ProbeStats, ms_between, poll, realtime_thread_faults};
 use super::report::Report;
 use super::scenarios::{ExeFault, Expect, FileFault, Inject, Scenario};
 use super::{CONTROL_WINDOW, HUGE_SCRIPT_BYTES, INPUT_GAIN, RSS_SLACK_KIB, Settings};
@@ -79,6 +79,7 @@ impl Rig {
         config.memory_limit = Some(settings.memory_limit);
         config.echo_log = settings.verbose;
         config.spare_worker = settings.spare;
+        config.fork_workers = settings.fork;
         let side_supervisor = side_exe.map(|exe| Supervisor::start(SupervisorConfig { exe, ..config.clone() }));
         let supervisor = Supervisor::start(config);
         let (mut stats, mut probes, mut tracks, mut ports) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -216,6 +217,7 @@ pub(super) fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<R
     // Workers are spawned in the order tracks were added, one per track.
     let victim = faulty.and_then(|f| rig.supervisor.worker_pids().get(f).copied());
     let misses_at_injection = rig.graph.stats().deadline_misses.load(Ordering::Relaxed);
+    let rt_faults_at_injection = realtime_thread_faults();
     let t0 = monotonic_ns();
     let mut outcome = Outcome::default();
     if warm.is_ok() {
@@ -232,6 +234,7 @@ pub(super) fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<R
     let control_misses = rig.control_misses;
     let warmup_misses = misses_at_injection - control_misses;
     let deadline_misses = rig.graph.stats().deadline_misses.load(Ordering::Relaxed) - misses_at_injection;
+    let rt_page_faults = realtime_thread_faults().saturating_sub(rt_faults_at_injection);
     let master_bad = rig.master_bad.load(Ordering::Relaxed);
     let restarts = rig.restarts();
     let log = rig.log();
@@ -303,6 +306,7 @@ pub(super) fn run_scenario(scenario: &Scenario, settings: &Settings) -> Result<R
         name: scenario.name,
         about: scenario.about,
         deadline_misses,
+        rt_page_faults,
         warmup_misses,
         control_misses,
         faulty: faulty_counts,

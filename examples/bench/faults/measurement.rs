@@ -182,6 +182,26 @@ impl Holdings {
     }
 }
 
+/// Page faults (minor and major) taken so far by this process's realtime
+/// threads: the graph's track threads and its clock, found by name.
+pub(super) fn realtime_thread_faults() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            if !name.starts_with("outboard-track") && !name.starts_with("outboard-clock") {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // After the command name (which may hold spaces): minflt is
+            // field 10, majflt field 12, counting the state as field 3.
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// Polls `f` every 2 ms until it gives a value or `limit` passes.
 pub(super) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

@@ -97,6 +97,10 @@ pub struct FaultsArgs {
     /// worker is then replaced by a cold start): the baseline for the spare.
     #[arg(long)]
     no_spare: bool,
+    /// Start workers with fork instead of posix_spawn: the baseline for the
+    /// page faults a worker's start costs the realtime threads.
+    #[arg(long)]
+    fork: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -118,6 +122,7 @@ struct Settings {
     scripts: PathBuf,
     verbose: bool,
     spare: bool,
+    fork: bool,
 }
 
 pub fn run(args: FaultsArgs) -> Result<(), String> {
@@ -146,6 +151,7 @@ pub fn run(args: FaultsArgs) -> Result<(), String> {
         scripts,
         verbose: args.verbose,
         spare: !args.no_spare,
+        fork: args.fork,
     };
     let chosen: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|n| n == s.name)).collect();
@@ -214,6 +220,7 @@ pub fn host(args: HostArgs) -> Result<(), String> {
         scripts: PathBuf::new(),
         verbose: false,
         spare: true,
+        fork: false,
     };
     // Not at realtime priority: its audio is not what is measured, and its
     // threads must not compete with the measured graph's.

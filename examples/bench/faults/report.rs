@@ -9,6 +9,9 @@ pub(super) struct Report {
     pub(super) about: &'static str,
     /// From the fault's injection to the end.
     pub(super) deadline_misses: u64,
+    /// Page faults the graph's realtime threads (track threads, clock) took
+    /// from the fault's injection to the end.
+    pub(super) rt_page_faults: u64,
     /// While the workers started, and before, with the graph alone.
     pub(super) warmup_misses: u64,
     pub(super) control_misses: u64,
@@ -33,6 +36,7 @@ impl Report {
             "name": self.name,
             "about": self.about,
             "deadline_misses": self.deadline_misses,
+            "realtime_page_faults": self.rt_page_faults,
             "warmup_misses": self.warmup_misses,
             "control_misses": self.control_misses,
             "late_results": {"faulty": self.faulty.late, "others": self.others.late},
@@ -56,14 +60,23 @@ impl Report {
 
 pub(super) fn print_table(reports: &[Report]) {
     println!(
-        "{:<24} {:>16} {:>14} {:>7} {:>8} {:>9} {:>11} {:>8}  leaks",
-        "scenario", "misses (wu/ctl)", "late faulty/o", "errors", "restarts", "recovered", "recovery ms", "others"
+        "{:<24} {:>16} {:>9} {:>14} {:>7} {:>8} {:>9} {:>11} {:>8}  leaks",
+        "scenario",
+        "misses (wu/ctl)",
+        "rt faults",
+        "late faulty/o",
+        "errors",
+        "restarts",
+        "recovered",
+        "recovery ms",
+        "others"
     );
     for r in reports {
         println!(
-            "{:<24} {:>16} {:>14} {:>7} {:>8} {:>9} {:>11} {:>8}  {}",
+            "{:<24} {:>16} {:>9} {:>14} {:>7} {:>8} {:>9} {:>11} {:>8}  {}",
             r.name,
             format!("{} ({}/{})", r.deadline_misses, r.warmup_misses, r.control_misses),
+            r.rt_page_faults,
             format!("{}/{}", r.faulty.late, r.others.late),
             r.faulty.errors,
             r.restarts,

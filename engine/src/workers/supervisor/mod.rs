@@ -96,6 +96,9 @@ pub struct SupervisorConfig {
     /// of interpreter start), and a new spare is started in the background.
     /// It costs one idle process (its memory is in BENCHMARKS.md).
     pub spare_worker: bool,
+    /// Start workers with fork rather than posix_spawn (`Launch::fork`):
+    /// a benchmark's baseline, off by default and never better.
+    pub fork_workers: bool,
 }
 
 impl SupervisorConfig {
@@ -114,6 +117,7 @@ impl SupervisorConfig {
             on_log: None,
             on_declared: None,
             spare_worker: true,
+            fork_workers: false,
         }
     }
 }
@@ -342,6 +346,7 @@ impl Watcher {
         let launch = Launch {
             exe: config.exe.clone(),
             memory_limit: config.memory_limit,
+            fork: config.fork_workers,
             log: Some(LogCapture::new(move |pid, line| {
                 log_tx.send(Command::WorkerLog { pid, line: WorkerLine::parse(line) }).is_ok()
             })),
