@@ -43,6 +43,33 @@ impl PluginBundle {
     pub fn write(&self, name: &str, source: &str) -> String {
         self.dir.write(name, source)
     }
+
+    /// The input and output WAV files of an `outboard-host` run, in the bundle's folder.
+    pub fn wavs(&self) -> Wavs {
+        let (input, output) = (self.file("in.wav"), self.file("out.wav"));
+        let input_arg = input.to_str().expect("a UTF-8 path").to_owned();
+        let output_arg = output.to_str().expect("a UTF-8 path").to_owned();
+        Wavs { input, output, input_arg, output_arg }
+    }
+}
+
+/// Where an `outboard-host` run writes what it played in and what came out
+/// (made by [`PluginBundle::wavs`]).
+pub struct Wavs {
+    /// The input the host generated and played, written by `--write-input`.
+    pub input: PathBuf,
+    /// The plugin's output, written by `--output-wav`.
+    pub output: PathBuf,
+    input_arg: String,
+    output_arg: String,
+}
+
+impl Wavs {
+    /// `args` followed by `--write-input INPUT --output-wav OUTPUT`.
+    pub fn after<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let files = ["--write-input", self.input_arg.as_str(), "--output-wav", self.output_arg.as_str()];
+        args.iter().copied().chain(files).collect()
+    }
 }
 
 /// The VST3 bundle as `cargo xtask bundle` lays it out, from this profile's

@@ -11,16 +11,12 @@ const HALF: &str = "def process(block, ctx):\n    block *= 0.5\n";
 fn the_output_is_the_script_applied_to_the_input_delayed_by_the_reported_latency() {
     let bundle = PluginBundle::new("plugin-exact", true);
     let script = bundle.write("half.py", HALF);
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
     // 100 frames: not a multiple of the internal block, so calls straddle blocks.
-    let (report, _) = host(
-        &bundle,
-        &["--tracks", "2", "--block", "100", "--rate", "44100", "--seconds", "1.5", "--offline", "--script", &script]
-            .into_iter()
-            .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let args =
+        ["--tracks", "2", "--block", "100", "--rate", "44100", "--seconds", "1.5", "--offline", "--script", &script];
+    let (report, _) = host(&bundle, &wavs.after(&args), &[]);
     for key in ["plugin", "instances", "block", "rate", "blocks", "deadline_misses", "late_results"] {
         assert!(!report[key].is_null(), "{key} in {report}");
     }
@@ -39,7 +35,7 @@ fn the_output_is_the_script_applied_to_the_input_delayed_by_the_reported_latency
     assert_eq!(report["nan_samples"], 0);
     let (peak_in, peak_out) = (report["input_peak"].as_f64().unwrap(), report["output_peak"].as_f64().unwrap());
     assert!((peak_out - 0.5 * peak_in).abs() < 1e-6, "{peak_in} -> {peak_out}");
-    assert_delayed(&input, &output, latency, 0.5);
+    assert_delayed(input, output, latency, 0.5);
 }
 
 #[test]
@@ -80,48 +76,35 @@ fn paced_in_real_time_every_block_is_processed_and_reported() {
 fn without_its_scripts_host_the_plugin_passes_audio_dry_and_says_why_once() {
     let bundle = PluginBundle::new("plugin-nosidecar", false);
     let script = bundle.write("half.py", HALF);
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
-    let args = [
-        "--tracks",
-        "3",
-        "--block",
-        "64",
-        "--seconds",
-        "0.5",
-        "--offline",
-        "--script",
-        &script,
-        "--write-input",
-        input.to_str().unwrap(),
-        "--output-wav",
-        output.to_str().unwrap(),
-    ];
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
+    let args = wavs.after(&["--tracks", "3", "--block", "64", "--seconds", "0.5", "--offline", "--script", &script]);
     let (report, stderr) = host(&bundle, &args, &[]);
     assert_eq!(stderr.matches("no scripts host").count(), 1, "said once for three instances:\n{stderr}");
     assert!(stderr.contains("outboard-scripts-host"), "names what is missing:\n{stderr}");
     assert_eq!(report["child_processes"], 0);
     assert_eq!(report["late_results"], 0, "dry by design is not late");
     let latency = report["latency_samples"].as_u64().unwrap() as usize;
-    assert_delayed(&input, &output, latency, 1.0);
+    assert_delayed(input, output, latency, 1.0);
 
     // OUTBOARD_SCRIPTS_HOST points the same bundle at a scripts host elsewhere.
     let sidecar = scripts_host();
     let (report, stderr) = host(&bundle, &args, &[("OUTBOARD_SCRIPTS_HOST", sidecar.to_str().unwrap())]);
     assert!(!stderr.contains("no scripts host"), "{stderr}");
     assert!(report["child_processes"].as_u64().unwrap() >= 1);
-    assert_delayed(&input, &output, latency, 0.5);
+    assert_delayed(input, output, latency, 0.5);
 }
 
 #[test]
 fn new_instances_start_with_the_script_named_by_outboard_default_script() {
     let bundle = PluginBundle::new("plugin-default-script", true);
     let script = bundle.write("half.py", HALF);
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
-    let args = ["--seconds", "0.5", "--offline", "--write-input", input.to_str().unwrap()];
-    let args: Vec<&str> = args.into_iter().chain(["--output-wav", output.to_str().unwrap()]).collect();
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
+    let args = wavs.after(&["--seconds", "0.5", "--offline"]);
     let (report, _) = host(&bundle, &args, &[("OUTBOARD_DEFAULT_SCRIPT", &script)]);
-    assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
+    assert_delayed(input, output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
     // Unset: the pass-through.
     let (report, _) = host(&bundle, &args, &[]);
-    assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 1.0);
+    assert_delayed(input, output, report["latency_samples"].as_u64().unwrap() as usize, 1.0);
 }

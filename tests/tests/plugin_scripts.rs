@@ -28,16 +28,14 @@ fn a_phase_accumulating_script_matches_its_offline_reference_from_the_first_samp
     let bundle = PluginBundle::new("plugin-ringmod", true);
     let script = bundle.write("ringmod.py", RING_MOD);
     for block in ["37", "64", "100", "512"] {
-        let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+        let wavs = bundle.wavs();
+        let (input, output) = (&wavs.input, &wavs.output);
         let args = ["--block", block, "--seconds", "0.5", "--offline", "--script", &script];
-        let args: Vec<&str> = args
-            .into_iter()
-            .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-            .collect();
+        let args = wavs.after(&args);
         let (report, _) = host(&bundle, &args, &[]);
         assert_eq!(report["late_results"], 0, "block {block}: {report}");
         let latency = report["latency_samples"].as_u64().unwrap() as usize;
-        let (x, y) = (read_wav(&input), read_wav(&output));
+        let (x, y) = (read_wav(input), read_wav(output));
         for c in 0..2 {
             for t in latency..y[c].len() {
                 let n = (t - latency) as f64;
@@ -56,22 +54,21 @@ fn a_script_imports_the_module_beside_its_file() {
     bundle.write("gains.py", "FACTOR = 0.25\n");
     let script =
         bundle.write("uses_sibling.py", "import gains\n\ndef process(block, ctx):\n    block *= gains.FACTOR\n");
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
     let args = ["--seconds", "0.3", "--offline", "--script", &script];
-    let args: Vec<&str> = args
-        .into_iter()
-        .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-        .collect();
+    let args = wavs.after(&args);
     let (report, stderr) = host(&bundle, &args, &[]);
     assert_eq!(report["error_logs"], 0, "{stderr}");
-    outboard_tests::plugin::assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.25);
+    outboard_tests::plugin::assert_delayed(input, output, report["latency_samples"].as_u64().unwrap() as usize, 0.25);
 }
 
 #[test]
 fn a_followed_file_edited_while_playing_is_heard() {
     let bundle = PluginBundle::new("plugin-follow", true);
     let script = bundle.write("gain.py", "def process(block, ctx):\n    block *= 0.5\n");
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
     let edit = {
         let script = script.clone();
         std::thread::spawn(move || {
@@ -81,14 +78,11 @@ fn a_followed_file_edited_while_playing_is_heard() {
     };
     // Paced in real time, long enough for the edit to be picked up (within a second).
     let args = ["--seconds", "4", "--script", &script];
-    let args: Vec<&str> = args
-        .into_iter()
-        .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-        .collect();
+    let args = wavs.after(&args);
     let (report, stderr) = host(&bundle, &args, &[]);
     edit.join().unwrap();
     let latency = report["latency_samples"].as_u64().unwrap() as usize;
-    let (x, y) = (read_wav(&input), read_wav(&output));
+    let (x, y) = (read_wav(input), read_wav(output));
     // The gain heard in each block: 0.5 before the edit, 0.125 after (dry
     // blocks, if the machine stalls, read as 1 and are neither).
     let gains: Vec<f32> = (latency..y[0].len() - 64)
@@ -156,12 +150,10 @@ fn a_bad_parameter_declaration_is_a_script_error_with_file_and_line_and_the_scri
         "import numpy as np\n\nPARAMS = {\n    \"gain\": dict(min=1.0, max=0.0),\n}\n\n\
          def process(block, ctx):\n    block *= 0.5\n",
     );
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
     let args = ["--seconds", "0.3", "--offline", "--script", &script];
-    let args: Vec<&str> = args
-        .into_iter()
-        .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-        .collect();
+    let args = wavs.after(&args);
     let (report, stderr) = host(&bundle, &args, &[]);
     let at = format!("{script}:3");
     assert!(
@@ -170,5 +162,5 @@ fn a_bad_parameter_declaration_is_a_script_error_with_file_and_line_and_the_scri
     );
     assert!(report["error_logs"].as_u64().unwrap() >= 1);
     // Without declared parameters, but running.
-    outboard_tests::plugin::assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
+    outboard_tests::plugin::assert_delayed(input, output, report["latency_samples"].as_u64().unwrap() as usize, 0.5);
 }

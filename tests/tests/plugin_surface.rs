@@ -571,18 +571,9 @@ def process(block, ctx):
 fn a_scripts_set_param_reaches_the_host_as_a_gesture_at_its_sample_plus_the_latency() {
     let bundle = PluginBundle::new("surface-set-param", true);
     let script = bundle.write("sets_gain.py", SETS_GAIN);
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
-    let args = [
-        "--seconds",
-        "0.3",
-        "--offline",
-        "--script",
-        &script,
-        "--write-input",
-        input.to_str().unwrap(),
-        "--output-wav",
-        output.to_str().unwrap(),
-    ];
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
+    let args = wavs.after(&["--seconds", "0.3", "--offline", "--script", &script]);
     let (report, stderr) = host(&bundle, &args);
     assert_eq!(report["error_logs"], 0, "{stderr}");
     let l = latency(&report);
@@ -606,7 +597,7 @@ fn a_scripts_set_param_reaches_the_host_as_a_gesture_at_its_sample_plus_the_late
     // The plugin took the value: the host reads it back, and the script
     // plays it (by the end of the run).
     assert_eq!((gain["value"].as_f64(), text(gain, "text_value")), (Some(0.5), "0.500"), "{gain}");
-    let (x, y) = (read_wav(&input), read_wav(&output));
+    let (x, y) = (read_wav(input), read_wav(output));
     let l = l as usize;
     for c in 0..2 {
         for t in l..1000 + l {
