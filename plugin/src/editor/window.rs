@@ -74,48 +74,43 @@ pub struct Gui {
 /// driver starts for it: Mesa's software renderer compiles shaders and
 /// rasterises on threads of its own) run at SCHED_IDLE: they take a core
 /// only when the audio threads and the script workers leave it idle, so an
-/// editor opened on a busy machine costs the scripts no late results. They
-/// are the threads that appeared since the window was opened, not named by
-/// Outboard, looked for during the first seconds after it opened (the
-/// driver starts its threads at the first frame).
+/// editor opened on a busy machine costs the scripts no late results.
+/// The window thread lowers itself first thing in its handler's `build`
+/// (see `EditorApp::build`), before its event loop draws a frame, and the
+/// threads it starts from then on inherit the policy. The threads started
+/// while the window and its GL context were made, before that, are those
+/// that appeared while the (synchronous) opening ran: lowered right after
+/// it, from the main thread (Outboard's own, by name, excepted). No other
+/// thread of the host's is touched.
 #[derive(Default)]
 struct EditorThreads {
     before: Vec<i32>,
-    lowered: Vec<i32>,
-    until: Option<std::time::Instant>,
 }
-
-/// How long after opening new threads are looked for.
-const THREADS_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EditorThreads {
     /// Notes the threads there are before the window opens.
     fn before_opening(&mut self) {
         self.before = thread_ids();
-        self.lowered.clear();
-        self.until = Some(std::time::Instant::now() + THREADS_SETTLE);
     }
 
-    /// Lowers the threads that appeared since (main thread, on the timer).
+    /// Lowers the threads that appeared while the window opened (main
+    /// thread, right after the opening returned).
     fn lower_new(&mut self) {
-        if self.until.is_none_or(|until| std::time::Instant::now() > until) {
-            return;
-        }
-        for tid in thread_ids() {
-            if self.before.contains(&tid) || self.lowered.contains(&tid) {
-                continue;
-            }
-            self.lowered.push(tid);
+        for tid in thread_ids().into_iter().filter(|tid| !self.before.contains(tid)) {
             let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
-            if name.starts_with("outboard") {
-                continue;
+            if !name.starts_with("outboard") {
+                lower_to_idle(tid);
             }
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: sched_setscheduler reads `param`; `tid` is a thread of
-            // this process (it may have ended since: then it fails, harmlessly).
-            unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
         }
     }
+}
+
+/// Puts thread `tid` of this process (0: the calling thread) at SCHED_IDLE.
+fn lower_to_idle(tid: i32) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param`; `tid` is a thread of this
+    // process or 0 (it may have ended since: then it fails, harmlessly).
+    unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
 }
 
 /// This process's threads.
@@ -346,9 +341,6 @@ impl OutboardMainThread<'_> {
     /// Tells the host what the window's thread asked for (a resize, the
     /// window gone). Main thread.
     pub(crate) fn serve_window(&self) {
-        if let Some(gui) = self.gui.borrow_mut().as_mut() {
-            gui.threads.lower_new();
-        }
         // Out of the cell while the host hears it: a host may destroy the
         // gui from inside `closed`.
         let Some(window) = self.gui.borrow_mut().as_mut().and_then(|g| g.window.take()) else { return };
@@ -475,6 +467,9 @@ impl EditorApp {
 
 impl egui_baseview::App for EditorApp {
     fn build(&mut self, egui_ctx: egui::Context, frame: &mut Frame) -> Result<(), HandlerError> {
+        // The window's thread, before its first frame: the threads the GL
+        // driver starts to draw it inherit this (see `EditorThreads`).
+        lower_to_idle(0);
         view::style(&egui_ctx);
         frame.set_clear_color(egui::Rgba::from_gray(0.08));
         if let Some(parent) = self.transient_for {
