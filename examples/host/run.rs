@@ -50,6 +50,7 @@ use crate::processor::{Processor, TimeSignature, Transport};
 use crate::quirks::{self, Quirk, Quirks};
 use crate::report::{InstanceReport, ParamReport, Report};
 use crate::signal;
+use outboard_engine::shm::memory::{present_filled, present_vec};
 
 /// SCHED_FIFO priority of the audio threads (as the engine's tracks).
 pub const PRIORITY: u8 = 80;
@@ -957,8 +958,9 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
         .enumerate()
         .map(|(i, ((processor, resend), params))| Lane {
             processor,
-            capture: (i == 0 && config.output_wav.is_some()).then(|| vec![0.0f32; frames * 2]),
-            head: vec![0.0f32; kept * 2],
+            // The audio thread writes these: present before it starts.
+            capture: (i == 0 && config.output_wav.is_some()).then(|| present_filled(0.0f32, frames * 2)),
+            head: present_filled(0.0f32, kept * 2),
             histogram: Histogram::new(),
             automation,
             resend,
@@ -966,7 +968,7 @@ pub fn run(config: &RunConfig) -> Result<Report, String> {
             next_param: 0,
             next_note: 0,
             notes_sent: 0,
-            output_events: Vec::with_capacity(MAX_RECORDED_EVENTS),
+            output_events: present_vec(MAX_RECORDED_EVENTS),
             output_events_dropped: 0,
         })
         .collect();

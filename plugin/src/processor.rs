@@ -404,8 +404,9 @@ const _: () = {
 };
 
 /// The host's transport as the script sees it: what the host says it has,
-/// defaults for the rest, impossible values replaced (and flagged).
-pub fn host_transport(t: &TransportEvent) -> Transport {
+/// defaults for the rest (the track replaces impossible values, and flags
+/// them, in `Track::begin_call`).
+fn host_transport(t: &TransportEvent) -> Transport {
     let f = t.flags;
     let mut flags = Transport::FROM_HOST;
     for (host, ours) in [
@@ -446,7 +447,6 @@ pub fn host_transport(t: &TransportEvent) -> Transport {
         numerator,
         denominator,
     }
-    .sanitized()
 }
 
 /// What of a host event goes to the script: notes, MIDI channel messages,

@@ -16,3 +16,29 @@ pub fn touch_pages<T: Copy>(buf: &mut [T]) {
         unsafe { std::ptr::write_volatile(&mut buf[i], value) };
     }
 }
+
+/// An empty `Vec` with room for `capacity` values, every page of that room
+/// already written: for a realtime thread that pushes into it (up to
+/// `capacity`, so it never reallocates).
+pub fn present_vec<T>(capacity: usize) -> Vec<T> {
+    let mut values = Vec::with_capacity(capacity);
+    let room = values.spare_capacity_mut();
+    let bytes = std::mem::size_of_val(room);
+    let base = room.as_mut_ptr().cast::<u8>();
+    for offset in (0..bytes).step_by(4096) {
+        // SAFETY: `offset` < the room's size in bytes, inside the Vec's own
+        // allocation; the room is uninitialised memory the Vec owns and
+        // does not read (its length stays 0), so any byte may be written.
+        // Volatile, so the write that maps the page is kept.
+        unsafe { base.add(offset).write_volatile(0) };
+    }
+    values
+}
+
+/// `vec![value; len]` with every page written (a zeroed allocation may
+/// come from pages the kernel has not given yet).
+pub fn present_filled<T: Copy>(value: T, len: usize) -> Vec<T> {
+    let mut values = vec![value; len];
+    touch_pages(&mut values);
+    values
+}

@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use crate::compute::partial_sum;
 use crate::realtime::clock::monotonic_ns;
 use crate::realtime::voice::{Voice, Waveform};
+use crate::shm::memory::{present_filled, present_vec};
 use crate::shm::ring::{PopError, PushError};
 use crate::wire::block::{
     self, BlockHeader, BlockKind, CONTEXT_BYTES, EVENT_BYTES, Event, EventAction, HEADER_BYTES, MAX_BLOCK_EVENTS,
@@ -203,31 +204,33 @@ impl Track {
         let (grave_tx, grave_rx) = rtrb::RingBuffer::new(16);
         let stats = Arc::new(TrackStats::default());
         let params = Arc::new(TrackParams::default());
+        // Buffers the realtime thread writes are written here first, so its
+        // first block takes no page fault (see `crate::shm::memory`).
         let track = Track {
             voice: cfg.voice.map(|w| Voice::new(w, cfg.sample_rate, 0.3)),
-            voice_scratch: vec![0.0; cfg.block].into(),
+            voice_scratch: present_filled(0.0, cfg.block).into(),
             stats: stats.clone(),
             params: params.clone(),
             links: link_rx,
             graveyard: grave_tx,
             link: None,
-            input: vec![0.0; samples].into(),
+            input: present_filled(0.0, samples).into(),
             fill: 0,
-            output: vec![0.0; samples].into(),
-            dry: vec![0.0; samples * l].into(),
-            results: vec![0.0; samples * l].into(),
+            output: present_filled(0.0, samples).into(),
+            dry: present_filled(0.0, samples * l).into(),
+            results: present_filled(0.0, samples * l).into(),
             result_tag: vec![0; l].into(),
             result_status: vec![0; l].into(),
             sent_at: vec![0; l].into(),
             in_flight: vec![0; l].into(),
             first_wanted: 0,
             seq: 0,
-            pending: Vec::with_capacity(MAX_PENDING_EVENTS),
+            pending: present_vec(MAX_PENDING_EVENTS),
             param_overrides: [None; MAX_PARAMS],
-            inbox: Vec::with_capacity(MAX_INBOX_EVENTS),
-            outgoing: Vec::with_capacity(MAX_OUTBOX_EVENTS),
+            inbox: present_vec(MAX_INBOX_EVENTS),
+            outgoing: present_vec(MAX_OUTBOX_EVENTS),
             arrivals: 0,
-            outbox: Vec::with_capacity(MAX_OUTBOX_EVENTS),
+            outbox: present_vec(MAX_OUTBOX_EVENTS),
             call_start: 0,
             transport: None,
             block_params: [0.0; MAX_PARAMS],
@@ -424,7 +427,8 @@ impl Track {
             false
         };
         if use_wet {
-            let mix = self.param(PARAM_MIX).clamp(0.0, 1.0);
+            // The mix now: read with the other parameters just above.
+            let mix = self.block_params[PARAM_MIX].clamp(0.0, 1.0);
             for ((out, &w), &d) in self.output.iter_mut().zip(wet).zip(dry) {
                 *out = mix * w + (1.0 - mix) * d;
             }
@@ -493,9 +497,9 @@ impl Track {
         header.encode(&mut head);
         let mut context = [0u8; CONTEXT_BYTES];
         self.block_transport.encode(carried as u32, &mut context);
-        let pushed = match self.link.as_mut().map(|link| link.to_script.reserve()) {
-            None => Ok(false),
-            Some(Ok(mut slot)) => {
+        let Some(link) = self.link.as_mut() else { return };
+        let pushed = match link.to_script.reserve() {
+            Ok(mut slot) => {
                 slot.put_bytes(0, &head);
                 slot.put_bytes(layout.context, &context);
                 slot.put_f32s(layout.params, &self.block_params);
@@ -505,13 +509,8 @@ impl Track {
                     slot.put_bytes(layout.event(i), &bytes);
                 }
                 slot.put_f32s(layout.samples, &self.input);
-                slot.commit(layout.len).map(|()| true)
+                slot.commit(layout.len)
             }
-            Some(Err(e)) => Err(e),
-        };
-        let pushed = match pushed {
-            Ok(false) => return,
-            Ok(true) => Ok(()),
             Err(e) => Err(e),
         };
         match pushed {
