@@ -145,33 +145,12 @@ impl ProcessSnapshot {
     /// memory an allocator keeps, fragmented over per-thread arenas, is not
     /// mistaken for a leak.
     pub fn now() -> ProcessSnapshot {
-        /// glibc's `struct mallinfo2` (malloc.h).
-        #[repr(C)]
-        #[derive(Default)]
-        struct MallInfo2 {
-            arena: usize,
-            ordblks: usize,
-            smblks: usize,
-            hblks: usize,
-            hblkhd: usize,
-            usmblks: usize,
-            fsmblks: usize,
-            uordblks: usize,
-            fordblks: usize,
-            keepcost: usize,
-        }
-        unsafe extern "C" {
-            // glibc: returns free memory at the top of every arena to the
-            // system, and the free pages inside them (madvise DONTNEED).
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-            // glibc 2.33 and later: the allocator's statistics, every arena.
-            fn mallinfo2() -> MallInfo2;
-        }
-        // SAFETY: both only read or reorganise the allocator's own state,
-        // under its own locks; any thread may call them at any time.
+        // SAFETY: glibc's malloc_trim (give free memory back) and mallinfo2
+        // (statistics, every arena) only read or reorganise the allocator's
+        // own state, under its own locks; any thread may call them.
         let info = unsafe {
-            malloc_trim(0);
-            mallinfo2()
+            libc::malloc_trim(0);
+            libc::mallinfo2()
         };
         ProcessSnapshot {
             heap_kib: ((info.uordblks + info.hblkhd) / 1024) as u64,

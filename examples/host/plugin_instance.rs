@@ -378,16 +378,6 @@ impl Instance {
         self.extensions().audio_ports.is_some()
     }
 
-    /// Whether the plugin has the note-ports extension (without it, it takes no notes).
-    pub fn has_note_ports(&self) -> bool {
-        self.extensions().note_ports.is_some()
-    }
-
-    /// Whether the plugin has the gui extension (an editor).
-    pub fn has_gui(&self) -> bool {
-        self.extensions().gui.is_some()
-    }
-
     /// The plugin's timers now registered (timer-support).
     pub fn timer_count(&self) -> usize {
         self.instance.access_handler(|mt| mt.timers.borrow().len())

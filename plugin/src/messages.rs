@@ -316,12 +316,7 @@ fn mailman() {
                 let text =
                     format!("outboard: host quirk: {} (seen {} times so far)", quirk.describe(), guard::count(quirk));
                 match &first {
-                    Some(mailbox) => {
-                        mailbox.remember(LogLevel::Warning, &text);
-                        let mut pending = mailbox.lock();
-                        pending.messages.push_back((LogLevel::Warning, text));
-                        pending.since.get_or_insert_with(Instant::now);
-                    }
+                    Some(mailbox) => mailbox.post(LogLevel::Warning, text),
                     None => to_stderr(&[(LogLevel::Warning, text)]),
                 }
             }

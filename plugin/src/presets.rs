@@ -43,9 +43,9 @@ use clap_sys::version::{CLAP_VERSION, clap_version_is_compatible};
 /// The provider's id.
 pub const PROVIDER_ID: &CStr = c"dev.outboard.scripts";
 /// The effect's plugin id (lib.rs's `PLUGIN_ID`).
-pub const EFFECT_ID: &str = "dev.outboard.scripted-track";
+pub const EFFECT_ID: &str = crate::PLUGIN_ID;
 /// The instrument's plugin id.
-pub const INSTRUMENT_ID: &str = "dev.outboard.instrument";
+pub const INSTRUMENT_ID: &str = crate::INSTRUMENT_ID;
 /// Extra folders of factory presets, colon-separated.
 pub const PRESET_DIRS_ENV: &str = "OUTBOARD_PRESET_DIRS";
 /// The folder of example scripts beside the library.

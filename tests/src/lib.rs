@@ -34,6 +34,11 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
 }
 
+/// The path of `examples/scripts/NAME`, one of the example scripts.
+pub fn example_script(name: &str) -> String {
+    workspace_root().join("examples/scripts").join(name).to_str().expect("UTF-8 path").to_string()
+}
+
 /// A temporary folder of scripts, removed when dropped.
 pub struct ScriptDir {
     path: PathBuf,

@@ -368,6 +368,13 @@ fn an_editor_nobody_watches_costs_nothing() {
     let mut rig = Rig::with("editor-unwatched", false);
     let path = rig.write("params.py", PARAMS_SCRIPT);
     outboard_host::run::apply_script_file(&mut rig.instance, &path).expect("script");
+    // Until there is news a watched editor would show (the script loaded and
+    // declared its parameters), so a script still loading cannot pass this.
+    let start = Instant::now();
+    while !rig.instance.params().iter().any(|p| p.name == "gain") {
+        assert!(start.elapsed() < DEADLINE, "the script declared its parameters");
+        rig.pump();
+    }
     for _ in 0..200 {
         rig.pump();
     }

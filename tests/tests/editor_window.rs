@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use outboard_tests::plugin::{PluginBundle, run_host};
-use outboard_tests::{workspace_bin, workspace_root};
+use outboard_tests::{example_script, workspace_bin};
 use serde_json::Value;
 
 /// Where the editor (plugin/src/editor/view.rs) draws the Bypass checkbox,
@@ -92,10 +92,6 @@ impl Drop for Xvfb {
     }
 }
 
-fn example(name: &str) -> String {
-    workspace_root().join("examples/scripts").join(name).to_str().expect("UTF-8 path").to_string()
-}
-
 fn have(program: &str) -> bool {
     Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
@@ -164,8 +160,16 @@ fn the_editor_opens_in_the_hosts_window_draws_its_controls_and_takes_a_click() {
         eprintln!("xdotool is not installed (`cargo xtask setup` installs it): no click");
     }
     let mut clicked = false;
-    let args =
-        ["--script", &example("filter.py"), "--seconds", "1", "--gui", "3", "--screenshot", shot.to_str().unwrap()];
+    let args = [
+        "--script",
+        &example_script("filter.py"),
+        "--seconds",
+        "1",
+        "--gui",
+        "3",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
     let (report, stderr) = run_host_on(&bundle, &args, &[("DISPLAY", &x.display)], |window| {
         if xdotool {
             let (px, py) = BYPASS_CHECKBOX;
@@ -309,7 +313,7 @@ fn opening_and_closing_the_editor_100_times_while_4_instances_play_costs_no_late
     let Some(x) = Xvfb::start() else { return };
     let _turn = outboard_tests::realtime::one_at_a_time();
     let bundle = PluginBundle::new("editor-cycles", true);
-    let script = example("gain.py");
+    let script = example_script("gain.py");
     // glibc gives every new thread an arena of its own (8 per core), each
     // keeping its peak: bounded, but over 100 openings it hides a leak in
     // RSS. Two arenas, for both runs; `heap_kib` (what is allocated) needs

@@ -8,15 +8,11 @@
 //! positions are exact: an event at input sample s is heard, or leaves the
 //! plugin, at output sample s + latency (the latency the report gives).
 
+use outboard_tests::example_script;
 use outboard_tests::plugin::{PluginBundle, read_wav, run_host};
-use outboard_tests::workspace_root;
 use serde_json::Value;
 
 const RATE: f64 = 48_000.0;
-
-fn example(name: &str) -> String {
-    workspace_root().join("examples").join("scripts").join(name).to_str().expect("UTF-8 path").to_string()
-}
 
 fn host(bundle: &PluginBundle, args: &[&str]) -> (Value, String) {
     let (report, stderr) = run_host(bundle, args, &[]);
@@ -63,7 +59,7 @@ fn leading_number(text: &str) -> f64 {
 #[test]
 fn declared_parameters_appear_with_their_names_ranges_and_texts_and_unused_slots_are_hidden() {
     let bundle = PluginBundle::new("surface-params", true);
-    let filter = example("filter.py");
+    let filter = example_script("filter.py");
     let (report, stderr) = host(
         &bundle,
         &[
@@ -278,7 +274,7 @@ const NOTES_TRANSPOSED: &str = "1000 on 60 0.5\n\
 #[test]
 fn notes_out_leave_at_their_input_sample_plus_the_latency() {
     let bundle = PluginBundle::new("surface-notes-out", true);
-    let transposer = example("transposer.py");
+    let transposer = example_script("transposer.py");
     let notes = bundle.write("notes.txt", NOTES_TRANSPOSED);
     for dialect in ["clap", "midi"] {
         // An octave up (the default), then an octave down from sample 3500.
@@ -371,7 +367,7 @@ fn peak_frequency(x: &[f32]) -> f64 {
 #[test]
 fn the_instrument_plays_the_pitch_of_the_note() {
     let bundle = PluginBundle::new("surface-instrument", true);
-    let synth = example("polysynth.py");
+    let synth = example_script("polysynth.py");
     let output = bundle.file("out.wav");
     for (key, hz) in [(69, 440.0), (81, 880.0), (57, 220.0)] {
         let notes = bundle.write("notes.txt", &format!("0 on {key} 0.8\n"));
@@ -409,7 +405,7 @@ fn the_instrument_plays_the_pitch_of_the_note() {
 #[test]
 fn the_arpeggiator_steps_on_the_hosts_tempo_and_cycles_the_held_chord() {
     let bundle = PluginBundle::new("surface-arp", true);
-    let arp = example("arpeggiator.py");
+    let arp = example_script("arpeggiator.py");
     // (100-frame calls straddle the plugin's internal blocks.)
     for (tempo, block) in [(90u32, "64"), (150, "64"), (150, "100")] {
         let tempo_arg = tempo.to_string();
@@ -462,6 +458,10 @@ fn the_arpeggiator_steps_on_the_hosts_tempo_and_cycles_the_held_chord() {
     let args = ["--seconds", "1", "--offline", "--script", &arp, "--notes", "pattern:chord", "--stopped"];
     let (report, stderr) = host(&bundle, &args);
     assert_eq!(report["transport"]["playing"], false);
+    assert!(
+        report["per_instance"][0]["notes_sent"].as_u64().unwrap() > 0,
+        "the chord was played to the plugin: {report}"
+    );
     assert!(of_kind(&report, "note_on").is_empty(), "{:?}\n{stderr}", output_events(&report));
 }
 

@@ -51,13 +51,12 @@ fn run_expecting(
     env: &[(&str, &str)],
     gain: f32,
 ) -> (serde_json::Value, String) {
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
     let mut all = vec!["--seconds", "0.3", "--offline", "--script", script];
     all.extend_from_slice(args);
-    all.extend(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()]);
-    let (report, stderr) = host(bundle, &all, env);
+    let (report, stderr) = host(bundle, &wavs.after(&all), env);
     eprintln!("{stderr}");
-    assert_delayed(&input, &output, report["latency_samples"].as_u64().unwrap() as usize, gain);
+    assert_delayed(&wavs.input, &wavs.output, report["latency_samples"].as_u64().unwrap() as usize, gain);
     (report, stderr)
 }
 
@@ -176,18 +175,15 @@ fn the_scipy_example_equals_lfilter_on_the_whole_signal() {
     };
     let bundle = PluginBundle::new("env-scipy", true);
     let script = outboard_tests::workspace_root().join("examples/scripts/scipy_biquad.py");
-    let (input, output) = (bundle.file("in.wav"), bundle.file("out.wav"));
+    let wavs = bundle.wavs();
+    let (input, output) = (&wavs.input, &wavs.output);
     let args = ["--seconds", "1", "--block", "100", "--offline", "--python-env", venv.to_str().unwrap()];
-    let args: Vec<&str> = args
-        .into_iter()
-        .chain(["--script", script.to_str().unwrap()])
-        .chain(["--write-input", input.to_str().unwrap(), "--output-wav", output.to_str().unwrap()])
-        .collect();
-    let (report, stderr) = host(&bundle, &args, &[]);
+    let args: Vec<&str> = args.into_iter().chain(["--script", script.to_str().unwrap()]).collect();
+    let (report, stderr) = host(&bundle, &wavs.after(&args), &[]);
     assert_eq!(report["error_logs"], 0, "{stderr}");
     assert_eq!(report["late_results"], 0, "{stderr}");
     let latency = report["latency_samples"].as_u64().unwrap() as usize;
-    let (x, y) = (read_wav(&input), read_wav(&output));
+    let (x, y) = (read_wav(input), read_wav(output));
     // The reference: scipy.signal.lfilter over each whole channel, in the venv's Python.
     let raw_in = bundle.file("x.f32");
     let raw_ref = bundle.file("ref.f32");

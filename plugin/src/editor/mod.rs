@@ -184,13 +184,6 @@ impl EditorHandle {
 /// Keeps an [`EditorHandle`]'s model fresh while it lives.
 pub struct Watch(Arc<EditorHandle>);
 
-impl Watch {
-    /// The handle whose model this guard keeps fresh.
-    pub fn handle(&self) -> &Arc<EditorHandle> {
-        &self.0
-    }
-}
-
 impl Drop for Watch {
     fn drop(&mut self) {
         self.0.watchers.fetch_sub(1, Ordering::AcqRel);

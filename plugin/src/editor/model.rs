@@ -353,19 +353,9 @@ impl EditorModel {
         std::mem::take(&mut self.actions)
     }
 
-    /// Whether actions are queued that the main thread has not taken yet.
-    pub fn has_actions(&self) -> bool {
-        !self.actions.is_empty()
-    }
-
     /// A declared parameter's control, by name.
     pub fn param(&self, name: &str) -> Option<&Control> {
         self.controls.iter().find(|c| c.name == name)
-    }
-
-    /// Any control, by parameter id.
-    pub fn control(&self, id: u32) -> Option<&Control> {
-        self.controls.iter().chain(&self.mix).chain(&self.bypass).find(|c| c.id == id)
     }
 
     /// The log as text, newest first (what Copy puts on the clipboard).
