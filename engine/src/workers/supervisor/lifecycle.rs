@@ -31,6 +31,9 @@ pub(super) struct Worker {
     pub(super) standing: Standing,
     /// Consecutive policing windows in which its tracks kept up.
     pub(super) kept_up: u32,
+    /// What its reply ring carried that no worker sends (a faulted ring, a
+    /// message that does not decode), if it did: it is restarted for it.
+    pub(super) control_fault: Option<String>,
 }
 
 impl Watcher {
@@ -68,6 +71,7 @@ impl Watcher {
             restart_not_before: None,
             standing: Standing::Starting,
             kept_up: 0,
+            control_fault: None,
         })
     }
 
@@ -104,6 +108,8 @@ impl Watcher {
                 && now.duration_since(worker.last_beat_at) > self.config.heartbeat_timeout
             {
                 Some(format!("stopped beating for {:?}", now.duration_since(worker.last_beat_at)))
+            } else if let Some(fault) = &worker.control_fault {
+                Some(format!("sent malformed data (on its reply ring: {fault})"))
             } else if self.tracks.iter().any(|t| t.worker == index && t.port.stats.link_faulted.load(Ordering::Acquire))
             {
                 Some("sent malformed data".to_string())

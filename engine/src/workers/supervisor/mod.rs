@@ -509,15 +509,34 @@ impl Watcher {
     fn read_replies(&mut self) {
         let mut declared = Vec::new();
         if let Some((spare, ready)) = &mut self.spare {
-            while let Ok(Some(reply)) = spare.process.try_reply() {
-                if let Reply::Warm = reply {
-                    *ready = true;
-                    self.shared.spare_ready.store(spare.process.pid(), Ordering::Release);
+            loop {
+                match spare.process.try_reply() {
+                    Ok(Some(Reply::Warm)) => {
+                        *ready = true;
+                        self.shared.spare_ready.store(spare.process.pid(), Ordering::Release);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    // A spare that breaks its ring is of no use: `keep_spare`
+                    // replaces it once it is gone.
+                    Err(_) => {
+                        spare.process.signal_kill();
+                        break;
+                    }
                 }
             }
         }
         for (index, worker) in self.workers.iter_mut().enumerate() {
-            while let Ok(Some(reply)) = worker.process.try_reply() {
+            loop {
+                let reply = match worker.process.try_reply() {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => break,
+                    // Restarted for it by `watch`.
+                    Err(fault) => {
+                        worker.control_fault.get_or_insert(fault);
+                        break;
+                    }
+                };
                 let slot = match reply {
                     Reply::ScriptDeclared { slot, body } => {
                         declared.push((index, slot, body));
