@@ -318,16 +318,11 @@ impl Worker {
                     send(&mut self.replies, &Reply::Job { id, body: reply }, self.parent)?;
                 }
                 Request::LoadScript(spec) => {
-                    let Some(slot) = self.slots.get_mut(spec.slot) else {
+                    if spec.slot >= self.slots.len() {
                         return Err(format!("script for slot {} of {}", spec.slot, self.slots.len()));
-                    };
-                    if self.realtime.is_none() {
-                        let index = self.index;
-                        let env = self.python_env.as_deref();
-                        self.realtime = Some(beating_while(heartbeat, STARTUP_BEAT_LIMIT, || {
-                            RealtimeRuntime::new(Some(index), env)
-                        })?);
                     }
+                    self.start_realtime(heartbeat)?;
+                    let slot = &mut self.slots[spec.slot];
                     // Runs the script's setup: the answer below means it is ready.
                     let rt = self.realtime.as_ref().expect("started");
                     let ok =
@@ -355,16 +350,21 @@ impl Worker {
                 }
                 Request::Warm => {
                     // A spare: everything a script needs started, no script.
-                    if self.realtime.is_none() {
-                        let (index, env) = (self.index, self.python_env.as_deref());
-                        self.realtime = Some(beating_while(heartbeat, STARTUP_BEAT_LIMIT, || {
-                            RealtimeRuntime::new(Some(index), env)
-                        })?);
-                    }
+                    self.start_realtime(heartbeat)?;
                     send(&mut self.replies, &Reply::Warm, self.parent)?;
                 }
             }
         }
+    }
+
+    /// Starts the interpreter for scripts (once), beating meanwhile.
+    fn start_realtime(&mut self, heartbeat: &AtomicU64) -> Result<(), String> {
+        if self.realtime.is_none() {
+            let (index, env) = (self.index, self.python_env.as_deref());
+            let runtime = beating_while(heartbeat, STARTUP_BEAT_LIMIT, || RealtimeRuntime::new(Some(index), env))?;
+            self.realtime = Some(runtime);
+        }
+        Ok(())
     }
 
     /// Processes the blocks waiting on `slot`, in order; true if there were any.
