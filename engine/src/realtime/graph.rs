@@ -26,11 +26,14 @@ use crate::measurement::histogram::Histogram;
 use crate::realtime::track::Track;
 use crate::shm::doorbell::{Doorbell, Private};
 
+/// Channels a graph track has at most (a processor asking for more gets these).
+pub const MAX_TRACK_CHANNELS: usize = 8;
+
 /// Anything that turns one period of input into output on a realtime thread.
 pub trait BlockProcessor: Send {
     /// Processes `frames` frames, planar. Must be realtime-safe.
     fn process(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], frames: usize);
-    /// Channels in and out.
+    /// Channels in and out (the graph gives a track at most [`MAX_TRACK_CHANNELS`]).
     fn channels(&self) -> usize;
 }
 
@@ -150,7 +153,10 @@ impl Driver {
                         let mc = c % master_channels.max(1);
                         for f in 0..shared.period {
                             let s = f32::from_bits(lane.out[half + c * shared.period + f].load(Ordering::Relaxed));
-                            master[f * master_channels + mc] += s;
+                            // A master shorter than a period: what fits.
+                            if let Some(m) = master.get_mut(f * master_channels + mc) {
+                                *m += s;
+                            }
                         }
                     }
                 } else {
@@ -217,7 +223,7 @@ impl Graph {
         let lanes: Box<[Lane]> = tracks
             .iter()
             .map(|t| {
-                let channels = t.processor.channels();
+                let channels = t.processor.channels().min(MAX_TRACK_CHANNELS);
                 Lane {
                     go: CachePadded::new(AtomicU32::new(0)),
                     bell: CachePadded::new(Doorbell::new()),
@@ -368,9 +374,10 @@ fn track_thread(shared: &Shared, index: usize, mut track: GraphTrack, config: &G
         }
         let began = crate::realtime::clock::monotonic_ns();
         {
-            let inputs: [&[f32]; 8] = std::array::from_fn(|c| input.get(c).map_or(&[][..], |v| v.as_slice()));
+            let inputs: [&[f32]; MAX_TRACK_CHANNELS] =
+                std::array::from_fn(|c| input.get(c).map_or(&[][..], |v| v.as_slice()));
             let mut outs = output.iter_mut();
-            let mut outputs: [&mut [f32]; 8] =
+            let mut outputs: [&mut [f32]; MAX_TRACK_CHANNELS] =
                 std::array::from_fn(|_| outs.next().map_or(&mut [][..], |v| v.as_mut_slice()));
             track.processor.process(&inputs[..channels], &mut outputs[..channels], period);
         }
