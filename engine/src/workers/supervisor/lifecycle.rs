@@ -31,6 +31,10 @@ pub(super) struct Worker {
     pub(super) standing: Standing,
     /// Consecutive policing windows in which its tracks kept up.
     pub(super) kept_up: u32,
+    /// When it was last demoted, while it is.
+    pub(super) demoted_at: Option<Instant>,
+    /// Demotions since it last kept up for a while (the retry back-off).
+    pub(super) demotions: u32,
     /// What its reply ring carried that no worker sends (a faulted ring, a
     /// message that does not decode), if it did: it is restarted for it.
     pub(super) control_fault: Option<String>,
@@ -71,6 +75,8 @@ impl Watcher {
             restart_not_before: None,
             standing: Standing::Starting,
             kept_up: 0,
+            demoted_at: None,
+            demotions: 0,
             control_fault: None,
         })
     }

@@ -45,6 +45,12 @@ impl Worker {
     /// priority.
     pub(super) fn stand(&mut self, standing: Standing) {
         self.standing = standing;
+        if standing == Standing::Demoted {
+            self.demoted_at = Some(Instant::now());
+            self.demotions = self.demotions.saturating_add(1);
+        } else {
+            self.demoted_at = None;
+        }
         let nice = match standing {
             Standing::Starting => STARTING_NICE,
             Standing::Probation => RAISED_NICE,
@@ -61,6 +67,18 @@ pub(super) const POLICING_WINDOW: Duration = Duration::from_millis(20);
 
 /// Windows of keeping up (one second) before a worker gets realtime priority.
 pub(super) const PROMOTE_AFTER_WINDOWS: u32 = 50;
+
+/// A demoted worker that is beating (not stuck in a call) is tried at its
+/// raised priority again this long after its demotion, doubled for each
+/// demotion in a row up to [`RETRY_LATEST`]: demoted on a loaded machine
+/// (stuck a moment, or starved), it falls behind at nice 15 and stays late
+/// however well it would keep up, so lateness alone could keep it down for
+/// good; a real hog is caught again within a window and waits longer.
+pub(super) const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest a demoted, beating worker waits for its next try.
+pub(super) const RETRY_LATEST: Duration = Duration::from_secs(8);
+/// A worker that beat this recently is not stuck in a script call.
+pub(super) const BEATING_WITHIN: Duration = Duration::from_millis(100);
 
 /// How long after its script loaded a track's lateness starts to count.
 pub(super) const SETTLE_AFTER_LOAD: Duration = Duration::from_millis(100);
@@ -104,6 +122,28 @@ impl Watcher {
         }
     }
 
+    /// Tries a demoted worker that beats again at its raised priority once
+    /// its back-off has passed (see [`RETRY_FIRST`]), its tracks' lateness
+    /// not counted while it catches up (as after a script's load).
+    fn retry_if_demoted(&mut self, index: usize, now: Instant) {
+        let worker = &mut self.workers[index];
+        let backoff = RETRY_FIRST.saturating_mul(1 << worker.demotions.saturating_sub(1).min(4)).min(RETRY_LATEST);
+        let due = worker.demoted_at.is_some_and(|at| now.duration_since(at) >= backoff);
+        if worker.standing != Standing::Demoted || worker.hog || !due {
+            return;
+        }
+        if now.duration_since(worker.last_beat_at) >= BEATING_WITHIN {
+            return;
+        }
+        worker.stand(Standing::Probation);
+        worker.kept_up = 0;
+        for track in self.tracks.iter_mut().filter(|t| t.worker == index) {
+            if track.ready_since.is_some() {
+                track.ready_since = Some(now);
+            }
+        }
+    }
+
     pub(super) fn raise_priority(&mut self, pid: u32, priority: i32) {
         if set_scheduling(pid, libc::SCHED_FIFO, priority, 0) {
             return;
@@ -129,7 +169,9 @@ impl Watcher {
     /// delays only its own tracks and not the workers sharing its cores; it is
     /// raised again once it keeps up.
     pub(super) fn police_hogs(&mut self) {
+        let now = Instant::now();
         for index in 0..self.workers.len() {
+            self.retry_if_demoted(index, now);
             let (mut late, mut blocks) = (0, 0);
             for track in self.tracks.iter_mut().filter(|t| t.worker == index) {
                 let now_late = track.port.stats.late_results.load(Ordering::Relaxed);
@@ -167,6 +209,7 @@ impl Watcher {
                     format!("outboard: worker {index} (pid {pid}) is late for most blocks; lowering its priority"),
                 );
             } else if worker.kept_up >= PROMOTE_AFTER_WINDOWS && worker.standing != Standing::Raised {
+                worker.demotions = 0;
                 match self.config.worker_priority {
                     Some(priority) => {
                         worker.standing = Standing::Raised;
