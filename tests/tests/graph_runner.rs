@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outboard_engine::realtime::graph::{BlockProcessor, Graph, GraphConfig, GraphTrack, Source};
 
@@ -59,6 +59,22 @@ fn a_late_track_is_silence_for_that_period_and_a_counted_miss() {
     let config = GraphConfig { master_channels: 1, ..GraphConfig::default() };
     let mut graph = Graph::start(&config, tracks, Box::new(move |master: &[f32]| sink.lock().unwrap().push(master[0])));
     std::thread::sleep(Duration::from_millis(1000));
+    // The stalled track processes every period it was released, so it comes
+    // back level with the steady one. Checked while the graph still runs:
+    // at `stop` one thread may already have taken the last released period
+    // and the other not (or, on a loaded machine, be a few behind), so the
+    // counts after `stop` are not a measure of catching up.
+    let caught_up_by = Instant::now() + Duration::from_secs(10);
+    let mut gap = u64::MAX;
+    while Instant::now() < caught_up_by {
+        let stalled = calls[1].load(Ordering::Acquire);
+        let steady = calls[0].load(Ordering::Acquire);
+        gap = steady.abs_diff(stalled);
+        if gap <= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     graph.stop();
     let masters = masters.lock().unwrap();
     let stats = graph.stats();
@@ -71,9 +87,5 @@ fn a_late_track_is_silence_for_that_period_and_a_counted_miss() {
     assert!(without_stalled >= stalled_misses, "each missed period is silence from that track");
     assert!(masters.iter().all(|&m| m == 0.0 || m == 1.0 || m == 101.0 || m == 100.0), "only whole periods mix");
     assert!(stats.periods.load(Ordering::Relaxed) > 600, "the driver kept its pace");
-    assert_eq!(
-        calls[1].load(Ordering::Relaxed),
-        calls[0].load(Ordering::Relaxed),
-        "the late track caught up, period by period"
-    );
+    assert!(gap <= 1, "the late track caught up, period by period (still {gap} periods apart)");
 }
