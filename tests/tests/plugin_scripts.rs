@@ -66,20 +66,35 @@ fn a_script_imports_the_module_beside_its_file() {
 #[test]
 fn a_followed_file_edited_while_playing_is_heard() {
     let bundle = PluginBundle::new("plugin-follow", true);
-    let script = bundle.write("gain.py", "def process(block, ctx):\n    block *= 0.5\n");
+    // The first version marks its setup: the edit comes a second after the
+    // script is loaded, not after a fixed time (Python may take seconds to
+    // start on a busy machine), and the host waits for that load before it
+    // plays (OUTBOARD_WET_START_MS), so the first version is heard first.
+    let marker = bundle.file("loaded");
+    let script = bundle.write(
+        "gain.py",
+        &format!(
+            "def setup(ctx):\n    open({:?}, 'w').close()\n\ndef process(block, ctx):\n    block *= 0.5\n",
+            marker.display().to_string()
+        ),
+    );
     let wavs = bundle.wavs();
     let (input, output) = (&wavs.input, &wavs.output);
     let edit = {
         let script = script.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while !marker.exists() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(1000));
             std::fs::write(&script, "def process(block, ctx):\n    block *= 0.125\n").unwrap();
         })
     };
     // Paced in real time, long enough for the edit to be picked up (within a second).
     let args = ["--seconds", "4", "--script", &script];
     let args = wavs.after(&args);
-    let (report, stderr) = host(&bundle, &args, &[]);
+    let (report, stderr) = host(&bundle, &args, &[("OUTBOARD_WET_START_MS", "60000")]);
     edit.join().unwrap();
     let latency = report["latency_samples"].as_u64().unwrap() as usize;
     let (x, y) = (read_wav(input), read_wav(output));

@@ -155,6 +155,9 @@ fn track_scenario(seccomp: bool) -> Outcome {
     let stats = track.stats().clone();
     let dsp = track.params().clone();
     supervisor.add_track(ScriptedTrack::new(port, PathBuf::from(script), vec!["mix".into()]));
+    // Served before the measured run: how long Python takes to start on a
+    // busy machine is not what this measures.
+    assert!(track.wait_ready(Duration::from_secs(60)), "the worker loaded the script");
 
     let blocks = 3000u64;
     let progress = Progress::default();
