@@ -20,8 +20,9 @@
 //! - Every message about a track (its errors, reloads, `ctx.log`,
 //!   `outboard.log` from its code) is one stderr line: 0x1E, then JSON
 //!   `{"track":ID|null,"level":"error"|"warning"|"info","text":"..."}`
-//!   (`outboard_rt.emit` writes them all); any other stderr line is about
-//!   the worker as a whole.
+//!   (`outboard_rt.emit` writes them all; the format, and the levels'
+//!   spellings, are `outboard_engine::wire::log`'s); any other stderr line
+//!   is about the worker as a whole.
 //!
 //! Nothing here is realtime: it holds the GIL, allocates and does I/O. It runs
 //! in its own process precisely so that none of that reaches an audio thread.
@@ -31,6 +32,7 @@ use std::sync::{Once, OnceLock};
 
 use outboard_engine::measurement::stats::StatsRow;
 use outboard_engine::wire::control::{JobError, JobReply, JobRequest, Json, Reply};
+use outboard_engine::wire::log::LogLevel;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -309,27 +311,6 @@ pub struct BlockOutcome {
     pub events: Vec<outboard_engine::wire::block::Event>,
 }
 
-/// How serious a message on the host's log is (the record's "level").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// Something failed (a script error, a refused environment); written as `"error"`.
-    Error,
-    /// Worth noticing but not a new failure, such as how often an error repeated; written as `"warning"`.
-    Warning,
-    /// Informational: `ctx.log` and `outboard.log` output, reload notices; written as `"info"`.
-    Info,
-}
-
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Info => "info",
-        }
-    }
-}
-
 impl RealtimeRuntime {
     /// Starts Python (once per process) and loads the realtime runtime; fails
     /// clearly when numpy is missing. With `python_env`, that environment's
@@ -390,7 +371,7 @@ impl RealtimeRuntime {
     /// that the first real block does not pay for first calls.
     pub fn load_with_values(&self, spec: &outboard_engine::wire::control::ScriptSpec, values: &[f32]) -> bool {
         if let Some(why) = &self.env_problem {
-            self.report(Some(spec.track), Level::Error, why);
+            self.report(Some(spec.track), LogLevel::Error, why);
         }
         let loaded = Python::attach(|py| {
             let path = spec.path.to_string_lossy().into_owned();
@@ -431,7 +412,7 @@ impl RealtimeRuntime {
             Ok(false) => false,
             Err(e) => {
                 let text = format!("outboard: cannot load {} for {}: {e}", spec.path.display(), spec.name);
-                self.report(Some(spec.track), Level::Error, &text);
+                self.report(Some(spec.track), LogLevel::Error, &text);
                 false
             }
         }
@@ -439,7 +420,7 @@ impl RealtimeRuntime {
 
     /// Writes a message on the host's log as a record (see
     /// `outboard_rt.emit`), about `track` or, with `None`, the worker.
-    pub fn report(&self, track: Option<u32>, level: Level, text: &str) {
+    pub fn report(&self, track: Option<u32>, level: LogLevel, text: &str) {
         Python::attach(|py| {
             if self.emit.call1(py, (track, level.as_str(), text)).is_err() {
                 eprintln!("{text}");
@@ -462,7 +443,7 @@ impl RealtimeRuntime {
             Ok(slots) => slots,
             Err(e) => {
                 let text = format!("outboard: reload check failed: {e}");
-                if self.emit.call1(py, (None::<u32>, Level::Error.as_str(), text.as_str())).is_err() {
+                if self.emit.call1(py, (None::<u32>, LogLevel::Error.as_str(), text.as_str())).is_err() {
                     eprintln!("{text}");
                 }
                 Vec::new()
@@ -548,7 +529,7 @@ impl RealtimeRuntime {
         outcome.unwrap_or_else(|e| {
             let text = format!("outboard: the realtime runtime failed: {e}");
             let reported =
-                Python::attach(|py| self.emit_for_slot.call1(py, (slot, Level::Error.as_str(), &text)).is_ok());
+                Python::attach(|py| self.emit_for_slot.call1(py, (slot, LogLevel::Error.as_str(), &text)).is_ok());
             if !reported {
                 eprintln!("{text}");
             }

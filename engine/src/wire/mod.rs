@@ -14,10 +14,12 @@
 //!   worker) and [`control::Reply`] (worker → host), with typed bodies;
 //! - [`declared`]: what a script declares, read from its worker's
 //!   `ScriptDeclared` reply;
-//! - [`launch`]: the worker's command line, and what it does first.
+//! - [`launch`]: the worker's command line, and what it does first;
+//! - [`log`]: the log records a worker writes on its stderr.
 
 pub mod block;
 pub mod control;
 pub mod declared;
 pub mod launch;
+pub mod log;
 pub mod rings;
