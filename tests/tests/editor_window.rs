@@ -51,14 +51,16 @@ impl Xvfb {
         // A desktop's X server runs in a session of its own, which the
         // kernel's autogroups give a CPU share of its own; this one is the
         // test's child, in the test's session, where it would take its CPU
-        // from the script workers' share. At idle priority it takes only
-        // what they leave.
+        // from the script workers' share. At nice 10 it takes little of it
+        // (a tenth of a nice-0 worker's weight, a hundredth of a raised
+        // one's), and still draws beside a compile: at idle priority (tried
+        // first) a compile beside the tests starved it, and an opening now
+        // and then showed no frame within 10 s.
         // SAFETY: between fork and exec the closure only makes one
         // async-signal-safe system call.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
                 Ok(())
             });
         }
