@@ -26,12 +26,13 @@
 //! | [`realtime`] | the realtime side: [`realtime::track`] (the track, its port, its events), [`realtime::graph`] (the graph runner), [`realtime::clock`], [`realtime::voice`] | compute, measurement, wire, shm |
 //! | [`compute`] | the partial-sum kernel and the job server | measurement, shm (the doorbell) |
 //! | [`measurement`] | histograms, job statistics | nothing |
-//! | [`wire`] | the format both processes agree on: [`wire::rings`] (the ring map), [`wire::block`] (block messages), [`wire::control`] (control messages, by direction), [`wire::declared`] | shm |
+//! | [`wire`] | the format both processes agree on: [`wire::rings`] (the ring map), [`wire::block`] (block messages), [`wire::control`] (control messages, by direction), [`wire::declared`], [`wire::launch`] (the worker's command line and first duties), [`wire::log`] (the worker's log records) | shm |
 //! | [`shm`] | shared memory: [`shm::region`], [`shm::ring`], [`shm::doorbell`] (the one sleep/wake hand-shake), [`shm::memory`] | nothing |
 //!
 //! The worker (`outboard-scripts-host`) uses [`wire`] and [`shm`] from here
-//! (and [`realtime::clock`], the clock block timestamps are read on), no
-//! host-side module.
+//! (and [`realtime::clock`], the clock block timestamps are read on, and
+//! [`measurement::stats`], the job statistics it reports), no module of the
+//! host's tracks or workers.
 //!
 //! ## What it guarantees
 //!

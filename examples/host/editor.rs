@@ -26,8 +26,10 @@
 //! is not counts as the editor's first frame. The parent's own area before
 //! `set_parent` (one background colour) is the control.
 //!
-//! While the session lasts, the main thread runs at nice [`GUI_NICE`] (the
-//! threads the plugin starts for its window inherit it) and the memory the
+//! While the session lasts, the main thread runs at nice [`GUI_NICE`] and,
+//! where permitted, SCHED_IDLE (the threads the plugin starts for its window
+//! inherit it; Outboard's own editor lowers its threads to SCHED_IDLE
+//! itself) and the memory the
 //! process maps from then on is not locked (see `run.rs`,
 //! `lock_current_memory_only`): what the instances use stays locked.
 //!

@@ -118,11 +118,7 @@ impl Processor {
         // Touched here (the main thread), so the audio thread's first
         // writes are not page faults.
         let buffer = |n: usize| -> [Box<[f32]>; CHANNELS] {
-            std::array::from_fn(|_| {
-                let mut line: Box<[f32]> = vec![0.0; n].into();
-                outboard_engine::shm::memory::touch_pages(&mut line);
-                line
-            })
+            std::array::from_fn(|_| outboard_engine::shm::memory::present_filled(0.0, n).into())
         };
         Processor {
             track,

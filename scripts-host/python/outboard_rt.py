@@ -116,7 +116,7 @@ MAX_SCRIPT_BYTES = 512 << 10
 # A report keeps the innermost frames of a traceback: where the error is.
 MAX_TRACEBACK_FRAMES = 24
 # The longest text of one record, in UTF-8 bytes: under what the engine keeps
-# of a message (outboard_engine::script_log::MAX_TEXT), so that what is cut
+# of a message (outboard_engine::wire::log::MAX_TEXT), so that what is cut
 # here keeps the head line and the traceback's last frames.
 MAX_RECORD_TEXT = 12 << 10
 RECORD_MARK = "\x1e"

@@ -439,15 +439,10 @@ impl RealtimeRuntime {
     /// Reloads scripts whose files changed (checked at most every 250 ms
     /// each), running their `setup` again. Returns the slots reloaded.
     pub fn check_reloads(&self) -> Vec<usize> {
-        Python::attach(|py| match self.check_reloads.call0(py).and_then(|slots| slots.extract::<Vec<usize>>(py)) {
-            Ok(slots) => slots,
-            Err(e) => {
-                let text = format!("outboard: reload check failed: {e}");
-                if self.emit.call1(py, (None::<u32>, LogLevel::Error.as_str(), text.as_str())).is_err() {
-                    eprintln!("{text}");
-                }
-                Vec::new()
-            }
+        let checked = Python::attach(|py| self.check_reloads.call0(py)?.extract::<Vec<usize>>(py));
+        checked.unwrap_or_else(|e| {
+            self.report(None, LogLevel::Error, &format!("outboard: reload check failed: {e}"));
+            Vec::new()
         })
     }
 

@@ -46,10 +46,7 @@ impl PluginBundle {
 
     /// The input and output WAV files of an `outboard-host` run, in the bundle's folder.
     pub fn wavs(&self) -> Wavs {
-        let (input, output) = (self.file("in.wav"), self.file("out.wav"));
-        let input_arg = input.to_str().expect("a UTF-8 path").to_owned();
-        let output_arg = output.to_str().expect("a UTF-8 path").to_owned();
-        Wavs { input, output, input_arg, output_arg }
+        Wavs { input: self.file("in.wav"), output: self.file("out.wav") }
     }
 }
 
@@ -60,14 +57,13 @@ pub struct Wavs {
     pub input: PathBuf,
     /// The plugin's output, written by `--output-wav`.
     pub output: PathBuf,
-    input_arg: String,
-    output_arg: String,
 }
 
 impl Wavs {
     /// `args` followed by `--write-input INPUT --output-wav OUTPUT`.
     pub fn after<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let files = ["--write-input", self.input_arg.as_str(), "--output-wav", self.output_arg.as_str()];
+        let path = |p: &'a PathBuf| p.to_str().expect("a UTF-8 path");
+        let files = ["--write-input", path(&self.input), "--output-wav", path(&self.output)];
         args.iter().copied().chain(files).collect()
     }
 }

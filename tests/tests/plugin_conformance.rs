@@ -668,10 +668,9 @@ fn declared_parameters_round_trip_through_state_and_keep_their_values_by_name_ac
 #[test]
 fn a_preset_file_loaded_through_preset_load_becomes_the_followed_script() {
     let (files, bundle) = load("conf-preset");
-    let filter = std::path::PathBuf::from(files._files.write(
-        "filter.py",
-        &std::fs::read_to_string(outboard_tests::workspace_root().join("examples/scripts/filter.py")).unwrap(),
-    ));
+    let filter = std::path::PathBuf::from(
+        files._files.write("filter.py", &std::fs::read_to_string(outboard_tests::example_script("filter.py")).unwrap()),
+    );
     let mut plugin = instance(&bundle);
     plugin.load_preset(&filter).expect("preset-load takes a script file");
     let processor = plugin.activate(ActivateConfig::new(48_000.0, 256)).unwrap();

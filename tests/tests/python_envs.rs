@@ -174,11 +174,11 @@ fn the_scipy_example_equals_lfilter_on_the_whole_signal() {
         return;
     };
     let bundle = PluginBundle::new("env-scipy", true);
-    let script = outboard_tests::workspace_root().join("examples/scripts/scipy_biquad.py");
+    let script = outboard_tests::example_script("scipy_biquad.py");
     let wavs = bundle.wavs();
     let (input, output) = (&wavs.input, &wavs.output);
-    let args = ["--seconds", "1", "--block", "100", "--offline", "--python-env", venv.to_str().unwrap()];
-    let args: Vec<&str> = args.into_iter().chain(["--script", script.to_str().unwrap()]).collect();
+    let args =
+        ["--seconds", "1", "--block", "100", "--offline", "--python-env", venv.to_str().unwrap(), "--script", &script];
     let (report, stderr) = host(&bundle, &wavs.after(&args), &[]);
     assert_eq!(report["error_logs"], 0, "{stderr}");
     assert_eq!(report["late_results"], 0, "{stderr}");

@@ -9,7 +9,10 @@
 /// Writes each page of `buf` once (its current values, unchanged).
 pub fn touch_pages<T: Copy>(buf: &mut [T]) {
     let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
-    for i in (0..buf.len()).step_by(per_page) {
+    // A page apart from the first value, and the last value: the buffer
+    // need not start on a page, so its last page may hold less than a page
+    // of it (a large allocation starts 16 bytes into one).
+    for i in (0..buf.len()).step_by(per_page).chain(buf.len().checked_sub(1)) {
         let value = buf[i];
         // SAFETY: `i` is in bounds; a volatile write of the same value, so
         // the compiler keeps the write that maps the page.
@@ -25,7 +28,8 @@ pub fn present_vec<T>(capacity: usize) -> Vec<T> {
     let room = values.spare_capacity_mut();
     let bytes = std::mem::size_of_val(room);
     let base = room.as_mut_ptr().cast::<u8>();
-    for offset in (0..bytes).step_by(4096) {
+    // A page apart from the first byte, and the last byte (as in `touch_pages`).
+    for offset in (0..bytes).step_by(4096).chain(bytes.checked_sub(1)) {
         // SAFETY: `offset` < the room's size in bytes, inside the Vec's own
         // allocation; the room is uninitialised memory the Vec owns and
         // does not read (its length stays 0), so any byte may be written.

@@ -79,8 +79,11 @@ impl WorkerLine {
         WorkerLine { track, level, text: cap(text) }
     }
 
-    /// Writes the record line a worker sends (what [`parse`](Self::parse) reads).
-    pub fn encode(&self) -> String {
+    /// Writes the record line a worker sends (what [`parse`](Self::parse)
+    /// reads): the test's side of the round trip (the worker's Python
+    /// writes its records itself).
+    #[cfg(test)]
+    fn encode(&self) -> String {
         let value = serde_json::json!({"track": self.track, "level": self.level.as_str(), "text": self.text});
         format!("{RECORD_MARK}{value}")
     }

@@ -6,8 +6,10 @@
 //! A worker is started on a region of its own ([`crate::wire::rings`]
 //! lays it out) with:
 //!
-//! - the region's memfd as its standard input, and no other descriptor but
-//!   its standard output and error (`Region::pass_to_child`);
+//! - the region's memfd as its standard input (`Region::pass_to_child`),
+//!   and no other descriptor but its standard output and error (the worker
+//!   closes any other it inherited first thing:
+//!   [`crate::wire::launch::settle_worker`]);
 //! - death with the host: the parent-death signal, which Linux sends when
 //!   the *thread* that started the worker ends, so workers are started on a
 //!   thread that lives as long as they should (the supervisor's own, or a

@@ -9,11 +9,11 @@
 //!
 //! A worker is untrusted: a record naming a track that is not on that worker
 //! is attributed to the worker's own tracks instead, so no script can write
-//! into another track's log; text is capped at [`MAX_TEXT`] bytes.
+//! into another track's log; text is capped at [`MAX_TEXT`](crate::wire::log::MAX_TEXT) bytes.
 
 use std::sync::Arc;
 
-pub use crate::wire::log::{LogLevel, MAX_TEXT, RECORD_MARK, WorkerLine};
+pub use crate::wire::log::{LogLevel, WorkerLine};
 
 /// A message for the log listener.
 #[derive(Clone, Debug, PartialEq)]

@@ -64,8 +64,6 @@ pub struct Gui {
     transient_for: Option<u32>,
     window: Option<Window>,
     timer: Option<TimerId>,
-    /// The threads the window brought (lowered to SCHED_IDLE).
-    threads: EditorThreads,
     /// Keeps the model fresh while the gui exists.
     _watch: Watch,
 }
@@ -80,27 +78,18 @@ pub struct Gui {
 /// threads it starts from then on inherit the policy. The threads started
 /// while the window and its GL context were made, before that, are those
 /// that appeared while the (synchronous) opening ran: lowered right after
-/// it, from the main thread (Outboard's own, by name, excepted). No other
-/// thread of the host's is touched.
-#[derive(Default)]
-struct EditorThreads {
-    before: Vec<i32>,
-}
-
-impl EditorThreads {
-    /// Notes the threads there are before the window opens.
-    fn before_opening(&mut self) {
-        self.before = thread_ids();
-    }
-
-    /// Lowers the threads that appeared while the window opened (main
-    /// thread, right after the opening returned).
-    fn lower_new(&mut self) {
-        for tid in thread_ids().into_iter().filter(|tid| !self.before.contains(tid)) {
-            let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
-            if !name.starts_with("outboard") {
-                lower_to_idle(tid);
-            }
+/// it, from the main thread (`open_window`), if they run at the normal
+/// policy and are not Outboard's own (by name). No other thread of the
+/// host's is touched, nor one the host started meanwhile at realtime
+/// priority.
+fn lower_threads_since(before: &[i32]) {
+    for tid in thread_ids().into_iter().filter(|tid| !before.contains(tid)) {
+        // SAFETY: sched_getscheduler only reads the policy of `tid`, a
+        // thread of this process (it may have ended since: then it fails).
+        let normal = unsafe { libc::sched_getscheduler(tid) } == libc::SCHED_OTHER;
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+        if normal && !name.starts_with("outboard") {
+            lower_to_idle(tid);
         }
     }
 }
@@ -165,7 +154,6 @@ impl PluginGuiImpl for OutboardMainThread<'_> {
             title: String::from("Outboard"),
             transient_for: None,
             window: None,
-            threads: EditorThreads::default(),
             timer,
             _watch: watch,
         });
@@ -252,9 +240,7 @@ impl PluginGuiImpl for OutboardMainThread<'_> {
         if let Some(window) = &gui.window {
             return window.set_parent(&parent).map_err(|_| PluginError::Message("the editor could not be reparented"));
         }
-        gui.threads.before_opening();
         gui.window = Some(self.open_window(gui, Some(&parent))?);
-        gui.threads.lower_new();
         Ok(())
     }
 
@@ -281,9 +267,7 @@ impl PluginGuiImpl for OutboardMainThread<'_> {
             if !gui.floating {
                 return Err(PluginError::Message("an embedded editor needs its parent first"));
             }
-            gui.threads.before_opening();
             gui.window = Some(self.open_window(gui, None)?);
-            gui.threads.lower_new();
         }
         let window = gui.window.as_ref().expect("opened above");
         window.show().map_err(|_| PluginError::Message("the editor could not be shown"))
@@ -327,6 +311,7 @@ impl OutboardMainThread<'_> {
             .with_callbacks(HostWindow(self.host.as_raw()));
         let mut app = EditorApp::new(self.editor.clone());
         app.transient_for = if parent.is_none() { gui.transient_for } else { None };
+        let before = thread_ids();
         let window = EguiWindow::create_with_host(settings, app, Some(host)).map_err(|e| {
             self.say(
                 outboard_engine::workers::script_log::LogLevel::Error,
@@ -334,6 +319,7 @@ impl OutboardMainThread<'_> {
             );
             PluginError::Message("the editor's window could not be opened")
         })?;
+        lower_threads_since(&before);
         self.editor.set_repaint(Some(Box::new(move || notifier.request_repaint())));
         Ok(window)
     }
@@ -468,7 +454,7 @@ impl EditorApp {
 impl egui_baseview::App for EditorApp {
     fn build(&mut self, egui_ctx: egui::Context, frame: &mut Frame) -> Result<(), HandlerError> {
         // The window's thread, before its first frame: the threads the GL
-        // driver starts to draw it inherit this (see `EditorThreads`).
+        // driver starts to draw it inherit this (see `lower_threads_since`).
         lower_to_idle(0);
         view::style(&egui_ctx);
         frame.set_clear_color(egui::Rgba::from_gray(0.08));

@@ -212,7 +212,7 @@ impl Watcher {
                 worker.demotions = 0;
                 match self.config.worker_priority {
                     Some(priority) => {
-                        worker.standing = Standing::Raised;
+                        worker.stand(Standing::Raised);
                         self.raise_priority(pid, priority);
                     }
                     None if worker.standing == Standing::Demoted => worker.stand(Standing::Probation),
