@@ -29,6 +29,20 @@ pub fn scripts_host() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e} (cargo xtask test builds it)"))
 }
 
+/// Polls `f` (every 5 ms) until it holds or `limit` has passed; whether it
+/// held. What another process or thread does comes when it comes: tests
+/// wait for it with a generous limit instead of sleeping a fixed time.
+pub fn eventually(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    f()
+}
+
 /// The workspace's root folder (where the example scripts are).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()

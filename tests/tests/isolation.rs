@@ -10,11 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
-use outboard_tests::{ScriptDir, scripts_host, workspace_bin};
+use outboard_tests::{ScriptDir, eventually, scripts_host, workspace_bin};
 
 const SCRIPT: &str = "def process(block, ctx):\n    block *= 2.0\n";
 
@@ -54,17 +54,6 @@ fn stat(pid: u32) -> Option<(char, u32)> {
 /// Running (a zombie waiting to be reaped by whoever inherited it is dead).
 fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
-}
-
-fn eventually(seconds: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
 }
 
 /// Descriptors opened the way a careless host library would: without
@@ -130,7 +119,10 @@ fn regions_are_memfds_and_the_only_descriptors_workers_inherit() {
     .join()
     .unwrap();
     let ready = || tracks.iter().all(|t| t.stats().script_ready.load(Ordering::Acquire));
-    assert!(eventually(60, || sup.worker_pids().len() == 2 && ready()), "both workers loaded their scripts");
+    assert!(
+        eventually(Duration::from_secs(60), || sup.worker_pids().len() == 2 && ready()),
+        "both workers loaded their scripts"
+    );
     let pids = sup.worker_pids();
     let mut regions = BTreeSet::new();
     for &pid in &pids {
@@ -195,12 +187,12 @@ fn workers_die_with_a_killed_host(mode: &str) {
     for &pid in &pids {
         assert_eq!(stat(pid).map(|(_, parent)| parent), Some(host.id()), "worker {pid} is the host's child");
         let stuck = dir.path().join(format!("stuck-{pid}"));
-        assert!(eventually(60, || stuck.exists()), "worker {pid} got stuck in the script");
+        assert!(eventually(Duration::from_secs(60), || stuck.exists()), "worker {pid} got stuck in the script");
         assert!(alive(pid), "worker {pid} runs");
     }
     host.kill().expect("SIGKILL the host");
     host.wait().expect("reap the host");
-    let gone = eventually(5, || pids.iter().all(|&p| !alive(p)));
+    let gone = eventually(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p)));
     if !gone {
         // Do not leave them stuck for an hour holding the test's output pipes.
         for &pid in &pids {

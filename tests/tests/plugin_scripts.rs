@@ -83,10 +83,7 @@ fn a_followed_file_edited_while_playing_is_heard() {
     let edit = {
         let script = script.clone();
         std::thread::spawn(move || {
-            let give_up = Instant::now() + Duration::from_secs(60);
-            while !marker.exists() && Instant::now() < give_up {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            outboard_tests::eventually(Duration::from_secs(60), || marker.exists());
             std::thread::sleep(Duration::from_millis(1000));
             std::fs::write(&script, "def process(block, ctx):\n    block *= 0.125\n").unwrap();
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use outboard_engine::realtime::track::{Track, TrackConfig};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{classify_blocks, run_paced};
-use outboard_tests::{ScriptDir, scripts_host};
+use outboard_tests::{ScriptDir, eventually, scripts_host};
 
 fn supervisor(template: &TrackConfig) -> Supervisor {
     let mut config = SupervisorConfig::new(scripts_host(), template);
@@ -47,18 +47,6 @@ fn a_script_processes_audio_with_exactly_l_blocks_of_latency() {
 /// given block would depend on how fast Python starts on a busy machine.
 fn wait_until_served(track: &mut Track, sup: &Supervisor) {
     assert!(track.wait_ready(Duration::from_secs(60)), "the worker loaded the script: {:?}", sup.log_lines());
-}
-
-/// Waits (polling) until `f` holds, for at most `seconds`.
-fn eventually(seconds: f64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    f()
 }
 
 #[test]
@@ -137,7 +125,7 @@ fn script_errors_are_reported_with_file_and_line_and_the_track_plays_dry() {
     // Log lines come over each worker's stderr: polled.
     let reported =
         |place: &str, message: &str| sup.log_lines().iter().any(|l| l.contains(place) && l.contains(message));
-    eventually(10.0, || cases.iter().all(|(_, _, place, message)| reported(place, message)));
+    eventually(Duration::from_secs(10), || cases.iter().all(|(_, _, place, message)| reported(place, message)));
     let log = sup.log_lines().join("\n");
     for (_, _, place, message) in cases {
         let line = log.lines().find(|l| l.contains(place) && l.contains(message));
@@ -294,7 +282,7 @@ fn a_killed_worker_is_restarted_while_the_track_keeps_playing() {
         }
     });
     let old = killed.expect("the track had a worker");
-    assert!(eventually(2.0, || sup.restarts() >= 1), "the supervisor restarted the worker");
+    assert!(eventually(Duration::from_secs(2), || sup.restarts() >= 1), "the supervisor restarted the worker");
     assert!(!sup.worker_pids().contains(&old));
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     assert!(blocks.iter().all(Option::is_some), "audio stayed sample-exact through the crash");
@@ -316,10 +304,18 @@ fn a_crashed_worker_is_replaced_by_the_warm_spare_and_a_new_spare_is_started() {
     let sup = supervisor(&cfg);
     let mut track = scripted(cfg.clone(), &script, &sup);
     assert!(track.wait_ready(Duration::from_secs(20)), "{:?}", sup.log_lines());
-    assert!(eventually(20.0, || sup.spare_ready().is_some()), "a spare stands by: {:?}", sup.log_lines());
+    assert!(
+        eventually(Duration::from_secs(20), || sup.spare_ready().is_some()),
+        "a spare stands by: {:?}",
+        sup.log_lines()
+    );
     let spare = sup.spare_ready().unwrap();
     let old = sup.kill_worker_of(9).expect("the track had a worker");
-    assert!(eventually(10.0, || sup.worker_pids().contains(&spare)), "the spare took over: {:?}", sup.log_lines());
+    assert!(
+        eventually(Duration::from_secs(10), || sup.worker_pids().contains(&spare)),
+        "the spare took over: {:?}",
+        sup.log_lines()
+    );
     assert!(!sup.worker_pids().contains(&old));
     let log = sup.log_lines().join("\n");
     assert!(log.contains(&format!("restarted as pid {spare} (the warm spare)")), "{log}");
@@ -329,7 +325,11 @@ fn a_crashed_worker_is_replaced_by_the_warm_spare_and_a_new_spare_is_started() {
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     assert!(blocks[100..].iter().all(|b| *b == Some(true)), "wet again: {blocks:?}");
     // And another spare is started in the background.
-    assert!(eventually(20.0, || sup.spare_ready().is_some_and(|p| p != spare)), "{:?}", sup.log_lines());
+    assert!(
+        eventually(Duration::from_secs(20), || sup.spare_ready().is_some_and(|p| p != spare)),
+        "{:?}",
+        sup.log_lines()
+    );
 }
 
 #[test]
@@ -353,7 +353,11 @@ fn a_hung_script_gets_its_worker_restarted_after_the_heartbeat_timeout() {
     wait_until_served(&mut track, &sup);
     let out = run_paced(&mut track, 2400, |_, _| {});
     assert!(marker.exists(), "the script hung");
-    assert!(eventually(30.0, || sup.restarts() >= 1), "the hung worker was replaced: {:?}", sup.log_lines());
+    assert!(
+        eventually(Duration::from_secs(30), || sup.restarts() >= 1),
+        "the hung worker was replaced: {:?}",
+        sup.log_lines()
+    );
     let log = sup.log_lines().join("\n");
     assert!(log.contains("stopped beating"), "{log}");
     // Long before that, as soon as it missed its beats, its priority went down
@@ -408,7 +412,10 @@ fn a_slow_interpreter_start_is_not_taken_for_a_hang_nor_put_ahead_of_running_wor
     assert_eq!(nice_while_starting, Some(0));
     // (A burst of late blocks may demote it for a while: polled.)
     if rustix::process::geteuid().is_root() {
-        assert!(eventually(20.0, || nice_of(sup.worker_pids()[0]) == -10), "raised once loaded:\n{log}");
+        assert!(
+            eventually(Duration::from_secs(20), || nice_of(sup.worker_pids()[0]) == -10),
+            "raised once loaded:\n{log}"
+        );
     }
     let blocks = classify_blocks(&out, cfg.block, cfg.latency_frames(), 2.0);
     let wet_at_end = blocks[1800..].iter().filter(|b| **b == Some(true)).count();
@@ -448,7 +455,9 @@ fn removed_tracks_free_their_workers_for_new_ones() {
     for round in 0..6u32 {
         let tracks: Vec<Track> =
             (0..2).map(|i| scripted(TrackConfig::new(100 + round * 2 + i, "churn"), &script, &sup)).collect();
-        assert!(eventually(60.0, || tracks.iter().all(|t| t.stats().script_ready.load(Ordering::Acquire))));
+        assert!(eventually(Duration::from_secs(60), || tracks
+            .iter()
+            .all(|t| t.stats().script_ready.load(Ordering::Acquire))));
         assert!(sup.worker_pids().len() <= 2, "round {round}: {:?}", sup.worker_pids());
         for track in &tracks {
             sup.remove_track(track.config().id);

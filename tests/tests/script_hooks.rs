@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use outboard_engine::realtime::track::{ScriptLink, Track, TrackConfig, TrackPort};
 use outboard_engine::wire::control::{Request, ScriptSpec};
@@ -16,7 +16,7 @@ use outboard_engine::wire::rings::{slot_ring_from_script, slot_ring_to_script};
 use outboard_engine::workers::process::{Launch, LogCapture, WorkerProcess};
 use outboard_engine::workers::supervisor::{ScriptedTrack, Supervisor, SupervisorConfig};
 use outboard_tests::realtime::{one_at_a_time, signal};
-use outboard_tests::{ScriptDir, scripts_host};
+use outboard_tests::{ScriptDir, eventually, scripts_host};
 
 /// Long enough for any result on a busy machine (the worker starting included).
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,18 +47,6 @@ fn run_blocks(track: &mut Track, blocks: std::ops::Range<usize>, out: &mut [Vec<
         let mut outputs: Vec<&mut [f32]> = out.iter_mut().map(|v| &mut v[k * b..(k + 1) * b]).collect();
         track.process(&inputs, &mut outputs, b);
     }
-}
-
-/// Waits (polling) until `f` holds, for at most `WAIT`.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    f()
 }
 
 /// A path as a Python string literal.
@@ -154,7 +142,7 @@ fn setup_runs_once_at_load_and_process_once_per_block_in_order() {
     let mut track = scripted(cfg.clone(), &script, &sup);
     // Setup runs before the worker answers that the script is loaded: with
     // no block sent yet, it has run already, once, at block 0 and time 0.
-    assert!(eventually(|| track.stats().script_ready.load(Ordering::Acquire)), "the script loaded");
+    assert!(eventually(WAIT, || track.stats().script_ready.load(Ordering::Acquire)), "the script loaded");
     let setup = std::fs::read_to_string(&mark).expect("setup ran before the load was answered");
     assert_eq!(setup, "1 0 0 0 ['gain', 'mix'] 0");
     track.set_offline(Some(WAIT));
@@ -244,12 +232,12 @@ fn run_catch_up(behind: usize, id: u32, big_rings: bool) -> ([f32; 4], u64, u64,
     let mut out = vec![vec![0.0f32; total * b]; cfg.channels];
     track.set_offline(Some(WAIT));
     run_blocks(&mut track, 0..STALL_AT + 2, &mut out);
-    assert!(eventually(|| dir.path().join("stalled").exists()), "the script reached block {STALL_AT}");
+    assert!(eventually(WAIT, || dir.path().join("stalled").exists()), "the script reached block {STALL_AT}");
     // The worker is held in block STALL_AT: these pile up in its ring.
     track.set_offline(None);
     run_blocks(&mut track, STALL_AT + 2..newest + 1, &mut out);
     std::fs::write(dir.path().join("release"), b"").expect("release");
-    assert!(eventually(|| dir.path().join("caught-up").exists()), "the script reached block {caught_up}");
+    assert!(eventually(WAIT, || dir.path().join("caught-up").exists()), "the script reached block {caught_up}");
     track.set_offline(Some(WAIT));
     run_blocks(&mut track, newest + 1..total - 1, &mut out);
     // Let the last results and their events arrive; the next block drains
@@ -403,7 +391,7 @@ fn worker_messages_are_one_line_records_attributed_to_their_track() {
     }
     // The repeat count comes after REPEAT_REPORT_SECONDS (2 s) of the same error.
     let mut k = blocks;
-    let warned = eventually(|| {
+    let warned = eventually(WAIT, || {
         let mut out = vec![vec![0.0; (k + 1) * b]; 2];
         run_blocks(&mut tracks[0], k..k + 1, &mut out);
         k += 1;
@@ -412,7 +400,7 @@ fn worker_messages_are_one_line_records_attributed_to_their_track() {
     assert!(warned, "a repeated error is counted");
     // An edit is reloaded (and set up again).
     std::fs::write(dir.path().join("logs.py"), logs_source.replace("v1", "v2!")).expect("edit");
-    let reloaded = eventually(|| {
+    let reloaded = eventually(WAIT, || {
         worker.records().iter().any(|(_, r)| r["text"].as_str().is_some_and(|t| t.contains("set up v2!")))
     });
     assert!(reloaded, "the edited script was set up again");
